@@ -1,0 +1,69 @@
+"""Shared fixtures: offline environment, one cache for the embedded model and datasets per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_env(tmp_path_factory):
+    """No hub, no W&B server; one cache so the tiny model and datasets are built once per session."""
+    cache = Path(os.environ.get("VLMSWEEP_TEST_CACHE") or tmp_path_factory.mktemp("vlmsweep-cache"))
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "WANDB_MODE", "VLMSWEEP_CACHE", "WANDB_SILENT")}
+    os.environ.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline", VLMSWEEP_CACHE=str(cache), WANDB_SILENT="true")
+    yield cache
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def cache_dir(offline_env) -> Path:
+    return offline_env
+
+
+@pytest.fixture(scope="session")
+def tiny_path(cache_dir) -> Path:
+    from vlmsweep.model.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(cache_dir)
+
+
+def compose(overrides: list[str], output_dir: Path | None = None):
+    """The typed Config exactly as `python -m vlmsweep OVERRIDES` would build it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from vlmsweep.config import register_configs, to_config
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.output_dir = str(output_dir or "unused")
+    return to_config(cfg, choices)
+
+
+# Few steps, few samples, short answers budget: end-to-end runs that take seconds on 2 cores.
+FAST = [
+    "train.max_steps=2",
+    "train.batch_size=2",
+    "train.logging_steps=1",
+    "data.train_size=4",
+    "data.test_size=2",
+    "data.mining_size=2",
+    "data.regression_size=2",
+    "eval.batch_size=2",
+    "eval.max_new_tokens=24",
+    "tracker=none",
+]

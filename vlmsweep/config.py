@@ -1,0 +1,254 @@
+"""Typed configuration: one frozen dataclass per config group, registered with Hydra's ConfigStore.
+
+Only the entry point sees a DictConfig; `to_config` turns it into `Config` at once and everything
+below takes these dataclasses. Registering `Config` as the schema of `conf/config.yaml` makes a
+typo or a wrong type fail when the config is composed, not in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+# One visual token covers a 28x28 pixel area: Qwen2-VL cuts 14x14 patches and merges 2x2 of them.
+PIXELS_PER_VISUAL_TOKEN = 28 * 28
+
+
+def visual_tokens_to_pixels(tokens: int) -> int:
+    """The one place where a visual-token budget becomes the image processor's pixel budget."""
+    return int(tokens) * PIXELS_PER_VISUAL_TOKEN
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = MISSING  # option label: tiny, qwen2_vl_2b, ...
+    source: str = "tiny"  # tiny: built locally | pretrained: path or hub id | shape: real config, random weights
+    path: Optional[str] = None  # local folder or hub id (pretrained); architecture name (shape)
+    family: str = "qwen2_vl"  # qwen2_vl | qwen2_5_vl: decides the module-name patterns
+    attn_implementation: str = "sdpa"
+    prequantized: bool = False  # checkpoint already holds bitsandbytes 4-bit weights
+    adapter: Optional[str] = None  # a trained LoRA adapter folder to load (evaluation without training)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    name: str = MISSING  # nf4 | bf16 | fp16 | fp32
+    dtype: str = "float32"  # dtype of the non-quantized weights and of LoRA compute
+    load_in_4bit: bool = False  # bitsandbytes 4-bit (QLoRA)
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    quantize_vision: bool = False  # ablation: put the vision tower in 4-bit too
+
+
+@dataclass(frozen=True)
+class ScopeConfig:
+    name: str = MISSING  # llm | projector | llm_projector | vision_last_n | all
+    parts: list[str] = field(default_factory=list)  # any of: llm, merger, vision
+    vision_last_n: int = 0  # with part "vision": only the last N vision blocks (0 = all blocks)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = 16  # rank
+    alpha: int = 32  # scaling numerator (scale = alpha / r)
+    dropout: float = 0.05
+    modules_to_save: list[str] = field(default_factory=list)  # extra fully-trained modules
+
+
+@dataclass(frozen=True)
+class MaxPixelsConfig:
+    name: str = MISSING
+    visual_tokens: int = 256  # max visual tokens per image after the 2x2 merge
+    min_visual_tokens: int = 4  # min visual tokens per image
+
+
+@dataclass(frozen=True)
+class DataMixConfig:
+    name: str = MISSING  # medical_only | rx_receipt_1_1_1 | medical_heavy
+    weights: dict[str, float] = field(default_factory=dict)  # relative sampling weight per domain
+    receipt_ratio: Optional[float] = None  # when set: share of receipts; the rest split by weights
+    hard_negatives: float = 0.0  # share of samples that ask a receipt image as a prescription
+
+
+@dataclass(frozen=True)
+class DomainTagConfig:
+    name: str = MISSING  # none | prompt
+    in_prompt: bool = False  # put [PRESCRIPTION] / [RECEIPT] in every prompt
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = MISSING  # assistant_only | full
+    assistant_only: bool = True  # supervise only the assistant answer and its <|im_end|>
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    name: str = MISSING  # free | json_schema
+    constrained: bool = False  # grammar-constrained against the domain's JSON schema (xgrammar)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    name: str = MISSING  # wandb | none
+    backend: str = "none"
+    mode: str = "offline"  # offline | online | disabled (W&B)
+    project: str = "vlmsweep"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # defaults to the sweep folder's name in a multirun
+    log_samples: bool = True  # per-sample table
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    seed: int = 0  # seed of the synthetic data; split streams are derived from it
+    train_size: int = 64  # training samples drawn from the mix
+    test_size: int = 8  # held-out samples, never trained on or mined
+    mining_size: int = 8  # mining pool for the retrain loop
+    regression_size: int = 8  # fixed at cycle 0, never trained on
+    train_manifest: Optional[str] = None  # JSONL manifest; replaces the synthetic train set
+    test_manifest: Optional[str] = None  # JSONL manifest; replaces the synthetic test set
+    skip_bad_lines: bool = False  # count and report bad manifest lines instead of failing
+    noise: str = "scan"  # none | light | scan: scan-noise level of synthetic images
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    enabled: bool = True
+    max_steps: int = 30  # optimizer steps
+    batch_size: int = 4  # per device
+    grad_accum: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    lr_scheduler: str = "constant"
+    grad_checkpointing: bool = False
+    max_seq_len: int = 2048  # tokens, visual tokens included
+    on_truncation: str = "error"  # error | skip: a sample whose answer would be cut
+    save_steps: int = 0  # 0: save only at the end
+    resume: bool = True  # resume from the last checkpoint in the run folder if one exists
+    logging_steps: int = 5
+    num_workers: int = 0  # DataLoader workers
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    enabled: bool = True
+    batch_size: int = 8
+    max_new_tokens: int = 384
+    leakage_keywords: list[str] = field(default_factory=list)  # empty: the built-in receipt list
+    worst_per_tag: int = 3  # examples per failure tag in report.md
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    cycles: int = 0  # 0: a single train -> eval run; N: N retrain cycles after cycle 0
+    mine_per_tag: int = 4  # top-K mined samples per failure tag
+    synth_per_tag: int = 8  # targeted synthetic samples per failure tag
+    oversample: int = 2  # repeats of the hard set in the next cycle's training set
+    continue_adapter: bool = True  # continue from the previous adapter (false: restart from base)
+    regression_margin: float = 0.05  # warn when a regression metric drops by more than this
+    on_empty_mine: str = "train"  # train | stop: what a cycle that mined nothing does
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    objective: str = "content.field_em"  # metric the sweeper optimises; its direction is the metric's
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = MISSING
+    quant: QuantConfig = MISSING
+    scope: ScopeConfig = MISSING
+    max_pixels: MaxPixelsConfig = MISSING
+    data_mix: DataMixConfig = MISSING
+    domain_tag: DomainTagConfig = MISSING
+    loss: LossConfig = MISSING
+    decoding: DecodingConfig = MISSING
+    tracker: TrackerConfig = MISSING
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    seed: int = 0  # seed of model init, LoRA init and data order
+    cache_dir: str = "~/.cache/vlmsweep"  # embedded model and rendered datasets
+    output_dir: str = "outputs/run"  # set by Hydra to the run folder
+    choices: dict[str, str] = field(default_factory=dict)  # group -> option, filled from Hydra
+
+
+def schema() -> DictConfig:
+    """Config as a structured (typed, closed) node that composition may write into.
+
+    OmegaConf marks nodes of frozen dataclasses read-only; the frozen-ness is wanted on the objects
+    the code receives (to_config), not on the schema that YAML values are merged into.
+    """
+    node = OmegaConf.structured(Config)
+
+    def unlock(n: Any) -> None:
+        n._set_flag("readonly", None)
+        if isinstance(n, DictConfig):
+            for key in n.keys():
+                child = n._get_node(key)
+                if isinstance(child, DictConfig):
+                    unlock(child)
+                elif child is not None:
+                    child._set_flag("readonly", None)
+
+    unlock(node)
+    return node
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="vlmsweep_schema", node=schema())
+
+
+def to_config(cfg: DictConfig | dict[str, Any], choices: dict[str, str] | None = None) -> Config:
+    """DictConfig -> frozen dataclasses, with the cross-field checks no type can express.
+
+    `choices` are Hydra's group -> option picks (the labels of plots, tags and reports).
+    """
+    merged = OmegaConf.merge(schema(), cfg)
+    config: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    if choices is not None:
+        config = dataclasses.replace(config, choices=dict(choices))
+    check(config)
+    return config
+
+
+def check(c: Config) -> None:
+    errors = []
+    if c.model.source not in ("tiny", "pretrained", "shape"):
+        errors.append(f"model.source={c.model.source!r}: expected tiny, pretrained or shape")
+    if c.model.source == "pretrained" and not c.model.path:
+        errors.append(
+            "model.path is not set: give a local checkpoint folder or a hub id, "
+            "e.g. model.path=/models/Qwen2-VL-2B-Instruct (download it once with "
+            "`huggingface-cli download Qwen/Qwen2-VL-2B-Instruct --local-dir DIR`)"
+        )
+    if c.quant.dtype not in ("float32", "bfloat16", "float16"):
+        errors.append(f"quant.dtype={c.quant.dtype!r}: expected float32, bfloat16 or float16")
+    unknown = set(c.scope.parts) - {"llm", "merger", "vision"}
+    if unknown or not c.scope.parts:
+        errors.append(f"scope.parts={list(c.scope.parts)}: choose from llm, merger, vision (at least one)")
+    if c.max_pixels.visual_tokens < c.max_pixels.min_visual_tokens:
+        errors.append("max_pixels.visual_tokens is below max_pixels.min_visual_tokens")
+    if c.data_mix.receipt_ratio is not None and not 0.0 <= c.data_mix.receipt_ratio <= 1.0:
+        errors.append(f"data_mix.receipt_ratio={c.data_mix.receipt_ratio}: expected a value in [0, 1]")
+    if not 0.0 <= c.data_mix.hard_negatives < 1.0:
+        errors.append(f"data_mix.hard_negatives={c.data_mix.hard_negatives}: expected a value in [0, 1)")
+    if c.train.on_truncation not in ("error", "skip"):
+        errors.append(f"train.on_truncation={c.train.on_truncation!r}: expected error or skip")
+    if c.tracker.backend not in ("wandb", "none"):
+        errors.append(f"tracker.backend={c.tracker.backend!r}: expected wandb or none")
+    if c.loop.on_empty_mine not in ("train", "stop"):
+        errors.append(f"loop.on_empty_mine={c.loop.on_empty_mine!r}: expected train or stop")
+    if errors:
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(errors))

@@ -1,0 +1,30 @@
+"""Which way is better for a metric name: what a sweep's direction comes from."""
+
+from __future__ import annotations
+
+# Metrics the run adds beside the evaluation's own (vlmsweep.evaluate.metrics.METRICS).
+RUN_METRICS = {
+    "train.loss": False,
+    "train.samples_per_second": True,
+    "cost.train_seconds_per_sample": False,
+    "cost.train_peak_memory_mb": False,
+}
+
+
+def higher_is_better(name: str) -> bool:
+    from vlmsweep.evaluate.metrics import METRICS
+
+    base = name.split(".", 2)[-1] if name.startswith("by_domain.") else name
+    if base in METRICS:
+        return METRICS[base].higher_is_better
+    if base in RUN_METRICS:
+        return RUN_METRICS[base]
+    if base.startswith("tags."):
+        return False
+    known = sorted(set(METRICS) | set(RUN_METRICS))
+    raise KeyError(f"unknown metric {name!r}: sweep.objective must be one of {known} (or by_domain.<domain>.<metric>)")
+
+
+def direction_of(name: str) -> str:
+    """'maximize' or 'minimize', for hydra.sweeper.direction."""
+    return "maximize" if higher_is_better(name) else "minimize"
