@@ -1,0 +1,59 @@
+"""Image loading for every dataset: EXIF orientation, any mode to RGB, early downscaling of huge scans."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+class ImageLoadError(ValueError):
+    """An image that cannot be read; the message names the file."""
+
+
+def load_image(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """An RGB image with at most `max_pixels` pixels (None: full size).
+
+    Pass a cap a few times the processor's budget (e.g. 4 * max_pixels): a 4961x7016 SROIE scan is
+    then decoded at reduced scale (JPEG draft mode decodes 1/2, 1/4 or 1/8 directly) instead of
+    holding ~100 MB of pixels, and the processor still does the final resize.
+    """
+    path = Path(path)
+    try:
+        im = Image.open(path)
+        if max_pixels is not None and im.format == "JPEG":
+            w, h = im.size
+            if w * h > max_pixels:
+                s = math.sqrt(max_pixels / (w * h))
+                im.draft("RGB", (max(1, int(w * s)), max(1, int(h * s))))  # never smaller than asked
+        im.load()
+        im = ImageOps.exif_transpose(im)
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageLoadError(f"{path}: truncated or corrupt image ({e})") from None
+    im = to_rgb(im)
+    if max_pixels is not None and im.width * im.height > max_pixels:
+        s = math.sqrt(max_pixels / (im.width * im.height))
+        im = im.resize((max(1, int(im.width * s)), max(1, int(im.height * s))), Image.BICUBIC, reducing_gap=2.0)
+    return im
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """CMYK, palette, grey, alpha and 16-bit images as 8-bit RGB; transparency composited on white."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        # 16-bit scans use the 0..65535 range; PIL's own convert would clip them to white.
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if im.mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, 1, L

@@ -1,0 +1,143 @@
+"""The one dataset format: JSON Lines {"id","image","domain","target"}, validated line by line on load."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from ..prompts import SCHEMA_OF_DOMAIN, schema_name
+from .record import Record
+from .schema import keys, schema_errors
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("id", "image", "domain", "target")
+OPTIONAL = ("image_domain", "origin", "seed", "unannotated")
+
+
+class ManifestError(ValueError):
+    """A bad manifest line: the message names file, line and reason."""
+
+
+class ManifestResult(list):
+    """The records of a manifest (a plain list[Record]) plus what was skipped.
+
+    `skipped` holds (line number, reason) for every line dropped with skip_bad_lines=True; it is
+    empty otherwise, since then the first bad line raises ManifestError.
+    """
+
+    def __init__(self, records: list[Record], path: Path, skipped: list[tuple[int, str]]):
+        super().__init__(records)
+        self.path = path
+        self.skipped = skipped
+
+
+def _parse_line(raw: str, base: Path, seen: set[str]) -> Record:
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in REQUIRED if k not in obj]
+    if missing:
+        raise ValueError(f"missing key(s) {missing}; a line needs {list(REQUIRED)}")
+    unknown = sorted(set(obj) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown}; allowed: {list(REQUIRED + OPTIONAL)}")
+    rid, image, domain, target = obj["id"], obj["image"], obj["domain"], obj["target"]
+    if not isinstance(rid, str) or not rid:
+        raise ValueError(f"id must be a non-empty string, got {rid!r}")
+    if rid in seen:
+        raise ValueError(f"duplicate id {rid!r}")
+    image_domain = obj.get("image_domain", domain)
+    for field, value in (("domain", domain), ("image_domain", image_domain)):
+        if value not in SCHEMA_OF_DOMAIN:
+            raise ValueError(f"unknown {field} {value!r}; expected one of {sorted(SCHEMA_OF_DOMAIN)}")
+    if not isinstance(image, str) or not image:
+        raise ValueError(f"image must be a path string, got {image!r}")
+    path = (base / image).resolve()
+    if not path.is_file():
+        raise ValueError(f"image {image!r} not found (looked for {path})")
+    schema = schema_name(domain)
+    errors = schema_errors(schema, target)
+    if errors:
+        raise ValueError(f"target breaks the {schema} schema: " + "; ".join(errors))
+    seed = obj.get("seed")
+    if seed is not None and not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer or null, got {seed!r}")
+    unannotated = obj.get("unannotated", [])
+    if not isinstance(unannotated, list) or set(unannotated) - set(keys(schema)):
+        raise ValueError(f"unannotated must list {schema} keys, got {unannotated!r}")
+    return Record(id=rid, image=path, domain=domain, target=target, image_domain=image_domain,
+                  origin=str(obj.get("origin", "manifest")), seed=seed, unannotated=tuple(unannotated))
+
+
+def read_manifest(path: Path, skip_bad_lines: bool = False) -> ManifestResult:
+    """Records of a JSONL manifest, image paths resolved against the manifest's folder.
+
+    A bad line raises ManifestError("FILE:LINE: reason"); with skip_bad_lines=True it is counted
+    in result.skipped and logged at the end instead. Blank lines are ignored. No record at all
+    (empty file, or everything skipped) is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    base = path.parent
+    records: list[Record] = []
+    skipped: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                rec = _parse_line(raw, base, seen)
+            except ValueError as e:
+                if not skip_bad_lines:
+                    raise ManifestError(f"{path}:{lineno}: {e} (fix the line, or pass skip_bad_lines=True to count and skip it)") from None
+                skipped.append((lineno, str(e)))
+                continue
+            seen.add(rec.id)
+            records.append(rec)
+    if skipped:
+        shown = "; ".join(f"line {n}: {r}" for n, r in skipped[:5])
+        log.warning("%s: skipped %d bad line(s) of %d: %s%s", path, len(skipped), len(skipped) + len(records),
+                    shown, " ..." if len(skipped) > 5 else "")
+    if not records:
+        raise ManifestError(f"{path}: no usable records" + (f" ({len(skipped)} bad line(s) skipped)" if skipped else " (empty file)"))
+    return ManifestResult(records, path, skipped)
+
+
+def to_line(rec: Record, base: Path) -> dict:
+    line = {"id": rec.id, "image": Path(os.path.relpath(Path(rec.image).resolve(), base.resolve())).as_posix(),
+            "domain": rec.domain, "target": rec.target}
+    if rec.image_domain != rec.domain:
+        line["image_domain"] = rec.image_domain
+    line["origin"] = rec.origin
+    if rec.seed is not None:
+        line["seed"] = rec.seed
+    if rec.unannotated:
+        line["unannotated"] = list(rec.unannotated)
+    return line
+
+
+def write_manifest(records: list[Record], path: Path) -> None:
+    """Write records as JSONL; image paths relative to the manifest's folder. Atomic (tmp + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids: set[str] = set()
+    lines = []
+    for rec in records:
+        if rec.id in ids:
+            raise ValueError(f"duplicate record id {rec.id!r}: ids must be unique within a manifest")
+        ids.add(rec.id)
+        errors = schema_errors(schema_name(rec.domain), rec.target)
+        if errors:
+            raise ValueError(f"record {rec.id!r}: target breaks the schema: {'; '.join(errors)}")
+        lines.append(json.dumps(to_line(rec, path.parent), ensure_ascii=False))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,21 @@
+"""The Record every stage passes around: one image, the domain asked, and its ground truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DOMAINS = ("prescription_ko", "prescription_zh", "receipt")  # what the generators draw
+SPLITS = ("train", "mining", "test", "regression")
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str  # unique within a dataset
+    image: Path  # absolute path to the image file on disk
+    domain: str  # the domain ASKED (decides schema + prompt); see prompts.SCHEMA_OF_DOMAIN
+    target: dict  # ground-truth object, valid against the domain's schema
+    image_domain: str  # what the image shows (differs from domain for hard negatives)
+    origin: str = "base"  # lineage: base | mined:<cycle>:<tag> | synth:<cycle>:<tag> | manifest
+    seed: int | None = None  # generator seed (near-duplicate guard); None for real data
+    unannotated: tuple[str, ...] = ()  # top-level target keys the source does not label (e.g. SROIE items): not scorable
