@@ -1,0 +1,181 @@
+"""Memory estimate: hand-counted parameters and bytes, and agreement with a measured CPU training step."""
+
+from __future__ import annotations
+
+import gc
+import math
+
+import pytest
+import torch
+
+from vlmsweep import memory
+from vlmsweep.memory import GiB, estimate, measure, nf4_bits_per_param, qwen2_vl_2b_config
+
+LLM_TARGETS = r"^model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$"
+
+
+@pytest.fixture(scope="module")
+def shape2b():
+    return qwen2_vl_2b_config()
+
+
+def mid_config():
+    """h 256, 4 layers, the real 151,936 vocab (tied): weights (~40 M params) dominate a short step."""
+    c = qwen2_vl_2b_config(
+        hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+        max_window_layers=4, rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12], "rope_theta": 1e6},
+    )  # fmt: skip
+    v = c.vision_config
+    v.depth, v.embed_dim, v.num_heads, v.mlp_ratio = 2, 128, 4, 2
+    return c
+
+
+def test_param_counts_of_the_2b_shape(shape2b):
+    counts = memory.param_counts(shape2b)
+    # Qwen2-VL-2B: 2.21 B parameters; the tied lm_head shares embed_tokens and is counted once.
+    assert sum(counts.values()) == 2_208_985_600
+    assert counts["lm_head"] == 0
+    assert counts["llm.embed_tokens"] == 151936 * 1536
+    # one vision block: LN 2x(2x1280) + qkv 1280x3840+3840 + proj 1280x1280+1280 + fc1 1280x5120+5120 + fc2 5120x1280+1280
+    block = 2 * 2 * 1280 + (1280 * 3840 + 3840) + (1280 * 1280 + 1280) + (1280 * 5120 + 5120) + (5120 * 1280 + 1280)
+    assert counts["vision.blocks"] == 32 * block
+
+
+def test_nf4_storage_bits():
+    assert nf4_bits_per_param(double_quant=False) == 4.5  # 4 bits + one fp32 absmax per 64 weights
+    assert nf4_bits_per_param(double_quant=True) == pytest.approx(4 + 8 / 64 + 32 / (64 * 256))
+
+
+def test_weights_by_precision(shape2b):
+    n = 2_208_985_600
+    assert estimate(shape2b, quant="bf16").weights_bytes == 2 * n
+    assert estimate(shape2b, quant="fp32").weights_bytes == 4 * n
+    # nf4: only the LLM's Linear weights go to 4 bits; per layer q,o 1536^2, k,v 256x1536, gate/up/down 3x1536x8960
+    linear = 28 * (2 * 1536 * 1536 + 2 * 256 * 1536 + 3 * 1536 * 8960)
+    nf4 = estimate(shape2b, quant="nf4", double_quant=False, kbit_fp32_upcast=False)
+    assert nf4.weights_by_precision["nf4"] == math.ceil(linear * 4.5 / 8)
+    assert nf4.weights_by_precision["16-bit"] == 2 * (n - linear)
+    upcast = estimate(shape2b, quant="nf4", double_quant=False)  # peft's prepare_model_for_kbit_training
+    assert upcast.weights_by_precision["fp32"] == 4 * (n - linear)
+    vision_linear = 32 * (1280 * 3840 + 1280 * 1280 + 2 * 1280 * 5120) + (5120 * 5120 + 5120 * 1536)
+    qv = estimate(shape2b, quant="nf4", double_quant=False, kbit_fp32_upcast=False, quantize_vision=True)
+    assert qv.weights_by_precision["16-bit"] == 2 * (n - linear - vision_linear)
+
+
+def test_lora_and_optimizer_bytes(shape2b):
+    est = estimate(shape2b, quant="bf16", trainable_parts=["llm"], lora_r=16)
+    # r * (in + out) per projection: q,o 2x(1536+1536), k,v 2x(1536+256), gate,up 2x(1536+8960), down 8960+1536
+    per_layer = 16 * (2 * 3072 + 2 * 1792 + 3 * 10496)
+    assert est.lora_params == 28 * per_layer == 18_464_768
+    assert est.lora_bytes == est.gradients_bytes == 4 * est.lora_params  # fp32 adapters and grads
+    assert est.optimizer_bytes == 8 * est.lora_params  # AdamW: two fp32 moments
+    last4 = estimate(shape2b, quant="bf16", trainable_parts=["llm", "vision"], vision_last_n=4, lora_r=16)
+    block = 16 * ((1280 + 3840) + (1280 + 1280) + 2 * (1280 + 5120))
+    assert last4.lora_params == est.lora_params + 4 * block
+    full = estimate(shape2b, quant="bf16", trainable_parts=["merger"], lora_r=0)
+    assert full.trainable_params == 34_087_936 and full.gradients_bytes == 2 * 34_087_936
+    with pytest.raises(ValueError, match="lora_r"):
+        estimate(shape2b, quant="nf4", lora_r=0)
+
+
+def test_activation_terms_move_the_right_way(shape2b):
+    kw = dict(quant="bf16", lora_r=16, text_tokens=300, visual_tokens=1024)
+    gc_on = estimate(shape2b, trainable_parts=["llm"], grad_checkpointing=True, **kw)
+    gc_off = estimate(shape2b, trainable_parts=["llm"], grad_checkpointing=False, **kw)
+    assert gc_off.activations_by_part["llm"] > 10 * gc_on.activations_by_part["llm"]
+    # a frozen vision tower keeps no graph: only one block's working set, far less than training it
+    frozen = gc_off.activations_by_part["vision"]
+    trained = estimate(shape2b, trainable_parts=["llm", "merger", "vision"], grad_checkpointing=False, **kw)
+    assert trained.activations_by_part["vision"] > 20 * frozen and gc_off.activations_by_part["merger"] == 0
+    # logits only at the supervised positions: 200 answer tokens x vocab x (2 + 16) bytes
+    assert estimate(shape2b, supervised_tokens=200, **kw).logits_bytes == 200 * 151936 * 18
+    # doubling the batch doubles every activation term
+    b2 = estimate(shape2b, trainable_parts=["llm"], grad_checkpointing=False, batch_size=2, **kw)
+    assert b2.activations_bytes == 2 * gc_off.activations_bytes
+
+
+def test_bad_arguments_are_named(shape2b):
+    with pytest.raises(ValueError, match="quant='int3'"):
+        estimate(shape2b, quant="int3")
+    with pytest.raises(ValueError, match="trainable_parts"):
+        estimate(shape2b, quant="bf16", trainable_parts=["decoder"])
+
+
+def test_measure_cpu_sees_an_allocation():
+    with measure("cpu") as m:
+        x = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
+        del x
+    assert 60 * 2**20 < m.peak_bytes < 90 * 2**20
+
+
+def _train_two_steps(dtype, lora: bool, batch: int) -> tuple[int, int]:
+    """(estimate, measured) bytes of two forward+backward+AdamW steps; measured = exact tensor bytes of the
+    built model + peak RSS growth during the steps (building is outside: it has its own transient)."""
+    from transformers import Qwen2VLForConditionalGeneration
+    from transformers.initialization import no_init_weights
+
+    torch.manual_seed(0)
+    c = mid_config()
+    vis, text, sup = 16, 48, 32
+    quant = "fp32" if dtype == torch.float32 else "bf16"
+    est = estimate(c, quant=quant, trainable_parts=["llm"], lora_r=8 if lora else 0, batch_size=batch,
+                   text_tokens=text, visual_tokens=vis, supervised_tokens=sup, grad_checkpointing=False)  # fmt: skip
+    with no_init_weights():  # random init of 40 M params is slow; filling uniformly is not
+        model = Qwen2VLForConditionalGeneration._from_config(c, dtype=dtype)
+    model.tie_weights()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.02, 0.02)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=LLM_TARGETS))
+        base = model.base_model.model
+    else:
+        base = model
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith("model.visual"))
+    assert base.lm_head.weight is base.model.language_model.embed_tokens.weight
+    tensors = sum(p.numel() * p.element_size() for p in model.parameters())
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ids = torch.randint(0, 1000, (batch, text + vis))
+    ids[:, 2 : 2 + vis] = c.image_token_id
+    grid = int((vis * 4) ** 0.5)  # vis visual tokens = 4*vis patches before the 2x2 merge
+    pixels = torch.randn(batch * grid * grid, 3 * 2 * 14 * 14, dtype=dtype)
+    thw = torch.tensor([[1, grid, grid]] * batch)
+    gc.collect()
+    with measure("cpu") as m:
+        for _ in range(2):  # step 2 runs with the optimizer states alive
+            hidden = base.model(input_ids=ids, pixel_values=pixels, image_grid_thw=thw,
+                                mm_token_type_ids=(ids == c.image_token_id).long()).last_hidden_state  # fmt: skip
+            logits = base.lm_head(hidden[:, -sup:])  # logits only at the supervised positions, as the trainer does
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, -sup:].flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            del hidden, logits, loss
+    return est.total_bytes, tensors + m.peak_bytes
+
+
+@pytest.mark.parametrize(
+    "dtype,lora,batch",
+    # bf16 + LoRA measured 0.79x on this CPU (CPU bf16 kernels' fp32 temporaries): in the README, not here
+    # fp32 full fine-tune measured 0.997x as well; left out to keep the suite fast
+    [(torch.float32, True, 2), (torch.bfloat16, False, 2)],
+    ids=["fp32-lora", "bf16-full"],
+)
+def test_estimate_within_25_percent_of_measured_cpu_step(dtype, lora, batch):
+    est, measured = _train_two_steps(dtype, lora, batch)
+    assert abs(est - measured) / measured < 0.25, f"estimate {est / 2**20:.0f} MiB vs measured {measured / 2**20:.0f} MiB"
+
+
+def test_cli_prints_the_four_experiments_beside_the_plan(capsys):
+    assert memory.main([]) == 0
+    out = capsys.readouterr().out
+    for exp, plan in (("exp1", "~9"), ("exp2", "~12"), ("exp3", "~16"), ("exp4", "~22")):
+        line = next(line for line in out.splitlines() if exp in line)
+        assert plan in line
+    est = memory.experiment_estimates()
+    assert est["exp1"].weights_bytes < est["exp3"].weights_bytes  # 4-bit LLM weights
+    assert est["exp2"].total_bytes > est["exp1"].total_bytes  # training the vision tower costs memory
+    assert 3 * GiB < est["exp1"].total_bytes < 12 * GiB

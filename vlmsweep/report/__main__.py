@@ -1,0 +1,5 @@
+"""`python -m vlmsweep.report DIR [--out OUTDIR] [--metrics m1,m2]`."""
+
+from vlmsweep.report import main
+
+raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""Comparison report of many runs: summary.csv / summary.md / self-contained report.html / plots, and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmsweep.report import plots
+from vlmsweep.report.effects import (
+    N_RESAMPLES,
+    Effect,
+    Factorial,
+    factorial_effects,
+    find_factorials,
+    higher_is_better,
+    verdict,
+)
+from vlmsweep.report.runs import HEADLINE_METRICS, RunResult, load_runs, read_optuna_results, varying_axes
+
+
+@dataclass
+class Analysis:
+    runs: list[RunResult]
+    axes: list[str]
+    metrics: list[str]
+    factorials: list[tuple[Factorial, dict[str, list[Effect]]]] = field(default_factory=list)
+    optuna: dict[str, Any] | None = None
+    figures: list[tuple[str, Path]] = field(default_factory=list)
+
+
+def headline_metrics(runs: list[RunResult]) -> list[str]:
+    present = {k for r in runs for k in r.metrics}
+    out = [m for m in HEADLINE_METRICS if m in present]
+    out += sorted(k for k in present if k.startswith("cost."))
+    return out
+
+
+def analyse(sweep_dir: Path, metrics: list[str] | None = None, n_resamples: int = N_RESAMPLES) -> Analysis:
+    runs = load_runs(sweep_dir)
+    axes = varying_axes(runs)
+    chosen = list(metrics) if metrics else headline_metrics(runs)
+    if metrics:
+        known = {k for r in runs for k in r.metrics}
+        unknown = [m for m in metrics if m not in known]
+        if unknown and any(r.ok for r in runs):
+            raise ValueError(
+                f"--metrics: {', '.join(unknown)} not in any run's metrics.json under {sweep_dir} "
+                f"(available: {', '.join(sorted(known)[:20])}{' ...' if len(known) > 20 else ''})"
+            )
+    result = Analysis(runs=runs, axes=axes, metrics=chosen, optuna=read_optuna_results(sweep_dir))
+    for fact in find_factorials(runs, axes):
+        effects = {}
+        for metric in chosen:
+            if metric.startswith("cost.visual_tokens"):
+                continue  # a budget, not an outcome
+            found = factorial_effects(fact, metric, n_resamples=n_resamples)
+            if found is not None:
+                effects[metric] = found
+        result.factorials.append((fact, effects))
+    return result
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _status(run: RunResult) -> str:
+    return "ok" if run.ok else f"{run.status.upper()}: {run.error or 'no reason recorded'}"
+
+
+def write_csv(a: Analysis, path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["run", "status", "error", *a.axes, *a.metrics])
+        for r in a.runs:
+            w.writerow([r.name, r.status, r.error or "", *(r.axes.get(x, "") for x in a.axes), *(_cell(r.metrics.get(m)) for m in a.metrics)])
+
+
+def _arrow(metric: str) -> str:
+    return "↑" if higher_is_better(metric) else "↓"
+
+
+def summary_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
+    header = ["run", *a.axes, *(f"{m} {_arrow(m)}" for m in a.metrics), "status"]
+    rows = [[r.name, *(r.axes.get(x, "—") for x in a.axes), *(_cell(r.metrics.get(m)) for m in a.metrics), _status(r)] for r in a.runs]
+    return header, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _effect_rows(effects: dict[str, list[Effect]]) -> tuple[list[str], list[list[str]]]:
+    header = ["metric", "effect", "contrast", "estimate", "95% CI", "within noise", "samples", "seeds"]
+    rows = [
+        [m, e.name, e.contrast, f"{e.estimate:+.4g}", f"[{e.low:+.4g}, {e.high:+.4g}]", "yes" if e.within_noise else "no", str(e.n_samples), str(e.n_seeds)]
+        for m, es in effects.items()
+        for e in es
+    ]
+    return header, rows
+
+
+CONVENTION = (
+    "Main effect of a factor = mean over the other factor's two levels of (other level − baseline level); "
+    "interaction = (A's effect with B at its other level) − (A's effect with B at baseline), a difference of "
+    "differences. The baseline level is the one in the lowest-numbered run. Intervals: percentile 95% from a "
+    "paired hierarchical bootstrap (sample ids resampled jointly across runs, then seeds jointly across cells; "
+    "{n} resamples, fixed rng seed). 'Within noise' = the interval contains 0. ↑/↓: higher/lower is better."
+)
+
+
+def write_markdown(a: Analysis, path: Path, n_resamples: int) -> None:
+    out = [f"# Comparison report: {len(a.runs)} runs", ""]
+    out += ["Varying axes: " + (", ".join(a.axes) if a.axes else "none"), ""]
+    out += [_md_table(*summary_rows(a)), ""]
+    failed = [r for r in a.runs if not r.ok]
+    if failed:
+        out += ["## Runs without results", ""] + [f"- **{r.name}** ({r.path}): {_status(r)}" for r in failed] + [""]
+    problems = [(r, p) for r in a.runs for p in r.problems]
+    if problems:
+        out += ["## Problems found while reading", ""] + [f"- {r.name}: {p}" for r, p in problems] + [""]
+    if a.optuna:
+        out += ["## Optuna", "", "```", *(f"{k}: {v}" for k, v in a.optuna.items()), "```", ""]
+    for fact, effects in a.factorials:
+        out += [f"## 2×2: {fact.a} × {fact.b}", ""]
+        if fact.averaged_over:
+            out += [f"Averaged over the other varying axes: {', '.join(fact.averaged_over)}.", ""]
+        out += [CONVENTION.format(n=n_resamples), ""]
+        out += [f"- **{m}** {_arrow(m)}: {verdict(es)}" for m, es in effects.items()] + [""]
+        out += [_md_table(*_effect_rows(effects)), ""]
+    for title, fig in a.figures:
+        out += [f"![{title}](plots/{fig.name})" if fig.parent.name == "plots" else f"![{title}]({fig})"]
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
+def _html_table(header: list[str], rows: list[list[str]], bad_rows: set[int] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for k, row in enumerate(rows):
+        cls = ' class="bad"' if bad_rows and k in bad_rows else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def write_html(a: Analysis, path: Path, n_resamples: int) -> None:
+    """One file, no external resources: styles inline, figures as base64 PNG data URIs."""
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>vlmsweep report</title><style>",
+        "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}"
+        "tr.bad td{background:#fdd}li{margin:.3em 0}img{max-width:100%;border:1px solid #eee;margin:.5em 0}",
+        "</style></head><body>",
+        f"<h1>Comparison report: {len(a.runs)} runs</h1>",
+        f"<p>Varying axes: {html.escape(', '.join(a.axes) or 'none')}</p>",
+    ]
+    header, rows = summary_rows(a)
+    parts.append(_html_table(header, rows, {k for k, r in enumerate(a.runs) if not r.ok}))
+    failed = [r for r in a.runs if not r.ok]
+    if failed:
+        parts.append("<h2>Runs without results</h2><ul>")
+        parts += [f"<li><b>{html.escape(r.name)}</b>: {html.escape(_status(r))}</li>" for r in failed]
+        parts.append("</ul>")
+    problems = [(r, p) for r in a.runs for p in r.problems]
+    if problems:
+        parts.append("<h2>Problems found while reading</h2><ul>")
+        parts += [f"<li>{html.escape(r.name)}: {html.escape(p)}</li>" for r, p in problems]
+        parts.append("</ul>")
+    if a.optuna:
+        parts.append("<h2>Optuna</h2><pre>" + html.escape("\n".join(f"{k}: {v}" for k, v in a.optuna.items())) + "</pre>")
+    for fact, effects in a.factorials:
+        parts.append(f"<h2>2×2: {html.escape(fact.a)} × {html.escape(fact.b)}</h2>")
+        if fact.averaged_over:
+            parts.append(f"<p>Averaged over the other varying axes: {html.escape(', '.join(fact.averaged_over))}.</p>")
+        parts.append(f"<p><small>{html.escape(CONVENTION.format(n=n_resamples))}</small></p><ul>")
+        parts += [f"<li><b>{html.escape(m)}</b> {_arrow(m)}: {html.escape(verdict(es))}</li>" for m, es in effects.items()]
+        parts.append("</ul>" + _html_table(*_effect_rows(effects)))
+    for title, fig in a.figures:
+        data = base64.b64encode(fig.read_bytes()).decode("ascii")
+        parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    path.write_text("\n".join(parts), encoding="utf-8")
+
+
+def print_rich(a: Analysis, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    header, rows = summary_rows(a)
+    table = Table(title=f"{len(a.runs)} runs (full names in summary.csv)")
+    for k, h in enumerate(header):  # short headers keep a dozen columns readable in a terminal
+        short = h.rsplit(".", 1)[-1]
+        widest = max([len(short)] + [len(str(row[k])) for row in rows if k < len(row) - 1])
+        table.add_column(short, overflow="ellipsis", no_wrap=True, min_width=min(widest, 10))
+    for run, row in zip(a.runs, rows):
+        table.add_row(*row[:-1], run.status, style=None if run.ok else "red")
+    console.print(table)
+    for run in a.runs:
+        if not run.ok:
+            console.print(f"[red]run {run.name}: {_status(run)}[/red]")
+    for fact, effects in a.factorials:
+        console.print(f"[bold]2×2 {fact.a} × {fact.b}[/bold]")
+        for m, es in effects.items():
+            console.print(f"  {m} {_arrow(m)}: {verdict(es)}")
+    console.print(f"report: {out_dir / 'report.html'}")
+
+
+def build_report(
+    sweep_dir: Path | str,
+    out_dir: Path | str | None = None,
+    metrics: list[str] | None = None,
+    n_resamples: int = N_RESAMPLES,
+    quiet: bool = False,
+) -> Path:
+    """Write summary.csv, summary.md, report.html and plots/*.png; returns the path of report.html."""
+    sweep_dir = Path(sweep_dir)
+    out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
+    a = analyse(sweep_dir, metrics, n_resamples=n_resamples)
+    plot_dir = out / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    quality = next((m for m in ("content.field_em", *a.metrics) if any(m in r.metrics for r in a.runs) and not m.startswith("cost.")), None)
+    for k, (fact, effects) in enumerate(a.factorials):
+        flat = [e for es in effects.values() for e in es]
+        if flat:
+            name = f"effects_{k}_{fact.a}_x_{fact.b}".replace("/", "_")
+            a.figures.append((f"Effects: {fact.a} × {fact.b}", plots.effects_plot(flat, f"{fact.a} × {fact.b}", plot_dir / f"{name}.png")))
+    if quality:
+        if fig := plots.budget_plot(a.runs, quality, plot_dir / "visual_budget.png"):
+            a.figures.append((f"{quality} vs visual-token budget and cost (Pareto front ringed)", fig))
+        if fig := plots.receipt_ratio_plot(a.runs, quality, plot_dir / "receipt_ratio.png"):
+            a.figures.append((f"{quality} and leakage vs receipt ratio", fig))
+    if fig := plots.tags_plot(a.runs, plot_dir / "failure_tags.png"):
+        a.figures.append(("Failure tags per run", fig))
+    if fig := plots.cycles_plot(a.runs, a.metrics, plot_dir / "cycles.png"):
+        a.figures.append(("Metrics per cycle", fig))
+    write_csv(a, out / "summary.csv")
+    write_markdown(a, out / "summary.md", n_resamples)
+    html_path = out / "report.html"
+    write_html(a, html_path, n_resamples)
+    if not quiet:
+        print_rich(a, out)
+    return html_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vlmsweep.report", description="Compare the runs of a multirun, sweep or loop folder.")
+    ap.add_argument("dir", type=Path, help="multirun folder (0/, 1/, ...), Optuna sweep folder, or loop run (cycle_N/)")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default: DIR/report)")
+    ap.add_argument("--metrics", default=None, help="comma-separated metric names (default: the headline metrics)")
+    ap.add_argument("--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples")
+    args = ap.parse_args(argv)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    try:
+        build_report(args.dir, args.out, metrics, n_resamples=args.resamples)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

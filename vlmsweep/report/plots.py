@@ -1,0 +1,115 @@
+"""The report's figures (matplotlib, Agg): effects, quality vs visual budget and cost, receipt ratio, tags, cycles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on CI boxes and cluster nodes
+import matplotlib.pyplot as plt  # noqa: E402
+
+from vlmsweep.report.effects import Effect, pareto_front  # noqa: E402
+from vlmsweep.report.runs import RECEIPT_RATIO_AXES, VISUAL_TOKENS_AXES, RunResult  # noqa: E402
+
+COST_METRICS = ("cost.visual_tokens_per_image", "cost.eval_seconds_per_sample")
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def effects_plot(effects: list[Effect], title: str, path: Path) -> Path:
+    """Forest plot: one row per (metric, effect) with its 95% interval; zero marked."""
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(effects) + 1.2))
+    labels = [f"{e.metric} | {e.name}" for e in effects]
+    ys = list(range(len(effects)))[::-1]
+    for y, e in zip(ys, effects):
+        color = "grey" if e.within_noise else "tab:blue"
+        ax.plot([e.low, e.high], [y, y], color=color, lw=2)
+        ax.plot([e.estimate], [y], "o", color=color)
+    ax.axvline(0.0, color="black", lw=0.8, ls="--")
+    ax.set_yticks(ys, labels, fontsize=7)
+    ax.set_xlabel("effect (other level minus baseline), 95% bootstrap interval")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def budget_plot(runs: list[RunResult], quality: str, path: Path) -> Path | None:
+    """Quality vs the visual-token budget, and quality vs each cost with the Pareto front ringed."""
+    pts = [(r.axis_float(VISUAL_TOKENS_AXES), r) for r in runs if r.ok and quality in r.metrics]
+    pts = sorted([(v, r) for v, r in pts if v is not None], key=lambda t: t[0])
+    if len({v for v, _ in pts}) < 2:
+        return None
+    costs = [c for c in COST_METRICS if all(c in r.metrics for _, r in pts)]
+    fig, axes = plt.subplots(1, 1 + len(costs), figsize=(4.2 * (1 + len(costs)), 3.6), squeeze=False)
+    ax = axes[0][0]
+    ax.plot([v for v, _ in pts], [r.metrics[quality] for _, r in pts], "o-")
+    ax.set_xlabel("max visual tokens per image (max_pixels / 28²)")
+    ax.set_ylabel(quality)
+    for k, cost in enumerate(costs, 1):
+        ax = axes[0][k]
+        xy = [(r.metrics[cost], r.metrics[quality]) for _, r in pts]
+        front = pareto_front(xy)
+        ax.scatter([c for c, _ in xy], [q for _, q in xy], color="tab:blue")
+        fx = sorted((c, q) for (c, q), f in zip(xy, front) if f)
+        ax.plot([c for c, _ in fx], [q for _, q in fx], "o--", mfc="none", ms=12, color="tab:red", label="Pareto front")
+        for (c, q), (v, _) in zip(xy, pts):
+            ax.annotate(f"{v:g}", (c, q), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel(cost + " (lower is better)")
+        ax.set_ylabel(quality)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def receipt_ratio_plot(runs: list[RunResult], quality: str, path: Path) -> Path | None:
+    pts = sorted(
+        [(v, r) for r in runs if r.ok and (v := r.axis_float(RECEIPT_RATIO_AXES)) is not None], key=lambda t: t[0]
+    )
+    if len({v for v, _ in pts}) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for metric, style in ((quality, "o-"), ("rate.leakage", "s--")):
+        xy = [(v, r.metrics[metric]) for v, r in pts if metric in r.metrics]
+        if xy:
+            ax.plot([x for x, _ in xy], [y for _, y in xy], style, label=metric)
+    ax.set_xlabel("receipt ratio in the training mix")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def tags_plot(runs: list[RunResult], path: Path) -> Path | None:
+    """Stacked bar of failure-tag counts (tags.* metrics) per run."""
+    tags = sorted({k for r in runs if r.ok for k in r.metrics if k.startswith("tags.")})
+    shown = [r for r in runs if r.ok]
+    if not tags or not shown:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(shown) + 3), 3.8))
+    bottom = [0.0] * len(shown)
+    cmap = plt.get_cmap("tab20")
+    for k, tag in enumerate(tags):
+        heights = [r.metrics.get(tag, 0.0) for r in shown]
+        ax.bar([r.name for r in shown], heights, bottom=bottom, label=tag.removeprefix("tags."), color=cmap(k % 20))
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_xlabel("run")
+    ax.set_ylabel("samples with the tag")
+    ax.legend(fontsize=6, bbox_to_anchor=(1.01, 1), loc="upper left")
+    return _save(fig, path)
+
+
+def cycles_plot(runs: list[RunResult], metrics: list[str], path: Path) -> Path | None:
+    shown = [r for r in runs if r.ok and "cycle" in r.axes]
+    if len(shown) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for metric in metrics:
+        xy = [(int(r.axes["cycle"]), r.metrics[metric]) for r in shown if metric in r.metrics]
+        if xy and not metric.startswith("cost."):
+            ax.plot([x for x, _ in xy], [y for _, y in xy], "o-", label=metric)
+    ax.set_xlabel("cycle")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
