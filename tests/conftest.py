@@ -43,8 +43,10 @@ def compose(overrides: list[str], output_dir: Path | None = None):
     from omegaconf import OmegaConf, open_dict
 
     from vlmsweep.config import register_configs, to_config
+    from vlmsweep.sweeps import register_resolvers
 
     register_configs()
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}

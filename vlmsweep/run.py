@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import math
+import os
 import subprocess
 import time
 import traceback
@@ -28,6 +29,15 @@ from vlmsweep.train.collator import Collator
 from vlmsweep.train.trainer import check_lengths, train
 
 log = logging.getLogger(__name__)
+
+def rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 when alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
 
 PACKAGES = ("vlmsweep", "torch", "torchvision", "transformers", "tokenizers", "peft", "accelerate",
             "bitsandbytes", "xgrammar", "hydra-core", "hydra-optuna-sweeper", "optuna", "wandb", "pillow")
@@ -100,7 +110,8 @@ class RunInfo:
         self.save()
 
     def save(self) -> None:
-        write_json(self.path, self.data)
+        if rank() == 0:  # every rank shares the run folder; only rank 0 writes to it
+            write_json(self.path, self.data)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -221,9 +232,15 @@ def free_memory() -> None:
 def run(cfg: Config, overrides: list[str] | None = None, extra_logits_processors=None) -> dict[str, float]:
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(config_dict(cfg)), encoding="utf-8")
+    main_process = rank() == 0
+    if main_process:
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(config_dict(cfg)), encoding="utf-8")
     info = RunInfo(cfg, out_dir, overrides)
-    tracker = tracking.start(cfg, out_dir, name=out_dir.name, group=out_dir.parent.name, config_dict=config_dict(cfg))
+    tracker = (
+        tracking.start(cfg, out_dir, name=out_dir.name, group=out_dir.parent.name, config_dict=config_dict(cfg))
+        if main_process
+        else tracking.Tracker()
+    )
     try:
         if cfg.loop.cycles > 0:
             from vlmsweep.loop import run_loop
@@ -236,11 +253,12 @@ def run(cfg: Config, overrides: list[str] | None = None, extra_logits_processors
         tracker.finish(exit_code=1)
         free_memory()
         raise
-    info.update(status="ok", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    info.update(status="ok", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), world_size=world_size())
     tracker.summary(metrics)
     tracker.finish()
     free_memory()
-    print(f"vlmsweep: outputs in {out_dir.resolve()}  (metrics.json, samples.jsonl, report.md, adapter/)")
+    if main_process:
+        print(f"vlmsweep: outputs in {out_dir.resolve()}  (metrics.json, samples.jsonl, report.md, adapter/)")
     return metrics
 
 
@@ -256,6 +274,9 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_pr
     model = prepare_model(cfg, base, cfg.model.adapter, trainable=cfg.train.enabled)
     if cfg.train.enabled:
         metrics.update(train_stage(cfg, model, processor, splits["train"], out_dir, tracker, info))
+    if rank() != 0:
+        # Data-parallel training is over; evaluation, metrics and reports belong to rank 0 alone.
+        return {}
     if cfg.eval.enabled:
         eval_metrics, samples = eval_stage(cfg, model, processor, splits["test"], out_dir, extra_logits_processors)
         metrics.update(eval_metrics)
@@ -269,7 +290,11 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_pr
 
 
 def objective(cfg: Config, metrics: dict[str, float]) -> float:
+    """The value a sweeper optimises. Missing or non-finite is an error (the trial fails with this
+    reason) rather than a NaN that Optuna 2.10 + hydra-optuna-sweeper 1.3 cannot record."""
     value = metrics.get(cfg.sweep.objective)
     if value is None:
         raise KeyError(f"sweep.objective={cfg.sweep.objective}: the run produced no such metric")
-    return float(value) if math.isfinite(value) else float("nan")
+    if not math.isfinite(value):
+        raise ValueError(f"sweep.objective={cfg.sweep.objective} is {value} for this run")
+    return float(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,9 @@ def training_arguments(cfg: Config, out_dir: Path) -> TrainingArguments:
         disable_tqdm=True,
         use_cpu=not on_gpu,
         ddp_find_unused_parameters=False,
+        # torchrun/accelerate on CPUs: gloo. Set only when launched distributed: a single process
+        # with a backend named expects a process group that nobody started.
+        ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
 
 

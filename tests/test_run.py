@@ -1,0 +1,70 @@
+"""End to end on the CPU: `python -m vlmsweep` trains and evaluates; presets and the 2x2 multirun run."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import FAST, compose
+from helpers import TINY_RUN, read_json, vlmsweep
+from vlmsweep.run import run
+
+# Metrics that depend only on seeds and config (not on wall-clock time).
+DETERMINISTIC = ("train.loss", "contract.", "content.", "text.", "rate.", "tags.")
+
+
+def test_default_run_writes_every_output_and_is_reproducible(tmp_path):
+    cfg = compose(FAST, output_dir=tmp_path / "a")
+    metrics = run(cfg)
+    out = tmp_path / "a"
+    for name in ("config.yaml", "run_info.json", "metrics.json", "samples.jsonl", "report.md",
+                 "adapter/adapter_model.safetensors", "adapter/adapter_config.json"):
+        assert (out / name).exists(), name
+    info = read_json(out / "run_info.json")
+    assert info["status"] == "ok" and info["versions"]["transformers"].startswith("5.")
+    assert info["choices"]["quant"] == "bf16" and info["git"]
+    assert read_json(out / "metrics.json") == pytest.approx(metrics, nan_ok=True)
+    assert 0 < metrics["train.supervised_fraction"] < 1 and metrics["train.steps"] == 2
+    assert metrics["contract.strict_parse_rate"] in (0.0, 0.5, 1.0)
+    again = run(compose(FAST, output_dir=tmp_path / "b"))
+    same = {k: v for k, v in metrics.items() if k.startswith(DETERMINISTIC)}
+    assert same and {k: again[k] for k in same} == pytest.approx(same, nan_ok=True)
+
+
+def test_evaluate_an_existing_adapter_without_training(tmp_path):
+    first = tmp_path / "train"
+    run(compose(FAST, output_dir=first))
+    metrics = run(compose(FAST + ["train.enabled=false", f"model.adapter={first / 'adapter'}"], output_dir=tmp_path / "eval"))
+    assert "train.loss" not in metrics
+    assert metrics["contract.strict_parse_rate"] == read_json(first / "metrics.json")["contract.strict_parse_rate"]
+
+
+def test_missing_adapter_and_missing_checkpoint_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.adapter=.*adapter_config.json"):
+        run(compose(FAST + ["train.enabled=false", f"model.adapter={tmp_path}/nothing"], output_dir=tmp_path / "x"))
+    with pytest.raises(FileNotFoundError, match="model.path=/nonexistent/qwen.*huggingface-cli download"):
+        run(compose(FAST + ["model=qwen2_vl_2b", "model.path=/nonexistent/qwen"], output_dir=tmp_path / "y"))
+    assert read_json(tmp_path / "y" / "run_info.json")["status"] == "failed"
+
+
+def test_four_experiment_presets_run_on_the_tiny_model(tmp_path):
+    proc = vlmsweep("-m", "+experiment=exp1,exp2,exp3,exp4", "model=tiny", *TINY_RUN,
+                    f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    seen = set()
+    for i in range(4):
+        info = read_json(tmp_path / str(i) / "run_info.json")
+        assert info["status"] == "ok", info.get("error")
+        assert (tmp_path / str(i) / "metrics.json").exists()
+        seen.add((info["choices"]["quant"], info["choices"]["scope"], info["choices"]["model"]))
+    assert seen == {("nf4", "llm", "tiny"), ("nf4", "all", "tiny"), ("bf16", "llm", "tiny"), ("bf16", "all", "tiny")}
+    assert "outputs in" in proc.stdout
+
+
+def test_the_2x2_multirun_leaves_four_run_folders(tmp_path):
+    vlmsweep("-m", "quant=nf4,bf16", "scope=llm,all", *TINY_RUN, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(runs) == 4
+    for folder in runs:
+        metrics = read_json(folder / "metrics.json")
+        assert "contract.strict_parse_rate" in metrics
+    parts = {read_json(r / "run_info.json")["choices"]["scope"]: read_json(r / "metrics.json") for r in runs}
+    assert parts["llm"]["train.trainable_params.vision"] == 0 < parts["all"]["train.trainable_params.vision"]

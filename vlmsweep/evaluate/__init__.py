@@ -1,0 +1,191 @@
+"""Evaluation: generate answers, score the JSON contract and the content, tag failures, write the run's files.
+
+Scoring (`score_outputs`) is pure and imports no torch, so it scores any system's outputs; `evaluate`
+and `check_schemas_compile` import the generation code (torch, xgrammar) only when called.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from vlmsweep import prompts
+from vlmsweep.evaluate.metrics import METRICS, MetricInfo, TAGS, aggregate, metric_info, score_sample
+from vlmsweep.evaluate.outputs import write_outputs
+
+__all__ = [
+    "METRICS",
+    "MetricInfo",
+    "TAGS",
+    "metric_info",
+    "score_outputs",
+    "evaluate",
+    "check_schemas_compile",
+]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_FIELDS = ("id", "domain", "image_domain", "origin", "target")
+
+
+def _field(record: Any, name: str, default: Any = None) -> Any:
+    if isinstance(record, dict):
+        return record.get(name, default)
+    return getattr(record, name, default)
+
+
+def _load_schema(name: str) -> dict:
+    from vlmsweep.data.schema import load_schema
+
+    return load_schema(name)
+
+
+def score_outputs(
+    raws: Sequence[Any],
+    records: Sequence[Any],
+    prompts_used: Sequence[str] | None = None,
+    *,
+    domain_tag: bool = False,
+    leakage_keywords: Sequence[str] = (),
+    stop_reasons: Sequence[str | None] | None = None,
+    costs: Sequence[dict[str, float]] | None = None,
+    schemas: dict[str, dict] | None = None,
+) -> tuple[dict[str, float], list[dict]]:
+    """Score outputs of any system against records (Record objects or dicts with id, domain, target and
+    optionally image_domain, origin, unannotated). `prompts_used`: the instruction each output answered
+    (default: prompts.instruction(domain, domain_tag)). `costs`: per sample {seconds, visual_tokens,
+    output_tokens}. Returns (metrics.json dict, samples.jsonl records)."""
+    if len(raws) != len(records):
+        raise ValueError(f"score_outputs: {len(raws)} outputs for {len(records)} records; they must pair one to one")
+    schemas = dict(schemas or {})
+    samples = []
+    for i, (raw, rec) in enumerate(zip(raws, records)):
+        domain = _field(rec, "domain")
+        target = _field(rec, "target")
+        if domain is None or not isinstance(target, dict):
+            raise ValueError(f"score_outputs: record {i} ({_field(rec, 'id')!r}) needs a domain and a target object")
+        sname = prompts.schema_name(domain)
+        if sname not in schemas:
+            schemas[sname] = _load_schema(sname)
+        instruction = prompts_used[i] if prompts_used is not None else prompts.instruction(domain, domain_tag)
+        stop = stop_reasons[i] if stop_reasons is not None else None
+        unannotated = tuple(_field(rec, "unannotated", ()) or ())
+        scored = score_sample(
+            raw,
+            target,
+            domain,
+            schemas[sname],
+            instruction,
+            leakage_keywords=leakage_keywords,
+            stop_reason=stop,
+            unannotated=unannotated,
+        )
+        sample = {
+            "id": _field(rec, "id", str(i)),
+            "domain": domain,
+            "image_domain": _field(rec, "image_domain", domain) or domain,
+            "origin": _field(rec, "origin", "base"),
+            "prompt": instruction,
+            "raw": scored["raw"],
+            "parsed": scored["parsed"],
+            "salvaged": scored["salvaged"],
+            "target": target,
+            "tags": scored["tags"],
+            "tag_evidence": scored["tag_evidence"],
+            "field_scores": scored["field_scores"],
+            "scores": scored["scores"],
+            "stop_reason": stop,
+        }
+        if unannotated:
+            sample["unannotated"] = list(unannotated)
+        if costs is not None:
+            cost = costs[i]
+            sample |= {k: cost.get(k) for k in ("visual_tokens", "output_tokens", "seconds")}
+            sample["scores"] |= {
+                "cost.eval_seconds_per_sample": cost.get("seconds"),
+                "cost.visual_tokens_per_image": cost.get("visual_tokens"),
+                "cost.output_tokens_per_sample": cost.get("output_tokens"),
+            }
+        samples.append(sample)
+    return aggregate(samples), samples
+
+
+def check_schemas_compile(tokenizer, vocab_size: int | None = None, schemas: dict[str, dict] | None = None) -> None:
+    """Compile every domain schema with xgrammar now (cached for generation); a ValueError names the
+    schema that fails. Call before training so decoding=json_schema cannot fail after it."""
+    from vlmsweep.data.schema import SCHEMA_NAMES
+    from vlmsweep.evaluate.generate import check_schema_compiles
+
+    if schemas is None:
+        schemas = {name: _load_schema(name) for name in SCHEMA_NAMES}
+    if vocab_size is None:
+        vocab_size = len(tokenizer)
+    for name, schema in schemas.items():
+        check_schema_compiles(tokenizer, int(vocab_size), name, schema)
+
+
+def evaluate(
+    model,
+    processor,
+    records: Sequence[Any],
+    cfg_eval,
+    decoding,
+    domain_tag: bool,
+    max_pixels: int,
+    min_pixels: int,
+    out_dir: Path | None,
+    extra_logits_processors=None,
+) -> tuple[dict[str, float], list[dict]]:
+    """Generate an answer for every record (greedy, batched, left-padded, JSON stop rule, optional
+    xgrammar constraint), score them, and write samples.jsonl, metrics.json and report.md to out_dir."""
+    from vlmsweep.data.images import load_image
+    from vlmsweep.evaluate.generate import generate_batch
+
+    constrained = bool(getattr(decoding, "constrained", False))
+    schemas = {name: _load_schema(name) for name in {prompts.schema_name(_field(r, "domain")) for r in records}}
+    raws, stops, costs, used_prompts = [], [], [], []
+    token_text: dict[int, str] = {}  # token id -> text, shared by the stop rule across batches
+    started = time.perf_counter()
+    batch_size = max(1, int(cfg_eval.batch_size))
+    for b in range(0, len(records), batch_size):
+        batch = records[b : b + batch_size]
+        texts, images = [], []
+        for rec in batch:
+            domain = _field(rec, "domain")
+            texts.append(processor.apply_chat_template(prompts.messages(domain, domain_tag), add_generation_prompt=True, tokenize=False))
+            # Decode huge scans at reduced scale; the processor does the final resize to the budget.
+            images.append(load_image(Path(_field(rec, "image")), max_pixels=4 * max_pixels))
+            used_prompts.append(prompts.instruction(domain, domain_tag))
+        row_schemas = [schemas[prompts.schema_name(_field(r, "domain"))] for r in batch] if constrained else None
+        gens = generate_batch(
+            model,
+            processor,
+            texts,
+            images,
+            max_new_tokens=int(cfg_eval.max_new_tokens),
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            schemas=row_schemas,
+            extra_logits_processors=extra_logits_processors,
+            token_text=token_text,
+        )
+        for g in gens:
+            raws.append(g.text)
+            stops.append(g.stop_reason)
+            costs.append({"seconds": g.seconds, "visual_tokens": g.visual_tokens, "output_tokens": g.output_tokens})
+    log.info("evaluated %d samples in %.1f s", len(records), time.perf_counter() - started)
+    metrics, samples = score_outputs(
+        raws,
+        records,
+        used_prompts,
+        domain_tag=domain_tag,
+        leakage_keywords=tuple(getattr(cfg_eval, "leakage_keywords", ()) or ()),
+        stop_reasons=stops,
+        costs=costs,
+        schemas=schemas,
+    )
+    if out_dir is not None:
+        write_outputs(Path(out_dir), metrics, samples, worst_per_tag=int(getattr(cfg_eval, "worst_per_tag", 3)))
+    return metrics, samples

@@ -1,0 +1,190 @@
+"""Metric names, their directions, per-sample scoring and aggregation into metrics.json (pure, no torch).
+
+Every per-sample value lives in the sample's "scores" under the metrics.json name, so any metric is the
+mean of its per-sample values over the samples where it is defined (not null): a report can bootstrap
+it by resampling samples. Exceptions: `tags.<tag>` is a count (samples carrying the tag), and
+`by_domain.<domain>.<metric>` is the same aggregation over the samples whose asked domain it is.
+Content metrics are defined only for samples with an answer object (strict or salvaged); when no
+sample has one they are absent from metrics.json and `content.coverage` is 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from rapidfuzz.distance import Levenshtein
+
+from vlmsweep.evaluate import contract, fields
+from vlmsweep.evaluate.tags import DEFAULT_LEAKAGE_KEYWORDS, TAGS, tag_sample
+from vlmsweep.prompts import schema_name, serialize
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    higher_is_better: bool
+    description: str
+
+
+def _m(name: str, higher: bool, description: str) -> tuple[str, MetricInfo]:
+    return name, MetricInfo(name, higher, description)
+
+
+METRICS: dict[str, MetricInfo] = dict(
+    [
+        _m("contract.strict_parse_rate", True, "whole trimmed output is one JSON object"),
+        _m("contract.key_set_rate", True, "strict object whose key sets (nested, list items) equal the schema's"),
+        _m("contract.schema_valid_rate", True, "strict object valid against the domain's JSON Schema (jsonschema)"),
+        _m("contract.salvage_rate", True, "first balanced {...} in the text parses to an object (debugging)"),
+        _m("content.coverage", True, "share of samples with an answer object, on which content metrics are scored"),
+        _m("content.field_em", True, "exact match per field slot after normalisation (none for ids)"),
+        _m("content.anls", True, "ANLS, tau=0.5 (DocVQA), over fields with a non-null target"),
+        _m("content.cer", False, "character error rate over fields with a non-null target"),
+        _m("content.field_f1", True, "F1 of non-null field values (aligned lists)"),
+        _m("content.ted_acc", True, "Donut tree-edit-distance accuracy"),
+        _m("content.digit_acc", True, "digit-level accuracy of ids, dates, strengths, doses, amounts"),
+        _m("content.unit_acc", True, "unit accuracy of strengths and doses"),
+        _m("text.raw_cer", False, "CER of the whole trimmed output against the canonical target text"),
+        _m("rate.run_on", False, "share of samples tagged run_on"),
+        _m("rate.repetition_loop", False, "share of samples tagged repetition_loop"),
+        _m("rate.instruction_echo", False, "share of samples tagged instruction_echo"),
+        _m("rate.leakage", False, "share of prescription samples tagged domain_leakage"),
+        *(_m(f"tags.{tag}", False, f"number of samples tagged {tag}") for tag in TAGS),
+        _m("cost.eval_seconds_per_sample", False, "generation wall time per sample (batch time / batch size)"),
+        _m("cost.visual_tokens_per_image", False, "visual tokens per image after the 2x2 merge"),
+        _m("cost.output_tokens_per_sample", False, "generated tokens per sample up to the stop"),
+    ]
+)
+
+
+def metric_info(name: str) -> MetricInfo:
+    """Info for a metrics.json name, by_domain copies included; a clear error for an unknown name."""
+    base = name
+    if name.startswith("by_domain."):
+        parts = name.split(".", 2)
+        base = parts[2] if len(parts) == 3 else ""
+    if base not in METRICS:
+        raise KeyError(f"unknown metric {name!r}: expected one of {sorted(METRICS)} (or by_domain.<domain>.<metric>)")
+    return METRICS[base]
+
+
+def _clean_raw(raw: Any) -> str:
+    # Outputs from other systems may be None or bytes; bytes with invalid UTF-8 keep U+FFFD.
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    return str(raw)
+
+
+def score_sample(
+    raw: Any,
+    target: dict,
+    domain: str,
+    schema: dict,
+    instruction: str,
+    leakage_keywords: Sequence[str] = (),
+    stop_reason: str | None = None,
+    unannotated: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Parsed answer, tags with evidence, per-field scores and per-sample metric values for one output.
+
+    `unannotated`: top-level keys the source does not label (SROIE items); the contract still wants
+    them, but content scores and value tags leave them out instead of scoring them as wrong.
+    """
+    raw = _clean_raw(raw)
+    sname = schema_name(domain)
+    keywords = tuple(leakage_keywords) or DEFAULT_LEAKAGE_KEYWORDS
+    target_text = serialize(target)
+    strict = contract.strict_parse(raw)
+    found = contract.salvage(raw) if strict is None else None
+    answer = strict if strict is not None else (found.obj if found else None)
+    answer_end = (len(raw.rstrip()) if strict is not None else found.end) if answer is not None else None
+    key_errors = contract.key_set_errors(answer, schema) if answer is not None else []
+    type_errs = contract.type_errors(answer, schema) if answer is not None else []
+    drop = set(unannotated)
+    content_target = {k: v for k, v in target.items() if k not in drop}
+    content_answer = {k: v for k, v in answer.items() if k not in drop} if answer is not None else None
+    pairs = fields.pair_fields(content_answer, content_target) if content_answer is not None else None
+    tags = tag_sample(
+        raw,
+        strict=strict,
+        answer=answer,
+        answer_end=answer_end,
+        pairs=pairs,
+        key_errors=key_errors,
+        type_errs=type_errs,
+        target=content_target,
+        target_text=target_text,
+        schema_name=sname,
+        instruction=instruction,
+        leakage_keywords=keywords,
+        stop_reason=stop_reason,
+    )
+    scores: dict[str, float | None] = {
+        "contract.strict_parse_rate": float(strict is not None),
+        "contract.key_set_rate": float(strict is not None and not key_errors),
+        "contract.schema_valid_rate": float(strict is not None and contract.schema_valid(strict, schema)),
+        "contract.salvage_rate": float(answer is not None),
+        "content.coverage": float(answer is not None),
+    }
+    field_scores: dict[str, float] = {}
+    if pairs is not None:
+        fs = fields.score_fields(pairs, sname)
+        field_scores = fs.field_scores
+        scores |= {
+            "content.field_em": fs.field_em,
+            "content.anls": fs.anls,
+            "content.cer": fs.cer,
+            "content.field_f1": fs.field_f1,
+            "content.ted_acc": fields.ted_accuracy(content_answer, content_target),
+            "content.digit_acc": fs.digit_acc,
+            "content.unit_acc": fs.unit_acc,
+        }
+    else:
+        scores |= dict.fromkeys(
+            ["content.field_em", "content.anls", "content.cer", "content.field_f1", "content.ted_acc",
+             "content.digit_acc", "content.unit_acc"]
+        )
+    stripped = raw.strip()
+    scores["text.raw_cer"] = Levenshtein.distance(stripped, target_text) / max(1, len(target_text))
+    scores["rate.run_on"] = float("run_on" in tags)
+    scores["rate.repetition_loop"] = float("repetition_loop" in tags)
+    scores["rate.instruction_echo"] = float("instruction_echo" in tags)
+    scores["rate.leakage"] = float("domain_leakage" in tags) if sname == "prescription" else None
+    return {
+        "raw": raw,
+        "parsed": answer,
+        "salvaged": strict is None and answer is not None,
+        "tags": list(tags),
+        "tag_evidence": tags,
+        "field_scores": field_scores,
+        "scores": scores,
+    }
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _aggregate(samples: Sequence[dict]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    names = [n for n in METRICS if not n.startswith("tags.")]
+    for name in names:
+        value = _mean(s["scores"].get(name) for s in samples)
+        if value is not None:
+            out[name] = float(value)
+    for tag in TAGS:
+        out[f"tags.{tag}"] = float(sum(tag in s["tags"] for s in samples))
+    return out
+
+
+def aggregate(samples: Sequence[dict]) -> dict[str, float]:
+    """metrics.json: overall, then by_domain.<domain>.<metric> for every asked domain present."""
+    metrics = _aggregate(samples)
+    for domain in sorted({s["domain"] for s in samples}):
+        subset = [s for s in samples if s["domain"] == domain]
+        metrics |= {f"by_domain.{domain}.{k}": v for k, v in _aggregate(subset).items()}
+    return metrics

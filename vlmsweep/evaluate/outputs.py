@@ -1,0 +1,111 @@
+"""The evaluation files of a run folder: samples.jsonl, metrics.json and the readable report.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from vlmsweep.evaluate.metrics import METRICS, TAGS
+
+RAW_CHARS_IN_REPORT = 400
+
+
+def _json_line(obj: Any) -> str:
+    line = json.dumps(obj, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from a broken output: \u escapes keep the line valid
+        line = json.dumps(obj, ensure_ascii=True)
+    return line
+
+
+def write_samples(path: Path, samples: Sequence[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for s in samples:
+            f.write(_json_line(s) + "\n")
+
+
+def write_metrics(path: Path, metrics: dict[str, float]) -> None:
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _fmt(value: float | None, name: str) -> str:
+    if value is None:
+        return "–"
+    if name.startswith("tags."):
+        return f"{value:.0f}"
+    return f"{value:.3f}"
+
+
+def _code(text: str) -> str:
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    short = text[:RAW_CHARS_IN_REPORT].replace("```", "'''")
+    more = f"\n… ({len(text) - RAW_CHARS_IN_REPORT} more chars)" if len(text) > RAW_CHARS_IN_REPORT else ""
+    return f"```\n{short}{more}\n```"
+
+
+def _severity(sample: dict) -> tuple:
+    # Worst first: lowest field F1 (no answer object counts as 0), then highest raw-text CER.
+    f1 = sample["scores"].get("content.field_f1")
+    return (f1 if f1 is not None else 0.0, -sample["scores"].get("text.raw_cer", 0.0), sample["id"])
+
+
+def render_report(metrics: dict[str, float], samples: Sequence[dict], worst_per_tag: int = 3, title: str = "Evaluation") -> str:
+    domains = sorted({s["domain"] for s in samples})
+    lines = [f"# {title}", ""]
+    n_obj = sum(s["parsed"] is not None for s in samples)
+    counts = ", ".join(f"{d}: {sum(s['domain'] == d for s in samples)}" for d in domains)
+    lines += [
+        f"{len(samples)} samples ({counts}). "
+        f"Content metrics are scored on the {n_obj} samples with an answer object (strict or salvaged).",
+        "",
+        "## Metrics",
+        "",
+        "| metric | better | overall | " + " | ".join(domains) + " |",
+        "|---|---|---|" + "---|" * len(domains),
+    ]
+    for name, info in METRICS.items():
+        if name.startswith("tags."):
+            continue
+        if name not in metrics and not any(f"by_domain.{d}.{name}" in metrics for d in domains):
+            continue
+        cells = [_fmt(metrics.get(name), name)] + [_fmt(metrics.get(f"by_domain.{d}.{name}"), name) for d in domains]
+        lines.append(f"| {name} | {'↑' if info.higher_is_better else '↓'} | " + " | ".join(cells) + " |")
+    lines += ["", "## Failure tags (samples)", "", "| tag | overall | " + " | ".join(domains) + " |",
+              "|---|---|" + "---|" * len(domains)]
+    for tag in TAGS:
+        cells = [_fmt(metrics.get(f"tags.{tag}"), "tags.")] + [
+            _fmt(metrics.get(f"by_domain.{d}.tags.{tag}"), "tags.") for d in domains
+        ]
+        lines.append(f"| {tag} | " + " | ".join(cells) + " |")
+    lines += ["", "## Worst examples per tag", ""]
+    for tag in TAGS:
+        tagged = sorted((s for s in samples if tag in s["tags"]), key=_severity)
+        if not tagged:
+            continue
+        lines += [f"### {tag} ({min(worst_per_tag, len(tagged))} of {len(tagged)})", ""]
+        for s in tagged[:worst_per_tag]:
+            f1 = s["scores"].get("content.field_f1")
+            lines += [
+                f"- **{s['id']}** ({s['domain']}, image {s.get('image_domain', s['domain'])}) — "
+                f"{s['tag_evidence'].get(tag, '')}; field F1 {_fmt(f1, '')}, stop {s.get('stop_reason') or '–'}",
+                "",
+                "  output:",
+                "",
+                _code(s["raw"]),
+                "",
+                "  target:",
+                "",
+                _code(json.dumps(s["target"], ensure_ascii=False)),
+                "",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out_dir: Path, metrics: dict[str, float], samples: Sequence[dict], worst_per_tag: int = 3) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_samples(out_dir / "samples.jsonl", samples)
+    write_metrics(out_dir / "metrics.json", metrics)
+    report = render_report(metrics, samples, worst_per_tag)
+    (out_dir / "report.md").write_text(report.encode("utf-8", errors="replace").decode("utf-8"), encoding="utf-8")

@@ -1,0 +1,685 @@
+"""The retrain loop: train -> evaluate -> mine failures -> synthesise targeted data -> retrain, cycle over cycle."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from transformers import set_seed
+
+from vlmsweep import data as data_mod
+from vlmsweep.config import Config
+from vlmsweep.data import Record
+from vlmsweep.evaluate.metrics import METRICS, TAGS
+from vlmsweep.metric_names import higher_is_better
+from vlmsweep.model import load as model_load
+from vlmsweep.report.runs import HEADLINE_METRICS
+from vlmsweep.run import (RunInfo, config_dict, datasets, eval_stage, free_memory, memory_estimate, prepare_model,
+                          train_stage, write_json)
+
+log = logging.getLogger(__name__)
+
+# Tags that more (or more targeted) training data can fix, and the generator focus that makes it.
+FOCUS_OF_TAG = {
+    "digit_flip": "digits",  # confusable 5/8, 6/0, 1/7 in ids, strengths, doses
+    "unit_confusion": "units",  # μg, IU, mL, g beside mg
+    "near_miss_spelling": "near_miss",  # look-alike drug names on one form
+    "domain_leakage": "hard_negative",  # receipt images asked as prescriptions -> all-null answer
+    "missing_value": "sparse",  # many blank fields: read what is there, null what is not
+    "hallucinated_value": "sparse",
+}
+# Prescription-only focuses: the receipt generator draws no units, drug names or hard negatives.
+_PRESCRIPTION_DOMAINS = ("prescription_ko", "prescription_zh")
+_DOMAINS_OF_FOCUS = {
+    "digits": tuple(data_mod.DOMAINS),
+    "sparse": tuple(data_mod.DOMAINS),
+    "units": _PRESCRIPTION_DOMAINS,
+    "near_miss": _PRESCRIPTION_DOMAINS,
+    "hard_negative": _PRESCRIPTION_DOMAINS,
+}
+UNFIXABLE_TAGS = tuple(t for t in TAGS if t not in FOCUS_OF_TAG)
+REPEAT_MARK = "#rep"  # id suffix of the oversampled copies of a hard-set record: ids stay unique per manifest
+STATE_FILE = "loop_state.json"
+STATE_VERSION = 1
+# Config keys that may change between a run and its resume: where things go, how they are logged, how many
+# cycles and what an empty mine does next. Any other change would make finished cycles belong to another config.
+_RESUME_FREE_KEYS = ("output_dir", "cache_dir", "tracker", "choices.tracker", "loop.cycles", "loop.on_empty_mine")
+
+# Test hook: called as STAGE_HOOK(stage, cycle) after "trained", "evaluated" and "finished"; raising in it
+# simulates a crash at that point (tests/test_loop.py). None in normal runs.
+STAGE_HOOK: Callable[[str, int], None] | None = None
+
+
+class LeakageError(RuntimeError):
+    """A test or regression sample (same id, generator seed or image file) would enter training."""
+
+
+# ----------------------------------------------------------------------------- mining and synthesis
+
+
+def severity_key(sample: dict) -> tuple:
+    """Worst first: lowest content.field_em (no answer object counts as 0), then highest text.raw_cer, then id."""
+    scores = sample.get("scores") or {}
+    em = scores.get("content.field_em")
+    cer = scores.get("text.raw_cer")
+    return (em if em is not None else 0.0, -(cer if cer is not None else 0.0), str(sample["id"]))
+
+
+def tag_counts(samples: Sequence[dict]) -> dict[str, int]:
+    return {tag: sum(tag in s.get("tags", ()) for s in samples) for tag in TAGS}
+
+
+def mine_failures(samples: Sequence[dict], pool: Sequence[Record], per_tag: int, cycle: int) -> dict[str, list[Record]]:
+    """Top `per_tag` mining-pool records per data-fixable tag, worst first (severity_key).
+
+    A record carrying several tags is mined once, under the first of its tags (TAGS order) that picks
+    it; its origin becomes mined:<cycle>:<tag>. Tags data cannot fix (UNFIXABLE_TAGS) mine nothing:
+    they are reported with the config change that addresses them.
+    """
+    by_id = {r.id: r for r in pool}
+    unknown = sorted({str(s["id"]) for s in samples} - set(by_id))
+    if unknown:
+        raise ValueError(f"mine_failures: sample id(s) {unknown[:5]} are not in the mining pool; "
+                         "mine only the mining pool's own samples")
+    taken: set[str] = set()
+    out: dict[str, list[Record]] = {}
+    for tag in FOCUS_OF_TAG:
+        ranked = sorted((s for s in samples if tag in s.get("tags", ())), key=severity_key)
+        picked = []
+        for s in ranked:
+            if len(picked) >= per_tag:
+                break
+            if s["id"] in taken:
+                continue
+            taken.add(s["id"])
+            picked.append(dataclasses.replace(by_id[s["id"]], origin=f"mined:{cycle}:{tag}"))
+        if picked:
+            out[tag] = picked
+    return out
+
+
+def synth_seed(data_seed: int, cycle: int, tag: str) -> int:
+    """Names the generator stream of one (cycle, tag): distinct per cycle and tag, readable in the ids."""
+    return data_seed * 100_000 + cycle * 100 + TAGS.index(tag)
+
+
+def synth_domains(tag: str, asked: Sequence[str]) -> tuple[str, ...]:
+    """Generator domains for a tag's synthetic samples: the asked domains where it failed, if the focus can draw them."""
+    allowed = _DOMAINS_OF_FOCUS[FOCUS_OF_TAG[tag]]
+    picked = tuple(d for d in allowed if d in set(asked))
+    return picked or _PRESCRIPTION_DOMAINS
+
+
+def synthesize(failing: dict[str, Sequence[str]], per_tag: int, cycle: int, data_seed: int, cache_dir: Path,
+               noise: str) -> dict[str, list[Record]]:
+    """`per_tag` targeted samples for each data-fixable tag in `failing` (tag -> asked domains of its
+    failures), rendered through data.generate_targeted; origin synth:<cycle>:<tag>."""
+    out: dict[str, list[Record]] = {}
+    if per_tag <= 0:
+        return out
+    for tag, asked in failing.items():
+        if tag not in FOCUS_OF_TAG:
+            raise ValueError(f"synthesize: tag {tag!r} is not data-fixable; fixable tags: {list(FOCUS_OF_TAG)}")
+        records = data_mod.generate_targeted(FOCUS_OF_TAG[tag], per_tag, synth_seed(data_seed, cycle, tag), cache_dir,
+                                             noise=noise, domains=synth_domains(tag, asked))
+        out[tag] = [dataclasses.replace(r, origin=f"synth:{cycle}:{tag}") for r in records]
+    return out
+
+
+@dataclass
+class HardSet:
+    records: list[Record]  # mined, then synthesised; unique ids
+    counts: dict[str, int]  # tag -> samples of the mining pool carrying it
+    mined: dict[str, int]  # tag -> mined records
+    synthesised: dict[str, int]  # tag -> synthetic records
+    unfixable: dict[str, int] = field(default_factory=dict)  # tag -> count, for tags data cannot fix
+
+    def summary(self) -> dict[str, Any]:
+        return {"size": len(self.records), "counts": self.counts, "mined": self.mined,
+                "synthesised": self.synthesised, "unfixable": self.unfixable}
+
+
+def build_hard_set(samples: Sequence[dict], pool: Sequence[Record], cycle: int, mine_per_tag: int, synth_per_tag: int,
+                   data_seed: int, cache_dir: Path, noise: str) -> HardSet:
+    """The next cycle's hard set from one cycle's mining-pool evaluation: mined failures plus targeted synthesis."""
+    counts = tag_counts(samples)
+    mined = mine_failures(samples, pool, mine_per_tag, cycle)
+    failing = {tag: sorted({s["domain"] for s in samples if tag in s.get("tags", ())})
+               for tag in FOCUS_OF_TAG if counts[tag] > 0}
+    synth = synthesize(failing, synth_per_tag, cycle, data_seed, cache_dir, noise)
+    records = [r for tag in FOCUS_OF_TAG for r in mined.get(tag, [])] + [r for tag in FOCUS_OF_TAG for r in synth.get(tag, [])]
+    return HardSet(
+        records=records,
+        counts=counts,
+        mined={t: len(v) for t, v in mined.items()},
+        synthesised={t: len(v) for t, v in synth.items()},
+        unfixable={t: counts[t] for t in UNFIXABLE_TAGS if counts[t] > 0},
+    )
+
+
+def config_fixes(tag: str, cfg: Config) -> str:
+    """The config change that addresses a failure tag, given what the run already uses."""
+    constrained, assistant_only = cfg.decoding.constrained, cfg.loss.assistant_only
+    cut = "eval.max_new_tokens higher: the constrained answer was cut before its closing brace"
+    match tag:
+        case "parse_fail" | "wrong_keys" | "type_mismatch":
+            return cut if constrained else "decoding=json_schema (the grammar forces one schema-valid object)"
+        case "run_on":
+            fixes = [cut if constrained else "decoding=json_schema (generation ends at the object's closing brace)"]
+            if not assistant_only:
+                fixes.append("loss=assistant_only (so <|im_end|> after the answer is learned)")
+            return "; ".join(fixes)
+        case "repetition_loop":
+            return (cut if constrained else "decoding=json_schema") + "; more training (train.max_steps)"
+        case "instruction_echo":
+            return "decoding=json_schema" if assistant_only else "loss=assistant_only (loss=full trains on the prompt)"
+        case "domain_leakage":
+            if cfg.domain_tag.in_prompt:
+                return "already domain_tag=prompt"
+            return "domain_tag=prompt (tag every prompt with its domain)"
+    return "–"
+
+
+# ----------------------------------------------------------------------------- training sets and the guard
+
+
+def base_id(record_id: str) -> str:
+    return record_id.split(REPEAT_MARK, 1)[0]
+
+
+def training_set(base: Sequence[Record], hard: Sequence[Record], oversample: int) -> list[Record]:
+    """The base training records plus `oversample` copies of the hard set (copies 2.. get an id suffix)."""
+    if oversample < 1:
+        raise ValueError(f"loop.oversample={oversample}: expected 1 or more copies of the hard set")
+    out = list(base)
+    for k in range(oversample):
+        out += [r if k == 0 else dataclasses.replace(r, id=f"{r.id}{REPEAT_MARK}{k}") for r in hard]
+    return out
+
+
+def check_no_leak(train: Sequence[Record], held_out: dict[str, Sequence[Record]], cycle: int) -> None:
+    """Raise LeakageError when a training record shares an id, a generator seed (a near-duplicate) or an
+    image file with a held-out record (test, regression)."""
+    by_id, by_seed, by_image = {}, {}, {}
+    for split, records in held_out.items():
+        for r in records:
+            by_id[r.id] = (split, r.id)
+            if r.seed is not None:
+                by_seed[r.seed] = (split, r.id)
+            by_image[str(Path(r.image).resolve())] = (split, r.id)
+    offending = []
+    for r in train:
+        hit = by_id.get(base_id(r.id))
+        why = "same id"
+        if hit is None and r.seed is not None and r.seed in by_seed:
+            hit, why = by_seed[r.seed], f"same generator seed {r.seed}"
+        if hit is None and str(Path(r.image).resolve()) in by_image:
+            hit, why = by_image[str(Path(r.image).resolve())], "same image file"
+        if hit is not None:
+            offending.append(f"{r.id} (origin {r.origin}) = {hit[0]} id {hit[1]} ({why})")
+    if offending:
+        shown = "; ".join(offending[:10]) + (f"; ... {len(offending) - 10} more" if len(offending) > 10 else "")
+        raise LeakageError(
+            f"cycle {cycle}: {len(offending)} training sample(s) would leak a held-out set into training: {shown}. "
+            "Test and regression samples are never trained on: remove them from data.train_manifest, or use "
+            "disjoint data.test_manifest / splits."
+        )
+
+
+def origin_counts(records: Sequence[Record]) -> dict[str, int]:
+    """base / mined / synth counts (the lineage kind before the first ':')."""
+    c = Counter(r.origin.split(":", 1)[0] for r in records)
+    return dict(sorted(c.items()))
+
+
+# ----------------------------------------------------------------------------- regression guard
+
+
+def headline_metrics(cfg: Config) -> list[str]:
+    """What the regression guard watches: the sweep objective, the comparison report's headline metrics, coverage."""
+    return list(dict.fromkeys([cfg.sweep.objective, *HEADLINE_METRICS, "content.coverage"]))
+
+
+def regression_drops(history: Sequence[dict[str, float]], margin: float, names: Sequence[str]) -> list[str]:
+    """Warnings for the last cycle's regression metrics that dropped by more than `margin` (absolute, in the
+    metric's own direction) against the previous cycle or against cycle 0. Metrics absent on either side
+    (content metrics without any answer object) are not compared: content.coverage stands for them."""
+    if len(history) < 2:
+        return []
+    cycle, now = len(history) - 1, history[-1]
+    refs = [(cycle - 1, history[-2])] + ([(0, history[0])] if cycle - 1 != 0 else [])
+    out = []
+    for name in names:
+        if name not in now:
+            continue
+        sign = 1.0 if higher_is_better(name) else -1.0
+        for ref_cycle, ref in refs:
+            if name not in ref:
+                continue
+            drop = sign * (ref[name] - now[name])
+            if drop > margin + 1e-12:
+                out.append(f"cycle {cycle}: regression {name} {now[name]:.3f} vs {ref[name]:.3f} at cycle {ref_cycle} "
+                           f"(worse by {drop:.3f} > loop.regression_margin={margin})")
+    return out
+
+
+# ----------------------------------------------------------------------------- state and files
+
+
+@dataclass
+class CycleResult:
+    cycle: int
+    test: dict[str, float]  # cycle_N/metrics.json: training + test-set metrics
+    regression: dict[str, float]
+    mining: dict[str, float]
+    summary: dict[str, Any]  # cycle_N/cycle.json: training set, hard set, warnings
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= _flat(v, key + ".")
+        else:
+            out[key] = v
+    return out
+
+
+def resume_config(cfg: Config) -> dict[str, Any]:
+    flat = _flat(config_dict(cfg))
+    return {k: v for k, v in sorted(flat.items()) if not any(k == f or k.startswith(f + ".") for f in _RESUME_FREE_KEYS)}
+
+
+def load_state(out_dir: Path, cfg: Config) -> dict[str, Any]:
+    """loop_state.json of an interrupted or finished loop in out_dir, checked against this config; a fresh state if none."""
+    path = out_dir / STATE_FILE
+    current = resume_config(cfg)
+    if not path.exists():
+        return {"version": STATE_VERSION, "config": current, "trained": [], "finished": [], "stopped": None}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); delete it to start the loop over") from None
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(f"{path}: state version {state.get('version')!r}, expected {STATE_VERSION}; use a new run folder")
+    before = state.get("config", {})
+    changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
+    if changed:
+        diff = ", ".join(f"{k}: {before.get(k)!r} -> {current.get(k)!r}" for k in changed[:8])
+        raise ValueError(
+            f"{out_dir}: this loop was started with a different config ({diff}); resume it with the same "
+            "overrides (only loop.cycles, loop.on_empty_mine, tracker and paths may change) or use a new hydra.run.dir"
+        )
+    return state
+
+
+def _cycle_dir(out_dir: Path, cycle: int) -> Path:
+    return out_dir / f"cycle_{cycle}"
+
+
+def is_finished(out_dir: Path, state: dict, cycle: int) -> bool:
+    d = _cycle_dir(out_dir, cycle)
+    return (cycle in state["finished"] and (d / "metrics.json").is_file()
+            and (d / "adapter" / "adapter_config.json").is_file() and (d / "cycle.json").is_file())
+
+
+def read_records(path: Path) -> list[Record]:
+    """A manifest written by write_manifest; an empty file is an empty list (an empty hard set)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; the loop folder is incomplete (start it over in a new hydra.run.dir)")
+    if not path.read_text(encoding="utf-8").strip():
+        return []
+    return list(data_mod.read_manifest(path))
+
+
+def _read_metrics(path: Path) -> dict[str, float]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_cycle(out_dir: Path, cycle: int) -> CycleResult:
+    d = _cycle_dir(out_dir, cycle)
+    return CycleResult(cycle, _read_metrics(d / "metrics.json"), _read_metrics(d / "regression" / "metrics.json"),
+                       _read_metrics(d / "mining" / "metrics.json"), json.loads((d / "cycle.json").read_text(encoding="utf-8")))
+
+
+def fixed_splits(cfg: Config, out_dir: Path) -> dict[str, list[Record]]:
+    """train / test / mining / regression, fixed at cycle 0 in out_dir/splits/ and read back on resume."""
+    folder = out_dir / "splits"
+    names = ("train", "test", "mining", "regression")
+    if all((folder / f"{n}.jsonl").is_file() for n in names):
+        return {n: read_records(folder / f"{n}.jsonl") for n in names}
+    splits = datasets(cfg)
+    for name, why in (("mining", "data.mining_size"), ("regression", "data.regression_size")):
+        if not splits[name]:
+            raise ValueError(f"loop.cycles={cfg.loop.cycles}: the loop needs a {name} set; set {why} > 0")
+    for n in names:
+        data_mod.write_manifest(splits[n], folder / f"{n}.jsonl")
+    return splits
+
+
+class _CycleTracker:
+    """The tracker for one cycle's training: steps continue after the previous cycles' (W&B wants them increasing)."""
+
+    def __init__(self, tracker, offset: int):
+        self.tracker, self.offset = tracker, offset
+
+    def log(self, values: dict[str, float], step: int | None = None) -> None:
+        self.tracker.log(values, step=None if step is None else self.offset + step)
+
+
+def _hook(stage: str, cycle: int) -> None:
+    if STAGE_HOOK is not None:
+        STAGE_HOOK(stage, cycle)
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# ----------------------------------------------------------------------------- one cycle
+
+
+def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Record]], hard: list[Record],
+              state: dict, tracker, info: RunInfo, extra_logits_processors=None) -> CycleResult:
+    d = _cycle_dir(out_dir, cycle)
+    d.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)  # same numbers whether the cycle runs straight through or after a resume
+    train = training_set(splits["train"], hard, cfg.loop.oversample) if cycle > 0 else list(splits["train"])
+    check_no_leak(train, {"test": splits["test"], "regression": splits["regression"]}, cycle)
+    data_mod.write_manifest(train, d / "train.jsonl")
+
+    base, processor, _ = model_load.load(cfg)
+    if cfg.decoding.constrained and cycle == 0:
+        from vlmsweep.evaluate import check_schemas_compile
+
+        check_schemas_compile(processor.tokenizer, base.config.text_config.vocab_size)  # fail before training
+    metrics: dict[str, float] = memory_estimate(cfg, base, processor, train) if cycle == 0 else {}
+    if cycle in state["trained"] and (d / "adapter" / "adapter_config.json").is_file() and (d / "train_metrics.json").is_file():
+        log.info("loop: cycle %d was trained before the interruption; evaluating its adapter", cycle)
+        model = prepare_model(cfg, base, str(d / "adapter"), trainable=False)
+        metrics.update(_read_metrics(d / "train_metrics.json"))
+    else:
+        previous = _cycle_dir(out_dir, cycle - 1) / "adapter"
+        adapter = str(previous) if cycle > 0 and cfg.loop.continue_adapter else cfg.model.adapter
+        model = prepare_model(cfg, base, adapter, trainable=True)
+        train_metrics = train_stage(cfg, model, processor, train, d, _CycleTracker(tracker, cycle * cfg.train.max_steps), info)
+        write_json(d / "train_metrics.json", _numeric(train_metrics))
+        metrics.update(train_metrics)
+        state["trained"] = sorted(set(state["trained"]) | {cycle})
+        write_json(out_dir / STATE_FILE, state)
+    _hook("trained", cycle)
+
+    mining_metrics, mining_samples = eval_stage(cfg, model, processor, splits["mining"], d / "mining", extra_logits_processors)
+    regression_metrics, _ = eval_stage(cfg, model, processor, splits["regression"], d / "regression", extra_logits_processors)
+    test_metrics, test_samples = eval_stage(cfg, model, processor, splits["test"], d, extra_logits_processors)
+    metrics.update(test_metrics)
+    metrics = _numeric(metrics)
+    write_json(d / "metrics.json", metrics)  # replaces the test-only metrics.json that evaluate wrote
+    if cfg.tracker.log_samples:
+        tracker.table(f"cycle_{cycle}/samples", test_samples)
+    del model, base
+    free_memory()
+    _hook("evaluated", cycle)
+
+    hard_next = build_hard_set(mining_samples, splits["mining"], cycle, cfg.loop.mine_per_tag, cfg.loop.synth_per_tag,
+                               cfg.data.seed, Path(cfg.cache_dir).expanduser() / "data", cfg.data.noise)
+    check_no_leak(hard_next.records, {"test": splits["test"], "regression": splits["regression"]}, cycle)
+    data_mod.write_manifest(hard_next.records, d / "hard_set.jsonl")
+    if not hard_next.records:
+        log.warning("loop: cycle %d mined nothing from the mining pool (no data-fixable failure tag); next cycle: %s",
+                    cycle, "trains on the base set only" if cfg.loop.on_empty_mine == "train"
+                    else "none (loop.on_empty_mine=stop)")
+    summary = {
+        "cycle": cycle,
+        "train_size": len(train),
+        "train_origins": origin_counts(train),
+        "hard_set_trained": len(hard),  # unique hard-set records in this cycle's training set
+        "adapter_from": (str(Path("..") / f"cycle_{cycle - 1}" / "adapter") if cycle > 0 and cfg.loop.continue_adapter
+                         else (cfg.model.adapter or "base model")),
+        "hard_set_next": hard_next.summary(),
+    }
+    write_json(d / "cycle.json", summary)
+    return CycleResult(cycle, metrics, _numeric(regression_metrics), _numeric(mining_metrics), summary)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_processors=None) -> dict[str, float]:
+    """Cycle 0 trains on the configured mix; each of the loop.cycles cycles after it retrains on the base set
+    plus the previous cycle's hard set (oversampled). Finished cycles of an interrupted loop are not redone."""
+    if not cfg.train.enabled or not cfg.eval.enabled:
+        raise ValueError("loop.cycles > 0 needs train.enabled=true and eval.enabled=true (each cycle trains and evaluates)")
+    if cfg.loop.mine_per_tag < 0 or cfg.loop.synth_per_tag < 0:
+        raise ValueError("loop.mine_per_tag and loop.synth_per_tag must be 0 or more")
+    training_set([], [], cfg.loop.oversample)  # a bad loop.oversample fails now, not after cycle 0
+    out_dir = Path(out_dir)
+    state = load_state(out_dir, cfg)
+    splits = fixed_splits(cfg, out_dir)
+    history: list[CycleResult] = []
+    stopped = None  # decided afresh on every start: a resume with loop.on_empty_mine=train goes on
+    state["stopped"] = None
+    for cycle in range(cfg.loop.cycles + 1):
+        if is_finished(out_dir, state, cycle):
+            log.info("loop: cycle %d finished before; reusing %s", cycle, _cycle_dir(out_dir, cycle))
+            history.append(load_cycle(out_dir, cycle))
+            continue
+        hard: list[Record] = []
+        if cycle > 0:
+            hard = read_records(_cycle_dir(out_dir, cycle - 1) / "hard_set.jsonl")
+            if not hard and cfg.loop.on_empty_mine == "stop":
+                stopped = {"cycle": cycle, "reason": f"cycle {cycle - 1} mined nothing and loop.on_empty_mine=stop"}
+                state["stopped"] = stopped
+                write_json(out_dir / STATE_FILE, state)
+                log.warning("loop: stopping before cycle %d: %s", cycle, stopped["reason"])
+                break
+        log.info("loop: cycle %d of %d (hard set: %d records, x%d)", cycle, cfg.loop.cycles, len(hard), cfg.loop.oversample)
+        info.update(loop={"cycle": cycle, "cycles": cfg.loop.cycles, "finished": list(state["finished"])})
+        result = run_cycle(cfg, out_dir, cycle, splits, hard, state, tracker, info, extra_logits_processors)
+        result.summary["regression_warnings"] = regression_drops([h.regression for h in history] + [result.regression],
+                                                                 cfg.loop.regression_margin, headline_metrics(cfg))
+        for w in result.summary["regression_warnings"]:
+            log.warning("loop: %s", w)
+        write_json(_cycle_dir(out_dir, cycle) / "cycle.json", result.summary)
+        state["finished"] = sorted(set(state["finished"]) | {cycle})
+        write_json(out_dir / STATE_FILE, state)
+        history.append(result)
+        tracker.log(cycle_log(result), step=(cycle + 1) * cfg.train.max_steps)
+        _hook("finished", cycle)
+    if not history:
+        raise RuntimeError(f"{out_dir}: the loop finished no cycle")  # cannot happen: cycle 0 always runs
+
+    plot = plot_tags(history, out_dir / "tags_over_cycles.png")
+    if plot is not None:
+        tracker.image("loop/tags_over_cycles", plot)
+    report = render_loop_report(history, cfg, stopped, plot.name if plot else None)
+    (out_dir / "report.md").write_text(report, encoding="utf-8")
+    last = history[-1]
+    metrics = dict(last.test)
+    metrics |= {
+        "loop.cycles_done": float(len(history)),
+        "loop.last_cycle": float(last.cycle),
+        "loop.hard_set_size": float(last.summary["hard_set_trained"]),
+        "loop.train_size": float(last.summary["train_size"]),
+        "loop.regression_warnings": float(sum(len(h.summary.get("regression_warnings", [])) for h in history)),
+        "loop.stopped_early": float(stopped is not None),
+    }
+    metrics |= {f"loop.regression.{k}": v for k, v in last.regression.items() if k in headline_metrics(cfg)}
+    write_json(out_dir / "metrics.json", metrics)
+    info.update(loop={"cycles": cfg.loop.cycles, "finished": list(state["finished"]), "stopped": stopped})
+    print(f"vlmsweep loop: {len(history)} cycle(s) in {out_dir.resolve()} (report.md, cycle_N/)")
+    return metrics
+
+
+def cycle_log(result: CycleResult) -> dict[str, float]:
+    """One tracker row per cycle: overall metrics of each set (no by_domain copies) and the hard set."""
+    row: dict[str, float] = {"loop/cycle": float(result.cycle)}
+    for name, metrics in (("test", result.test), ("regression", result.regression), ("mining", result.mining)):
+        row |= {f"loop/{name}/{k}": v for k, v in metrics.items() if not k.startswith("by_domain.")}
+    row["loop/hard_set_next"] = float(result.summary["hard_set_next"]["size"])
+    row["loop/train_size"] = float(result.summary["train_size"])
+    return row
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _cell(value: float | None, ref: float | None, is_count: bool) -> str:
+    if value is None:
+        return "–"
+    # Counts (tags, bytes, parameters) print as integers; rates and errors with 3 decimals.
+    whole = is_count or (abs(value) >= 1e4 and float(value).is_integer())
+    text = f"{value:.0f}" if whole else f"{value:.3f}"
+    if ref is None:
+        return text
+    delta = value - ref
+    return text + (f" ({delta:+.0f})" if whole else f" ({delta:+.3f})")
+
+
+def _metric_order(names: set[str]) -> list[str]:
+    known = [n for n in METRICS if n in names and not n.startswith("tags.")]
+    others = sorted(n for n in names if n not in METRICS and not n.startswith("by_domain."))
+    tags = [f"tags.{t}" for t in TAGS if f"tags.{t}" in names]
+    by_domain = sorted(n for n in names if n.startswith("by_domain."))
+    return known + others + tags + by_domain
+
+
+def metrics_table(per_cycle: Sequence[tuple[int, dict[str, float]]]) -> list[str]:
+    """Markdown rows: one per metric, one column per cycle, deltas against the previous cycle; by_domain
+    copies folded into a <details> block."""
+    names = _metric_order(set().union(*(m.keys() for _, m in per_cycle)))
+    head = "| metric | better | " + " | ".join(f"cycle {c}" for c, _ in per_cycle) + " |"
+    rule = "|---|---|" + "---|" * len(per_cycle)
+    main, folded = [head, rule], [head, rule]
+    for name in names:
+        base = name.split(".", 2)[-1] if name.startswith("by_domain.") else name
+        try:
+            arrow = "↑" if higher_is_better(name) else "↓"
+        except KeyError:
+            arrow = ""
+        cells = []
+        for i, (_, m) in enumerate(per_cycle):
+            ref = per_cycle[i - 1][1].get(name) if i > 0 else None
+            cells.append(_cell(m.get(name), ref, base.startswith("tags.")))
+        (folded if name.startswith("by_domain.") else main).append(f"| {name} | {arrow} | " + " | ".join(cells) + " |")
+    if len(folded) > 2:
+        main += ["", "<details><summary>per domain</summary>", "", *folded, "", "</details>"]
+    return main
+
+
+def render_loop_report(history: Sequence[CycleResult], cfg: Config, stopped: dict | None, plot_name: str | None) -> str:
+    loop = cfg.loop
+    lines = [
+        "# Retrain loop",
+        "",
+        f"{len(history)} cycle(s) done of {loop.cycles + 1} planned (cycle 0 + loop.cycles={loop.cycles}). "
+        f"Hard set: top {loop.mine_per_tag} mined per failure tag + {loop.synth_per_tag} synthesised per tag, "
+        f"x{loop.oversample} in the next training set; "
+        f"{'continue from the previous adapter' if loop.continue_adapter else 'restart from the base model'} each cycle. "
+        "Deltas in parentheses are against the previous cycle.",
+        "",
+    ]
+    warnings = [w for h in history for w in h.summary.get("regression_warnings", [])]
+    empty = [h.cycle for h in history if h.summary["hard_set_next"]["size"] == 0]
+    if stopped is not None:
+        warnings.append(f"stopped before cycle {stopped['cycle']}: {stopped['reason']}")
+    for c in empty:
+        went_on = loop.on_empty_mine == "train" and c != history[-1].cycle
+        warnings.append(f"cycle {c} mined nothing from the mining pool (no data-fixable failure tag)"
+                        + (" - the next cycle trained on the base set only" if went_on else ""))
+    lines += ["## Warnings", ""] + ([f"- ⚠ {w}" for w in warnings] or ["none"]) + [""]
+    for title, attr, note in (
+        ("Test set", "test", "cycle_N/metrics.json (training metrics included)"),
+        ("Regression set", "regression", "fixed at cycle 0, never trained on; cycle_N/regression/"),
+        ("Mining pool", "mining", "where failures are mined; cycle_N/mining/"),
+    ):
+        lines += [f"## {title}", "", f"{note}.", ""]
+        lines += metrics_table([(h.cycle, getattr(h, attr)) for h in history]) + [""]
+    lines += ["## Training sets", "", "| cycle | samples | base | mined | synth | hard set (unique) | adapter from |",
+              "|---|---|---|---|---|---|---|"]
+    for h in history:
+        o = h.summary["train_origins"]
+        base = h.summary["train_size"] - o.get("mined", 0) - o.get("synth", 0)  # base, or "manifest" for user data
+        lines.append(f"| {h.cycle} | {h.summary['train_size']} | {base} | {o.get('mined', 0)} | "
+                     f"{o.get('synth', 0)} | {h.summary['hard_set_trained']} | {h.summary['adapter_from']} |")
+    lines += ["", "## Hard sets built (for the next cycle)", "",
+              "| cycle | tag | in mining pool | mined | synthesised | generator focus |", "|---|---|---|---|---|---|"]
+    for h in history:
+        hs = h.summary["hard_set_next"]
+        rows = [t for t in FOCUS_OF_TAG if hs["counts"].get(t, 0) or hs["mined"].get(t) or hs["synthesised"].get(t)]
+        for t in rows:
+            lines.append(f"| {h.cycle} | {t} | {hs['counts'].get(t, 0)} | {hs['mined'].get(t, 0)} | "
+                         f"{hs['synthesised'].get(t, 0)} | {FOCUS_OF_TAG[t]} |")
+        if not rows:
+            lines.append(f"| {h.cycle} | – | 0 | 0 | 0 | nothing mined |")
+    last = history[-1]
+    lines += ["", "## Failures a config change addresses (last cycle)", "",
+              "Tags data cannot fix are not papered over with data; domain_leakage gets hard negatives and this too.", "",
+              "| tag | test | mining | config change |", "|---|---|---|---|"]
+    shown = [t for t in (*UNFIXABLE_TAGS, "domain_leakage")
+             if last.test.get(f"tags.{t}", 0) or last.mining.get(f"tags.{t}", 0)]
+    for t in shown:
+        n_test, n_mining = last.test.get(f"tags.{t}", 0), last.mining.get(f"tags.{t}", 0)
+        lines.append(f"| {t} | {n_test:.0f} | {n_mining:.0f} | {config_fixes(t, cfg)} |")
+    if not shown:
+        lines.append("| – | 0 | 0 | none needed |")
+    if plot_name:
+        lines += ["", "## Failure tags over cycles", "", f"![tags over cycles]({plot_name})"]
+    lines += ["", "## Re-running a cycle", "",
+              "Every cycle keeps its training manifest (`cycle_N/train.jsonl`, `origin` per line: base, "
+              "mined:<cycle>:<tag>, synth:<cycle>:<tag>). To re-run cycle N with the overrides of config.yaml:",
+              "", "```",
+              "python -m vlmsweep data.train_manifest=cycle_N/train.jsonl model.adapter=cycle_<N-1>/adapter",
+              "# model.adapter only with loop.continue_adapter=true; leave it out to restart from the base model",
+              "```", ""]
+    return "\n".join(lines)
+
+
+def plot_tags(history: Sequence[CycleResult], path: Path) -> Path | None:
+    """Failure-tag counts over cycles, one panel per evaluated set (matplotlib Agg)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError as err:  # a missing plot never fails a loop that trained and evaluated
+        log.warning("loop: no plot (%s)", err)
+        return None
+    sets = (("test", "test"), ("regression", "regression"), ("mining", "mining pool"))
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.8), sharey=False)
+    cycles = [h.cycle for h in history]
+    for ax, (attr, title) in zip(axes, sets):
+        drawn = 0
+        for tag in TAGS:
+            ys = [getattr(h, attr).get(f"tags.{tag}", 0.0) for h in history]
+            if any(ys):
+                ax.plot(cycles, ys, marker="o", label=tag)
+                drawn += 1
+        ax.set_title(title)
+        ax.set_xlabel("cycle")
+        ax.set_ylabel("samples tagged")
+        ax.set_xticks(cycles)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(bottom=0)
+        if drawn:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no failure tags", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = [
+    "FOCUS_OF_TAG", "UNFIXABLE_TAGS", "CycleResult", "HardSet", "LeakageError", "build_hard_set", "check_no_leak",
+    "config_fixes", "mine_failures", "plot_tags", "regression_drops", "render_loop_report", "run_loop", "synthesize",
+    "training_set",
+]
