@@ -156,7 +156,7 @@ class LoopConfig:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    objective: str = "content.field_em"  # metric the sweeper optimises; its direction is the metric's
+    objective: str = "content.e2e_field_em"  # metric the sweeper optimises; its direction is the metric's
     name: Optional[str] = None  # Optuna study name (conf/sweep/*.yaml sets it)
     trials: int = 0  # total trials of the study; a resumed sweep runs only the missing ones
     storage: Optional[str] = None  # Optuna storage URL: sqlite:///... (default) or postgresql://...

@@ -258,7 +258,8 @@ def run(cfg: Config, overrides: list[str] | None = None, extra_logits_processors
     tracker.finish()
     free_memory()
     if main_process:
-        print(f"vlmsweep: outputs in {out_dir.resolve()}  (metrics.json, samples.jsonl, report.md, adapter/)")
+        what = "report.md, metrics.json, cycle_N/" if cfg.loop.cycles > 0 else "metrics.json, samples.jsonl, report.md, adapter/"
+        print(f"vlmsweep: outputs in {out_dir.resolve()}  ({what})")
     return metrics
 
 

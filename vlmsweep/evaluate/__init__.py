@@ -143,7 +143,7 @@ def evaluate(
     from vlmsweep.data.images import load_image
     from vlmsweep.evaluate.generate import generate_batch
 
-    constrained = bool(getattr(decoding, "constrained", False))
+    constrained = bool(decoding.constrained)
     schemas = {name: _load_schema(name) for name in {prompts.schema_name(_field(r, "domain")) for r in records}}
     raws, stops, costs, used_prompts = [], [], [], []
     token_text: dict[int, str] = {}  # token id -> text, shared by the stop rule across batches
@@ -181,11 +181,11 @@ def evaluate(
         records,
         used_prompts,
         domain_tag=domain_tag,
-        leakage_keywords=tuple(getattr(cfg_eval, "leakage_keywords", ()) or ()),
+        leakage_keywords=tuple(cfg_eval.leakage_keywords),
         stop_reasons=stops,
         costs=costs,
         schemas=schemas,
     )
     if out_dir is not None:
-        write_outputs(Path(out_dir), metrics, samples, worst_per_tag=int(getattr(cfg_eval, "worst_per_tag", 3)))
+        write_outputs(Path(out_dir), metrics, samples, worst_per_tag=int(cfg_eval.worst_per_tag))
     return metrics, samples

@@ -39,6 +39,7 @@ METRICS: dict[str, MetricInfo] = dict(
         _m("contract.salvage_rate", True, "first balanced {...} in the text parses to an object (debugging)"),
         _m("content.coverage", True, "share of samples with an answer object, on which content metrics are scored"),
         _m("content.field_em", True, "exact match per field slot after normalisation (none for ids)"),
+        _m("content.e2e_field_em", True, "field exact match over every sample, 0 without an answer object (contract x content)"),
         _m("content.anls", True, "ANLS, tau=0.5 (DocVQA), over fields with a non-null target"),
         _m("content.cer", False, "character error rate over fields with a non-null target"),
         _m("content.field_f1", True, "F1 of non-null field values (aligned lists)"),
@@ -134,6 +135,7 @@ def score_sample(
         fs = fields.score_fields(pairs, sname)
         field_scores = fs.field_scores
         scores |= {
+            "content.e2e_field_em": fs.field_em,
             "content.field_em": fs.field_em,
             "content.anls": fs.anls,
             "content.cer": fs.cer,
@@ -143,6 +145,9 @@ def score_sample(
             "content.unit_acc": fs.unit_acc,
         }
     else:
+        # End to end, a sample without an answer object got no field right: always defined, so
+        # it is the default sweep objective (content.field_em alone is absent when nothing parses).
+        scores["content.e2e_field_em"] = 0.0
         scores |= dict.fromkeys(
             ["content.field_em", "content.anls", "content.cer", "content.field_f1", "content.ted_acc",
              "content.digit_acc", "content.unit_acc"]
