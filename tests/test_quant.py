@@ -52,3 +52,11 @@ def test_nf4_without_bitsandbytes_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_bnb)
     with pytest.raises(ImportError, match="pip install 'bitsandbytes"):
         build_quantization(NF4)
+
+
+@pytest.mark.parametrize("upcast,vision_dtype", [(True, torch.float32), (False, torch.bfloat16)])
+def test_fp32_upcast_of_non_4bit_weights_is_an_option(tiny_path, upcast, vision_dtype):
+    quant = QuantConfig(name="nf4", dtype="bfloat16", load_in_4bit=True, fp32_upcast=upcast)
+    model = load_base_model(ModelConfig(name="tiny"), quant, str(tiny_path))
+    assert model.model.visual.blocks[0].attn.qkv.weight.dtype == vision_dtype
+    assert not any(p.requires_grad for p in model.parameters())  # frozen until LoRA is attached

@@ -41,6 +41,7 @@ class QuantConfig:
     quant_type: str = "nf4"
     double_quant: bool = True
     quantize_vision: bool = False  # ablation: put the vision tower in 4-bit too
+    fp32_upcast: bool = True  # 4-bit only: peft's prepare_model_for_kbit_training casts every non-4-bit weight to fp32
 
 
 @dataclass(frozen=True)

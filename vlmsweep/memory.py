@@ -396,6 +396,7 @@ def estimate_from_config(
         supervised_tokens=supervised_tokens,
         lora_dropout=config.lora.dropout,
         double_quant=config.quant.double_quant,
+        kbit_fp32_upcast=config.quant.fp32_upcast,
         attn_implementation=config.model.attn_implementation,
     )
 

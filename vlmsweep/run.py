@@ -245,6 +245,11 @@ def run(cfg: Config, overrides: list[str] | None = None, extra_logits_processors
         if cfg.loop.cycles > 0:
             from vlmsweep.loop import run_loop
 
+            if world_size() > 1:
+                raise NotImplementedError(
+                    "loop.cycles > 0 under torchrun/accelerate launch is not supported yet: the loop writes its "
+                    "manifests and state from one process; run the loop in a single process (loop.cycles=0 works distributed)"
+                )
             metrics = run_loop(cfg, out_dir, tracker, info, extra_logits_processors)
         else:
             metrics = run_once(cfg, out_dir, tracker, info, extra_logits_processors)

@@ -72,11 +72,20 @@ def load_base_model(model: ModelConfig, quant: QuantConfig, path: str, grad_chec
     if quantization is None and not model.prequantized:
         base.to(_device())
     if quant.load_in_4bit or model.prequantized:
-        base = prepare_model_for_kbit_training(
-            base,
-            use_gradient_checkpointing=grad_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
+        if quant.fp32_upcast:
+            base = prepare_model_for_kbit_training(
+                base,
+                use_gradient_checkpointing=grad_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
+        else:
+            # prepare_model_for_kbit_training minus its fp32 upcast, which on Qwen2-VL-2B turns the
+            # 0.68 B-parameter vision tower into 2.7 GB of fp32 weights.
+            for p in base.parameters():
+                p.requires_grad_(False)
+            if grad_checkpointing:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                base.enable_input_require_grads()
     return base
 
 
