@@ -74,68 +74,49 @@ SPECIAL_IDS = dict(
 TINY_VERSION = 2
 
 
+def _qwen2_vl_config(text: dict, vision: dict) -> Qwen2VLConfig:
+    """A Qwen2-VL config with the release's vocabulary, special ids, patching and tied embeddings."""
+    text_ids = {k: SPECIAL_IDS[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    other_ids = {k: v for k, v in SPECIAL_IDS.items() if k not in text_ids}
+    return Qwen2VLConfig(
+        text_config=dict(vocab_size=VOCAB_SIZE, max_position_embeddings=32768, tie_word_embeddings=True, **text, **text_ids),
+        vision_config=dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, hidden_act="quick_gelu", **vision),
+        tie_word_embeddings=True,
+        **other_ids,
+    )
+
+
 def tiny_config() -> Qwen2VLConfig:
     """~20 M parameters, almost all in the (tied) 151,936 x 128 embedding."""
-    return Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=VOCAB_SIZE,
+    return _qwen2_vl_config(
+        text=dict(
             hidden_size=128,
             intermediate_size=256,
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
             max_window_layers=2,
-            max_position_embeddings=32768,
             rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6], "rope_theta": 1e6},  # sums to head_dim/2
-            tie_word_embeddings=True,
-            **{k: SPECIAL_IDS[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
         ),
-        vision_config=dict(
-            depth=2,
-            embed_dim=64,
-            num_heads=4,
-            mlp_ratio=2,
-            hidden_size=128,  # = text hidden size: the merger projects into the LLM
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            hidden_act="quick_gelu",
-        ),
-        tie_word_embeddings=True,
-        **{k: v for k, v in SPECIAL_IDS.items() if k not in ("bos_token_id", "eos_token_id", "pad_token_id")},
+        # hidden_size = the text hidden size: the merger projects into the LLM
+        vision=dict(depth=2, embed_dim=64, num_heads=4, mlp_ratio=2, hidden_size=128),
     )
 
 
 def shape_config() -> Qwen2VLConfig:
     """The real Qwen2-VL-2B-Instruct architecture (config.json of the release), for memory/speed."""
-    return Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=VOCAB_SIZE,
+    return _qwen2_vl_config(
+        text=dict(
             hidden_size=1536,
             intermediate_size=8960,
             num_hidden_layers=28,
             num_attention_heads=12,
             num_key_value_heads=2,
             max_window_layers=28,
-            max_position_embeddings=32768,
             rms_norm_eps=1e-6,
             rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
-            tie_word_embeddings=True,
-            **{k: SPECIAL_IDS[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
         ),
-        vision_config=dict(
-            depth=32,
-            embed_dim=1280,
-            num_heads=16,
-            mlp_ratio=4,
-            hidden_size=1536,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            hidden_act="quick_gelu",
-        ),
-        tie_word_embeddings=True,
-        **{k: v for k, v in SPECIAL_IDS.items() if k not in ("bos_token_id", "eos_token_id", "pad_token_id")},
+        vision=dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, hidden_size=1536),
     )
 
 
