@@ -1,4 +1,5 @@
-"""Optuna sweeps: resume from SQLite to the requested total; a failing trial is recorded and the sweep goes on."""
+"""Optuna sweeps: resume from SQLite to the requested total; a failing trial is recorded and the sweep goes on;
+which RUNNING trials count toward the total (vlmsweep.sweeper)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 
 from helpers import REPO, TINY_RUN, read_json, vlmsweep
 from vlmsweep.metric_names import direction_of
-from vlmsweep.sweeps import trials_left
+from vlmsweep.sweeper import HEARTBEAT, INTERRUPTED, WORKER, Progress, host_key, progress, stale_reason, study_progress
 
-SWEEP = ["-m", "+sweep=max_pixels", "sweep.objective=contract.key_set_rate", 'hydra.sweeper.params.max_pixels="choice(256tok,512tok)"']
+SWEEP = ["-m", "+sweep=max_pixels", 'hydra.sweeper.params.max_pixels="choice(256tok,512tok)"']
+# No evaluation: the objective is the training loss, so a trial is model load + one step (seconds).
+NO_EVAL = ["eval.enabled=false", "sweep.objective=train.loss"]
 
 
 def states(tmp_path):
@@ -34,7 +37,7 @@ def test_direction_comes_from_the_metric_and_unknown_objective_fails_early(tmp_p
 
 def test_killed_sweep_resumes_to_the_requested_total(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "vlmsweep", *SWEEP, "sweep.trials=3", *TINY_RUN]
+    cmd = [sys.executable, "-m", "vlmsweep", *SWEEP, "sweep.trials=3", *NO_EVAL, *TINY_RUN]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 240
@@ -44,22 +47,60 @@ def test_killed_sweep_resumes_to_the_requested_total(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # during the second trial
     proc.wait()
     assert states(tmp_path).count("COMPLETE") == 1
-    assert trials_left(f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db", "max_pixels", 3) == 2
-    vlmsweep(*SWEEP, "sweep.trials=3", *TINY_RUN, cwd=tmp_path)  # the same command again
-    assert states(tmp_path).count("COMPLETE") == 3  # the killed trial stays RUNNING and is not counted
+    # the killed worker's RUNNING trial is not a result: its process is gone, so it does not count
+    assert study_progress(f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db", "max_pixels") == Progress(1, 0, 1)
+    vlmsweep(*SWEEP, "sweep.trials=3", *NO_EVAL, *TINY_RUN, cwd=tmp_path)  # the same command again
+    assert states(tmp_path) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # trial 1 declared interrupted
+    study = optuna.load_study(study_name="max_pixels", storage=f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db")
+    assert "exited" in study.trials[1].system_attrs[INTERRUPTED]
     results = read_json_yaml(tmp_path / "outputs/sweeps/max_pixels/optimization_results.yaml")
     assert "max_pixels" in results["best_params"]
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     # 512 visual tokens + the answer exceed 700 tokens (an error, never a cut answer); 256 fit.
-    vlmsweep(*SWEEP, "sweep.trials=3", "train.max_seq_len=700", *TINY_RUN, cwd=tmp_path)
+    vlmsweep(*SWEEP, "sweep.trials=3", "train.max_seq_len=700", *NO_EVAL, *TINY_RUN, cwd=tmp_path)
     study_states = states(tmp_path)
     assert len(study_states) == 3 and "FAIL" in study_states and "COMPLETE" in study_states
     infos = [read_json(p) for p in tmp_path.glob("outputs/sweeps/max_pixels/*/run_info.json")]
     failed = [i for i in infos if i["status"] == "failed"]
     assert failed and all("exceed train.max_seq_len=700" in i["error"] for i in failed)
     assert all(i["choices"]["max_pixels"] == "512tok" for i in failed)
+
+
+def test_which_trials_count_toward_the_total():
+    """Finished trials count, failed runs too; a RUNNING trial counts while its worker beats (and, on this
+    machine, while its process exists); a trial whose worker died is interrupted and does not count."""
+    study = optuna.create_study()
+    now = 1_000_000.0
+    done = study.ask()
+    study.tell(done, 1.0)
+    failed = study.ask()
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    mine = study.ask()  # this live process, beating
+    mine.set_system_attr(WORKER, {"host": host_key(), "pid": os.getpid()})
+    mine.set_system_attr(HEARTBEAT, now - 10)
+    dead = study.ask()  # a pid of this machine that has exited
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead.set_system_attr(WORKER, {"host": host_key(), "pid": child.pid})
+    dead.set_system_attr(HEARTBEAT, now)
+    remote_fresh, remote_silent, unknown = study.ask(), study.ask(), study.ask()
+    for trial, beat in ((remote_fresh, now - 59), (remote_silent, now - 61)):
+        trial.set_system_attr(WORKER, {"host": "node7", "pid": 123})
+        trial.set_system_attr(HEARTBEAT, beat)
+    interrupted = study.ask()
+    interrupted.set_system_attr(INTERRUPTED, "its worker process 9 on this machine has exited")
+    study.tell(interrupted, state=optuna.trial.TrialState.FAIL)
+    by_number = {t.number: t for t in study.trials}
+    reasons = {t.number: stale_reason(by_number[t.number], now, grace_period=60)
+               for t in (mine, dead, remote_fresh, remote_silent, unknown)}
+    assert reasons[mine.number] is None and reasons[remote_fresh.number] is None
+    assert f"process {child.pid}" in reasons[dead.number] and "exited" in reasons[dead.number]
+    assert "no heartbeat for more than 60 s" in reasons[remote_silent.number]
+    assert "no vlmsweep worker recorded" in reasons[unknown.number]
+    # finished: done, failed; running: mine, remote_fresh; interrupted: dead, remote_silent, unknown, interrupted
+    assert progress(study.trials, grace_period=60, now=now) == Progress(2, 2, 4)
 
 
 def read_json_yaml(path):
