@@ -194,15 +194,19 @@ def print_rich(a: Analysis, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 160))  # a wide table stays readable in logs
     header, rows = summary_rows(a)
-    table = Table(title=f"{len(a.runs)} runs (full names in summary.csv)")
-    for k, h in enumerate(header):  # short headers keep a dozen columns readable in a terminal
+    # the terminal shows axes and quality metrics; cost columns are in summary.md/.csv and the HTML
+    keep = [k for k, h in enumerate(header) if not h.startswith("cost.") and k < len(header) - 1]
+    table = Table(title=f"{len(a.runs)} runs (full names and cost columns in summary.csv)")
+    for k in keep:  # short headers keep the columns readable in a terminal
+        h = header[k]
         short = h.rsplit(".", 1)[-1]
-        widest = max([len(short)] + [len(str(row[k])) for row in rows if k < len(row) - 1])
-        table.add_column(short, overflow="ellipsis", no_wrap=True, min_width=min(widest, 10))
+        widest = max([len(short)] + [len(str(row[k])) for row in rows])
+        table.add_column(short, overflow="ellipsis", no_wrap=True, min_width=min(widest, 12))
+    table.add_column("status", no_wrap=True)
     for run, row in zip(a.runs, rows):
-        table.add_row(*row[:-1], run.status, style=None if run.ok else "red")
+        table.add_row(*[row[k] for k in keep], run.status, style=None if run.ok else "red")
     console.print(table)
     for run in a.runs:
         if not run.ok:

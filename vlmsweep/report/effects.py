@@ -40,8 +40,13 @@ class Effect:
     n_seeds: int
 
     @property
+    def no_interval(self) -> bool:
+        """One value per run and one seed (e.g. a cost): nothing to resample, so no interval."""
+        return self.n_samples <= 1 and self.n_seeds <= 1
+
+    @property
     def within_noise(self) -> bool:
-        return self.low <= 0.0 <= self.high
+        return not self.no_interval and self.low <= 0.0 <= self.high
 
 
 @dataclass
@@ -197,6 +202,8 @@ def _fmt(v: float) -> str:
 
 def describe(effect: Effect) -> str:
     interval = f"{_fmt(effect.estimate)} [{_fmt(effect.low)}, {_fmt(effect.high)}]"
+    if effect.no_interval:
+        interval = f"{_fmt(effect.estimate)} (one value per run: no interval; add seeds, e.g. -m seed=0,1,2)"
     if effect.within_noise:
         if " x " in effect.name:
             return f"the interaction {effect.name} is within noise ({interval}, {effect.contrast})"

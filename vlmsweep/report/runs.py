@@ -13,6 +13,7 @@ HEADLINE_METRICS = (
     "contract.strict_parse_rate",
     "contract.key_set_rate",
     "contract.schema_valid_rate",
+    "content.e2e_field_em",
     "content.field_em",
     "content.anls",
     "content.cer",
