@@ -121,3 +121,17 @@ def test_cli(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty")]) == 2
     assert "no run folders found" in capsys.readouterr().err
+
+
+def test_report_plots_and_table_go_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    root = make_2x2(tmp_path / "sweep", {
+        ("nf4", "llm"): [0.5, 0.5], ("nf4", "all"): [0.8, 0.8], ("bf16", "llm"): [0.5, 0.5], ("bf16", "all"): [0.8, 0.8],
+    })  # fmt: skip
+    assert main([str(root), "--resamples", "50", "--wandb", "offline"]) == 0
+    run_dirs = list((root / "report" / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1
+    images = {p.name.rsplit("_", 2)[0] for p in (run_dirs[0] / "files" / "media" / "images" / "report").glob("*.png")}
+    assert "effects_0_quant_x_scope" in images  # every png of report/plots is logged
+    tables = list((run_dirs[0] / "files" / "media" / "table").rglob("*.table.json"))
+    assert tables and "run" in __import__("json").loads(tables[0].read_text())["columns"]

@@ -261,11 +261,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: DIR/report)")
     ap.add_argument("--metrics", default=None, help="comma-separated metric names (default: the headline metrics)")
     ap.add_argument("--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples")
+    ap.add_argument("--wandb", choices=("offline", "online"), default=None,
+                    help="also log the summary table and the plots to a W&B run in the sweep's group")
+    ap.add_argument("--wandb-project", default="vlmsweep")
     args = ap.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
-        build_report(args.dir, args.out, metrics, n_resamples=args.resamples)
+        html_path = build_report(args.dir, args.out, metrics, n_resamples=args.resamples)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.wandb:
+        log_to_wandb(args.dir, html_path.parent, mode=args.wandb, project=args.wandb_project)
     return 0
+
+
+def log_to_wandb(sweep_dir: Path, report_dir: Path, mode: str, project: str) -> None:
+    """The report's table and plots as one W&B run named "report" in the sweep's group (the runs of a
+    multirun are grouped by their folder's name, which is the sweep folder). Never fatal."""
+    import csv
+
+    from vlmsweep.tracking import Tracker
+
+    sweep_dir = Path(sweep_dir)
+    try:
+        import wandb
+
+        run = wandb.init(project=project, group=sweep_dir.name, name="report", job_type="report",
+                         dir=str(report_dir), mode=mode, reinit="finish_previous")
+    except Exception as err:  # noqa: BLE001 - the files on disk are the report; W&B is a copy
+        print(f"warning: W&B report run could not start ({err}); the report files are written", file=sys.stderr)
+        return
+    tracker = Tracker(run)
+    with open(report_dir / "summary.csv", newline="", encoding="utf-8") as f:
+        tracker.table("report/summary", list(csv.DictReader(f)))
+    for png in sorted((report_dir / "plots").glob("*.png")):
+        tracker.image(f"report/{png.stem}", png)
+    tracker.finish()
