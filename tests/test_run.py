@@ -68,3 +68,21 @@ def test_the_2x2_multirun_leaves_four_run_folders(tmp_path):
         assert "contract.strict_parse_rate" in metrics
     parts = {read_json(r / "run_info.json")["choices"]["scope"]: read_json(r / "metrics.json") for r in runs}
     assert parts["llm"]["train.trainable_params.vision"] == 0 < parts["all"]["train.trainable_params.vision"]
+
+
+def test_constrained_decoding_ab_through_the_run(tmp_path, tiny_path):
+    """decoding=json_schema through run(): every output is strict, schema-valid JSON (random weights need
+    the test-only bias that test_eval_generate uses to close strings within the token budget)."""
+    from transformers import AutoProcessor
+
+    from test_eval_generate import FinishJsonSooner
+    from vlmsweep.model.tiny import VOCAB_SIZE
+
+    bias = FinishJsonSooner(AutoProcessor.from_pretrained(tiny_path).tokenizer, VOCAB_SIZE)
+    fast = [o for o in FAST if not o.startswith("eval.max_new_tokens")] + ["eval.max_new_tokens=160"]
+    free = run(compose(fast + ["train.enabled=false"], output_dir=tmp_path / "free"), extra_logits_processors=[bias])
+    constrained = run(compose(fast + ["train.enabled=false", "decoding=json_schema"], output_dir=tmp_path / "json"),
+                      extra_logits_processors=[bias])
+    assert constrained["contract.strict_parse_rate"] == 1.0 and constrained["contract.schema_valid_rate"] == 1.0
+    assert constrained["contract.key_set_rate"] == 1.0 and constrained["tags.parse_fail"] == 0
+    assert free["contract.schema_valid_rate"] < 1.0  # the same bias alone does not make valid JSON
