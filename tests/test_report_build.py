@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from test_report_fakes import make_2x2, make_run
+from report_fakes import make_2x2, make_run
 from vlmsweep.report import build_report, load_runs, main
 
 B = 200

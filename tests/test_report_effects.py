@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_report_fakes import make_2x2, make_run
+from report_fakes import make_2x2, make_run
 from vlmsweep.report import load_runs
 from vlmsweep.report.effects import factorial_effects, find_factorials, higher_is_better, pareto_front, verdict
 from vlmsweep.report.runs import varying_axes
