@@ -115,6 +115,14 @@ def test_digit_flip_on_fields_and_not_on_unrelated_numbers():
     assert "digit_flip" not in tags_of(serialize(with_(patient_id="1234")))["tags"]  # length differs
 
 
+def test_prose_digit_flip_ignores_repetition_artifacts_and_far_numbers():
+    rx = dict(RX, medications=[{"name": "Aspirin", "strength": "100 μg", "dose": 1, "frequency": 3, "days": 5}])
+    looping = '": "1, "1, "111, "1, "111111, "1'  # what a random model loops on
+    assert "digit_flip" not in tags_of(looping, target=rx)["tags"]
+    assert "digit_flip" not in tags_of("strength 135 μg", target=rx)["tags"]  # 2 of 3 digits differ
+    assert "digit_flip" in tags_of("strength 108 μg", target=rx)["tags"]  # one digit: a misreading
+
+
 def test_prose_digit_flip_ignores_numbers_that_are_other_fields():
     # "9.90" is the total, not a misread 9.00 line price
     assert "digit_flip" not in tags_of("Total is 9.90", target=dict(RECEIPT, items=[{"name": "Tea", "quantity": 1, "price": "9.00"}]), domain="receipt")["tags"]

@@ -13,7 +13,7 @@ reported in the evidence when the text is longer).
 | run_on | non-space text follows the answer object, or there is no complete object and generation stopped at max_new_tokens |
 | repetition_loop | some unit of 1-100 characters repeats at least 4 times back to back, the run is at least 40 characters long, and the same run is not in the canonical target text |
 | instruction_echo | the output holds 6 consecutive words of the instruction (a whole instruction sentence if shorter), a request phrase (`please tell/give/show/provide/read/extract/return/list/output/describe/identify/find`, `tell/show/give me`, `can/could/would you`, `알려/말해/읽어/추출해/작성해 주세요`, `请告诉/提供/列出/给出/读取/提取/返回/识别`), or a domain tag such as `[PRESCRIPTION]` |
-| digit_flip | a field whose target holds digits (a digit field, or any field with 3+ digits) is wrong, and the predicted digits have the target's length and differ in 1 or 2 places (fewer than all when 2+ digits). *prose*: the target's digit string (3+ digits) is absent but a number token of the raw text, not itself another target value, has the same length and differs in 1-2 digits |
+| digit_flip | a field whose target holds digits (a digit field, or any field with 3+ digits) is wrong, and the predicted digits have the target's length and differ in 1 or 2 places (fewer than all when 2+ digits). *prose*: the target's digit string (3+ digits) is absent but a number token of the raw text, not itself another target value, has the same length and differs in 1 digit (2 when the target has 5+ digits), and is not one digit repeated ("111", a repetition artifact) unless the target is |
 | near_miss_spelling | a text field (not an id, not a unit field) with letters is wrong but rapidfuzz ratio(normalised pred, normalised target) >= 80, and the difference is not only in digits. *prose*: the target (4+ letters) is absent from the normalised raw text but its best window there (rapidfuzz partial_ratio_alignment) scores >= 80 |
 | unit_confusion | a unit field (strength, dose) has a unit in both prediction and target and the folded units differ (mg vs mcg). *prose*: the target's number appears with a unit, never with the target's unit |
 | missing_value | an answer object exists and a target value that is not null has a null, absent or unpaired prediction |
@@ -95,6 +95,15 @@ def _hamming_flip(pred_digits: str, target_digits: str) -> bool:
         return False
     diff = sum(a != b for a, b in zip(pred_digits, target_digits))
     return diff <= 2 and (diff < len(target_digits) or len(target_digits) == 1)
+
+
+def _prose_flip(pred_digits: str, target_digits: str) -> bool:
+    """Stricter than a field's rule: in prose nothing ties the number to the field, so only a near
+    reading counts, and runs of one digit ("111") from a looping generation are not readings."""
+    if len(set(pred_digits)) == 1 and len(set(target_digits)) > 1:
+        return False
+    diff = sum(a != b for a, b in zip(pred_digits, target_digits))
+    return _hamming_flip(pred_digits, target_digits) and diff <= (1 if len(target_digits) < 5 else 2)
 
 
 def _letters(text: str) -> str:
@@ -181,7 +190,7 @@ def _prose_digit_flip(raw: str, target: Any, schema_name: str) -> str | None:
         if len(dt) < 3 or any(d == dt for _, d in tokens):
             continue
         for tok, d in tokens:
-            if d not in own and _hamming_flip(d, dt):
+            if d not in own and _prose_flip(d, dt):
                 return f"{path}: {as_text(value)!r} -> {tok!r} in the text"
     return None
 
