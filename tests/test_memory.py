@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 
@@ -10,19 +9,17 @@ import pytest
 import torch
 
 from vlmsweep import memory
-from vlmsweep.memory import GiB, estimate, measure, nf4_bits_per_param, qwen2_vl_2b_config
-
-LLM_TARGETS = r"^model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$"
-
+from vlmsweep.memory import GiB, estimate, measure, nf4_bits_per_param
+from vlmsweep.model.tiny import shape_config
 
 @pytest.fixture(scope="module")
 def shape2b():
-    return qwen2_vl_2b_config()
+    return shape_config()
 
 
 def mid_config():
     """h 256, 4 layers, the real 151,936 vocab (tied): weights (~40 M params) dominate a short step."""
-    c = qwen2_vl_2b_config(
+    c = shape_config(
         hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
         max_window_layers=4, rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12], "rope_theta": 1e6},
     )  # fmt: skip
@@ -111,52 +108,8 @@ def test_measure_cpu_sees_an_allocation():
 
 
 def _train_two_steps(dtype, lora: bool, batch: int) -> tuple[int, int]:
-    """(estimate, measured) bytes of two forward+backward+AdamW steps; measured = exact tensor bytes of the
-    built model + peak RSS growth during the steps (building is outside: it has its own transient)."""
-    from transformers import Qwen2VLForConditionalGeneration
-    from transformers.initialization import no_init_weights
-
-    torch.manual_seed(0)
-    c = mid_config()
-    vis, text, sup = 16, 48, 32
-    quant = "fp32" if dtype == torch.float32 else "bf16"
-    est = estimate(c, quant=quant, trainable_parts=["llm"], lora_r=8 if lora else 0, batch_size=batch,
-                   text_tokens=text, visual_tokens=vis, supervised_tokens=sup, grad_checkpointing=False)  # fmt: skip
-    with no_init_weights():  # random init of 40 M params is slow; filling uniformly is not
-        model = Qwen2VLForConditionalGeneration._from_config(c, dtype=dtype)
-    model.tie_weights()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.uniform_(-0.02, 0.02)
-    if lora:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=LLM_TARGETS))
-        base = model.base_model.model
-    else:
-        base = model
-        for name, p in model.named_parameters():
-            p.requires_grad_(not name.startswith("model.visual"))
-    assert base.lm_head.weight is base.model.language_model.embed_tokens.weight
-    tensors = sum(p.numel() * p.element_size() for p in model.parameters())
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    ids = torch.randint(0, 1000, (batch, text + vis))
-    ids[:, 2 : 2 + vis] = c.image_token_id
-    grid = int((vis * 4) ** 0.5)  # vis visual tokens = 4*vis patches before the 2x2 merge
-    pixels = torch.randn(batch * grid * grid, 3 * 2 * 14 * 14, dtype=dtype)
-    thw = torch.tensor([[1, grid, grid]] * batch)
-    gc.collect()
-    with measure("cpu") as m:
-        for _ in range(2):  # step 2 runs with the optimizer states alive
-            hidden = base.model(input_ids=ids, pixel_values=pixels, image_grid_thw=thw,
-                                mm_token_type_ids=(ids == c.image_token_id).long()).last_hidden_state  # fmt: skip
-            logits = base.lm_head(hidden[:, -sup:])  # logits only at the supervised positions, as the trainer does
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, -sup:].flatten())
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            del hidden, logits, loss
-    return est.total_bytes, tensors + m.peak_bytes
+    return memory.measure_training_step(mid_config(), dtype, lora_r=8 if lora else 0, batch_size=batch,
+                                        visual_tokens=16, text_tokens=48, supervised_tokens=32)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -168,6 +121,15 @@ def _train_two_steps(dtype, lora: bool, batch: int) -> tuple[int, int]:
 )
 def test_estimate_within_25_percent_of_measured_cpu_step(dtype, lora, batch):
     est, measured = _train_two_steps(dtype, lora, batch)
+    assert abs(est - measured) / measured < 0.25, f"estimate {est / 2**20:.0f} MiB vs measured {measured / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_estimate_within_25_percent_for_the_tiny_model(dtype):
+    from vlmsweep.model.tiny import tiny_config
+
+    est, measured = memory.measure_training_step(tiny_config(), dtype, lora_r=16, batch_size=1, visual_tokens=64,
+                                                 text_tokens=128, supervised_tokens=96)  # fmt: skip
     assert abs(est - measured) / measured < 0.25, f"estimate {est / 2**20:.0f} MiB vs measured {measured / 2**20:.0f} MiB"
 
 

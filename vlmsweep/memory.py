@@ -182,7 +182,7 @@ def estimate(
     computed only at the `supervised_tokens` answer positions (our trainer does that; default: all
     text_tokens). `kbit_fp32_upcast`: peft's prepare_model_for_kbit_training casts every non-4-bit
     parameter (vision tower, embeddings, norms, biases) to fp32 -- a large share of a QLoRA run's weights.
-    Not counted: the CUDA context (~0.3-0.5 GB), allocator fragmentation, the processor and data.
+    Not counted: the CUDA context, allocator fragmentation, the processor and data.
     """
     if quant not in DTYPE_BYTES:
         raise ValueError(f"quant={quant!r}: expected one of {sorted(DTYPE_BYTES)}")
@@ -484,6 +484,63 @@ def _malloc_trim() -> None:
             ctypes.CDLL(name).malloc_trim(0)  # glibc only; elsewhere RSS growth may read low
 
 
+def measure_training_step(
+    config_hf: Any, dtype, *, lora_r: int, batch_size: int, visual_tokens: int, text_tokens: int, supervised_tokens: int
+) -> tuple[int, int]:
+    """(estimate, measured) bytes of two forward+backward+AdamW steps of a random model of this config on
+    the CPU (LoRA r on the LLM, or lora_r=0: full fine-tune of the LLM). measured = exact tensor bytes of
+    the built model + peak RSS growth during the steps (building is outside: it has its own transient)."""
+    import gc as _gc
+
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+    from transformers.initialization import no_init_weights
+
+    from vlmsweep.model.scope import LLM
+
+    torch.manual_seed(0)
+    quant = "fp32" if dtype == torch.float32 else "bf16"
+    est = estimate(config_hf, quant=quant, trainable_parts=["llm"], lora_r=lora_r, batch_size=batch_size,
+                   text_tokens=text_tokens, visual_tokens=visual_tokens, supervised_tokens=supervised_tokens,
+                   grad_checkpointing=False)  # fmt: skip
+    with no_init_weights():  # random init of many parameters is slow; filling uniformly is not
+        model = Qwen2VLForConditionalGeneration._from_config(config_hf, dtype=dtype)
+    model.tie_weights()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.02, 0.02)
+    if lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05, target_modules=LLM))
+        base = model.base_model.model
+    else:
+        base = model
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith("model.visual"))
+    assert base.lm_head.weight is base.model.language_model.embed_tokens.weight
+    tensors = sum(p.numel() * p.element_size() for p in model.parameters())
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    vis, text, sup = visual_tokens, text_tokens, supervised_tokens
+    ids = torch.randint(0, 1000, (batch_size, text + vis))
+    ids[:, 2 : 2 + vis] = config_hf.image_token_id
+    grid = int((vis * 4) ** 0.5)  # vis visual tokens = 4*vis patches before the 2x2 merge
+    pixels = torch.randn(batch_size * grid * grid, 3 * 2 * 14 * 14, dtype=dtype)
+    thw = torch.tensor([[1, grid, grid]] * batch_size)
+    _gc.collect()
+    with measure("cpu") as m:
+        for _ in range(2):  # step 2 runs with the optimizer states alive
+            hidden = base.model(input_ids=ids, pixel_values=pixels, image_grid_thw=thw,
+                                mm_token_type_ids=(ids == config_hf.image_token_id).long()).last_hidden_state  # fmt: skip
+            logits = base.lm_head(hidden[:, -sup:])  # logits only at the supervised positions, as the trainer does
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, -sup:].flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            del hidden, logits, loss
+    return est.total_bytes, tensors + m.peak_bytes
+
+
 # ---------------------------------------------------------------- presets and CLI
 
 # The practitioner's plan (SPEC.md): exp -> (quant, trainable parts, planned VRAM in GB).
@@ -496,39 +553,10 @@ EXPERIMENTS = {
 
 
 def preset_configs() -> dict[str, Any]:
-    """{"tiny": ..., "shape": ...} from vlmsweep.model.tiny when present, else built here from FACTS.md."""
-    try:
-        from vlmsweep.model.tiny import shape_config, tiny_config  # type: ignore[import-not-found]
+    """{"tiny": ..., "shape": ...}: the embedded tiny model and the real 2B architecture (no weights)."""
+    from vlmsweep.model.tiny import shape_config, tiny_config
 
-        return {"tiny": tiny_config(), "shape": shape_config()}
-    except ImportError:
-        return {"tiny": _fallback_tiny_config(), "shape": qwen2_vl_2b_config()}
-
-
-def qwen2_vl_2b_config(**text_overrides: Any) -> Any:
-    """The released Qwen2-VL-2B architecture (no weights); text_overrides change the LLM's shape."""
-    from transformers import Qwen2VLConfig
-
-    text = dict(
-        hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-        num_key_value_heads=2, vocab_size=151936, max_window_layers=28, tie_word_embeddings=True,
-        rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
-    )  # fmt: skip
-    text.update(text_overrides)
-    vision = dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, hidden_size=text["hidden_size"],
-                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)  # fmt: skip
-    return Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, vocab_size=text["vocab_size"])
-
-
-def _fallback_tiny_config() -> Any:
-    from transformers import Qwen2VLConfig
-
-    text = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_window_layers=2, vocab_size=151657, tie_word_embeddings=True,
-                rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6], "rope_theta": 1e6})  # fmt: skip
-    vision = dict(depth=2, embed_dim=64, num_heads=4, mlp_ratio=2, hidden_size=128, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, hidden_act="quick_gelu")  # fmt: skip
-    return Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, vocab_size=151657)
+    return {"tiny": tiny_config(), "shape": shape_config()}
 
 
 def experiment_estimates(visual_tokens: int = 1024, text_tokens: int = 300, lora_r: int = 16) -> dict[str, MemoryEstimate]:
@@ -567,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{est.activations_bytes / GiB:.2f}", f"{est.logits_bytes / GiB:.2f}", f"{est.total_bytes / GiB:.2f}", f"~{plan}",
         )  # fmt: skip
     console.print(table)
-    console.print("Not counted: CUDA context (~0.3-0.5 GiB), allocator fragmentation, evaluation-time KV cache.")
+    console.print("Not counted: CUDA context, allocator fragmentation, evaluation-time KV cache.")
     return 0
 
 

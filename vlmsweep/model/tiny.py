@@ -103,20 +103,25 @@ def tiny_config() -> Qwen2VLConfig:
     )
 
 
-def shape_config() -> Qwen2VLConfig:
-    """The real Qwen2-VL-2B-Instruct architecture (config.json of the release), for memory/speed."""
+def shape_config(**text_overrides) -> Qwen2VLConfig:
+    """The real Qwen2-VL-2B-Instruct architecture (config.json of the release), for memory/speed.
+
+    `text_overrides` reshape the LLM (the memory tests use a mid-size one); the merger follows it.
+    """
+    text = dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        max_window_layers=28,
+        rms_norm_eps=1e-6,
+        rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
+    )
+    text.update(text_overrides)
     return _qwen2_vl_config(
-        text=dict(
-            hidden_size=1536,
-            intermediate_size=8960,
-            num_hidden_layers=28,
-            num_attention_heads=12,
-            num_key_value_heads=2,
-            max_window_layers=28,
-            rms_norm_eps=1e-6,
-            rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
-        ),
-        vision=dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, hidden_size=1536),
+        text=text,
+        vision=dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, hidden_size=text["hidden_size"]),
     )
 
 
