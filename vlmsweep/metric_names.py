@@ -1,4 +1,4 @@
-"""Which way is better for a metric name: what a sweep's direction comes from."""
+"""Which way is better for a metric name: what a sweep's direction and every report's arrow come from."""
 
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ RUN_METRICS = {
 
 
 def higher_is_better(name: str) -> bool:
-    from vlmsweep.evaluate.metrics import METRICS
+    """Direction from the registries (by_domain.<domain>.<metric> takes <metric>'s); KeyError if unknown."""
+    from vlmsweep.evaluate.metrics import METRICS, metric_info
 
-    base = name.split(".", 2)[-1] if name.startswith("by_domain.") else name
-    if base in METRICS:
-        return METRICS[base].higher_is_better
-    if base in RUN_METRICS:
-        return RUN_METRICS[base]
-    if base.startswith("tags."):
-        return False
+    try:
+        return metric_info(name).higher_is_better
+    except KeyError:
+        if name in RUN_METRICS:
+            return RUN_METRICS[name]
     known = sorted(set(METRICS) | set(RUN_METRICS))
     raise KeyError(f"unknown metric {name!r}: sweep.objective must be one of {known} (or by_domain.<domain>.<metric>)")
 

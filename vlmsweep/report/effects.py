@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vlmsweep.metric_names import higher_is_better as registry_direction
 from vlmsweep.report.runs import SEED_AXIS, RunResult
 
 N_RESAMPLES = 2000
@@ -14,18 +15,15 @@ RNG_SEED = 0
 
 
 def higher_is_better(metric: str) -> bool:
-    """Direction from the metric registry; by_domain.<d>.<metric> takes <metric>'s direction."""
-    base = metric.split(".", 2)[2] if metric.startswith("by_domain.") and metric.count(".") >= 2 else metric
+    """The registry's direction (vlmsweep.metric_names); a name it does not know (loop.*, memory.*, an
+    older run's metric) is guessed from its family so a report never fails on it."""
     try:
-        from vlmsweep.evaluate.metrics import METRICS  # lazy: the report must work on old outputs alone
-
-        if base in METRICS:
-            return bool(METRICS[base].higher_is_better)
-    except ImportError:
-        pass
-    if base.startswith("contract."):
-        return True
-    return not any(token in base for token in ("cer", "rate.", "tags.", "cost."))
+        return registry_direction(metric)
+    except KeyError:
+        base = metric.split(".", 2)[2] if metric.startswith("by_domain.") and metric.count(".") >= 2 else metric
+        if base.startswith("contract."):
+            return True
+        return not any(token in base for token in ("cer", "rate.", "tags.", "cost."))
 
 
 @dataclass
