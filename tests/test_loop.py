@@ -266,3 +266,34 @@ def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, ti
     assert events == [] and not (out / "cycle_2").exists()
     assert (metrics["loop.cycles_done"], metrics["loop.stopped_early"]) == (2.0, 1.0)
     assert "stopped before cycle 2: cycle 1 mined nothing and loop.on_empty_mine=stop" in (out / "report.md").read_text()
+
+
+def test_a_loop_killed_mid_cycle_resumes_without_redoing_finished_cycles(tmp_path):
+    """A real SIGKILL of `python -m vlmsweep loop.cycles=1` in cycle 1, then the same command again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import REPO, TINY_RUN, vlmsweep
+
+    out = tmp_path / "loop"
+    args = ["loop.cycles=1", *TINY_RUN, f"hydra.run.dir={out}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "vlmsweep", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state_file, deadline = out / "loop_state.json", time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state_file.exists() and 0 in json.loads(state_file.read_text()).get("finished", []):
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # cycle 0 finished, cycle 1 under way
+    proc.wait()
+    assert not (out / "cycle_1" / "metrics.json").exists()
+    cycle0 = out / "cycle_0" / "metrics.json"
+    before = cycle0.stat().st_mtime_ns
+    vlmsweep(*args, cwd=tmp_path)
+    assert cycle0.stat().st_mtime_ns == before  # not recomputed
+    assert json.loads(state_file.read_text())["finished"] == [0, 1]
+    assert (out / "cycle_1" / "metrics.json").exists() and "cycle 1" in (out / "report.md").read_text()

@@ -68,6 +68,15 @@ def test_the_2x2_multirun_leaves_four_run_folders(tmp_path):
         assert "contract.strict_parse_rate" in metrics
     parts = {read_json(r / "run_info.json")["choices"]["scope"]: read_json(r / "metrics.json") for r in runs}
     assert parts["llm"]["train.trainable_params.vision"] == 0 < parts["all"]["train.trainable_params.vision"]
+    # ... and the comparison report finds the 2x2 and gives effects with intervals
+    from vlmsweep.report import build_report
+
+    html = build_report(tmp_path, n_resamples=200, quiet=True).read_text()
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert "2×2: scope × quant" in md or "2×2: quant × scope" in md
+    rows = [line for line in md.splitlines() if line.startswith("| contract.strict_parse_rate |")]
+    assert len(rows) == 3 and all("[" in r and "]" in r for r in rows)  # scope, quant, interaction, each with a CI
+    assert "data:image/png;base64," in html
 
 
 def test_constrained_decoding_ab_through_the_run(tmp_path, tiny_path):
