@@ -245,10 +245,10 @@ def run(cfg: Config, overrides: list[str] | None = None, extra_logits_processors
         if cfg.loop.cycles > 0:
             from vlmsweep.loop import run_loop
 
-            if world_size() > 1:
-                raise NotImplementedError(
-                    "loop.cycles > 0 under torchrun/accelerate launch is not supported yet: the loop writes its "
-                    "manifests and state from one process; run the loop in a single process (loop.cycles=0 works distributed)"
+            if world_size() > 1:  # a documented limit, recorded in run_info.json like any failure
+                raise ValueError(
+                    f"loop.cycles={cfg.loop.cycles} cannot run under torchrun/accelerate launch: the loop writes its "
+                    "manifests and state from one process. Run the loop in a single process, or use loop.cycles=0"
                 )
             metrics = run_loop(cfg, out_dir, tracker, info, extra_logits_processors)
         else:
@@ -270,7 +270,7 @@ def run(cfg: Config, overrides: list[str] | None = None, extra_logits_processors
 
 def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_processors=None) -> dict[str, float]:
     set_seed(cfg.seed)
-    base, processor, path = model_load.load(cfg)
+    base, processor, _ = model_load.load(cfg)
     if cfg.decoding.constrained and cfg.eval.enabled:
         from vlmsweep.evaluate import check_schemas_compile
 
