@@ -45,7 +45,7 @@ def compose(overrides: list[str], output_dir: Path):
 
     register_configs()
     register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "vlmsweep" / "conf"), version_base="1.3"):
         cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
     with open_dict(cfg):

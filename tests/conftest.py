@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent.parent / "vlmsweep" / "conf"
 
 
 @pytest.fixture(scope="session", autouse=True)

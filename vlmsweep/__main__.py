@@ -13,14 +13,14 @@ from vlmsweep.metric_names import direction_of
 from vlmsweep.sweeps import register_resolvers
 
 register_configs()
-# conf/sweep/*.yaml: hydra.sweeper.direction: ${vlmsweep.direction:${sweep.objective}} - an unknown
+# vlmsweep/conf/sweep/*.yaml: hydra.sweeper.direction: ${vlmsweep.direction:${sweep.objective}} - an unknown
 # metric fails when the sweeper is built, before any training.
 register_resolvers()
 
 log = logging.getLogger("vlmsweep")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     from vlmsweep.run import objective, run
 
@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> float:
     config = to_config(cfg, choices)
     direction_of(config.sweep.objective)  # unknown objective: an error at start-up
     # A failed run re-raises after run() recorded it in run_info.json: Hydra's basic sweeper finishes
-    # the batch and reports the failure; the Optuna sweeper (max_failure_rate: 1.0 in conf/sweep)
+    # the batch and reports the failure; the Optuna sweeper (max_failure_rate: 1.0 in vlmsweep/conf/sweep)
     # marks the trial FAIL and goes on.
     metrics = run(config, overrides=list(hc.overrides.task))
     if "optuna" not in str(hc.sweeper.get("_target_", "")):

@@ -1,7 +1,7 @@
 """Typed configuration: one frozen dataclass per config group, registered with Hydra's ConfigStore.
 
 Only the entry point sees a DictConfig; `to_config` turns it into `Config` at once and everything
-below takes these dataclasses. Registering `Config` as the schema of `conf/config.yaml` makes a
+below takes these dataclasses. Registering `Config` as the schema of `vlmsweep/conf/config.yaml` makes a
 typo or a wrong type fail when the config is composed, not in the middle of a run.
 """
 
@@ -158,7 +158,7 @@ class LoopConfig:
 @dataclass(frozen=True)
 class SweepConfig:
     objective: str = "content.e2e_field_em"  # metric the sweeper optimises; its direction is the metric's
-    name: Optional[str] = None  # Optuna study name (conf/sweep/*.yaml sets it)
+    name: Optional[str] = None  # Optuna study name (vlmsweep/conf/sweep/*.yaml sets it)
     trials: int = 0  # total trials of the study; a resumed sweep runs only the missing ones
     storage: Optional[str] = None  # Optuna storage URL: sqlite:///... (default) or postgresql://...
 

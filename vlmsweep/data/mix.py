@@ -9,7 +9,7 @@ from ..config import DataMixConfig
 from .record import DOMAINS
 
 MEDICAL = ("prescription_ko", "prescription_zh")
-# Used when a DataMixConfig names a preset but carries no weights (conf/data_mix/*.yaml normally sets them).
+# Used when a DataMixConfig names a preset but carries no weights (vlmsweep/conf/data_mix/*.yaml normally sets them).
 PRESET_WEIGHTS = {
     "rx_receipt_1_1_1": {"prescription_ko": 1.0, "prescription_zh": 1.0, "receipt": 1.0},
     "medical_only": {"prescription_ko": 1.0, "prescription_zh": 1.0, "receipt": 0.0},
