@@ -1,10 +1,13 @@
 """Content metrics on hand-written cases: normalisation, alignment, EM, ANLS, CER, digits, units, F1, TED."""
 
+import unicodedata
+
 import pytest
 
 from vlmsweep.evaluate.fields import (
     align_lists,
     anls,
+    digits_of,
     exact_match,
     pair_fields,
     score_fields,
@@ -48,12 +51,48 @@ def test_exact_match_normalises_text_but_never_ids():
     assert exact_match(None, [], "text") and exact_match([], [], "text") and not exact_match(["a"], [], "text")
 
 
-def test_anls_follows_docvqa_with_tau_half():
-    assert anls("Jon Doe", "John Doe") == pytest.approx(1 - 1 / 8)
-    assert anls("JOHN  DOE", "john doe") == 1.0  # lowercased, whitespace collapsed
-    assert anls("ab", "abcd") == 0.0  # NL = 0.5 is not below tau
-    assert anls("abc", "abcd") == pytest.approx(0.75)
-    assert anls("", "x") == 0.0
+def test_anls_follows_the_official_docvqa_code():
+    assert anls("Jon Doe", ["John Doe"]) == pytest.approx(1 - 1 / 8)
+    assert anls("JOHN  DOE ", ["john doe"]) == 1.0  # casefolded, whitespace collapsed
+    assert anls("STRASSE", ["straße"]) == 1.0  # casefold, not lower: ß folds to ss
+    # exact tau boundary: similarity 0.5 is kept (the official code compares 1 - NL < tau; the paper drops it)
+    assert anls("ab", ["abcd"]) == 0.5
+    assert anls("张三", ["张山"]) == 0.5  # a two-character Chinese name with one character wrong
+    assert anls("a", ["abc"]) == 0.0  # 1/3 is below tau
+    assert anls("abc", ["abcd"]) == pytest.approx(0.75)
+    # the denominator is the length of the upper-cased strings: ǰ upper-cases to J + U+030C
+    assert anls("ǰ", ["x"]) == 0.5
+    # several answers: the best one counts, whatever their order
+    assert anls("Jon", ["Jonathan", "John"]) == anls("Jon", ["John", "Jonathan"]) == pytest.approx(0.75)
+    assert anls("10 mg", ["ten mg", "1O mg"]) == pytest.approx(0.8)
+
+
+def test_anls_after_the_shared_normalisation():
+    name = "김민수"
+    assert anls(unicodedata.normalize("NFD", name), [name]) == 1.0  # 8 jamo vs 3 syllables before NFKC
+    assert anls("１２３４５", ["12345"]) == 1.0  # full-width digits
+    assert anls("１２３４８", ["12345"]) == pytest.approx(0.8)
+    # Chinese: one character substituted
+    assert anls("阿莫西林胶襄", ["阿莫西林胶囊"]) == pytest.approx(1 - 1 / 6)
+    assert anls("王晓明", ["王小明"]) == pytest.approx(2 / 3)
+    # empty prediction: 0 against text, 1 against an empty answer (the official length-0 rule)
+    assert anls("", ["x"]) == 0.0
+    assert anls("  ", [""]) == 1.0
+    assert anls("", ["x", ""]) == 1.0
+
+
+def test_anls_takes_a_list_of_answers():
+    with pytest.raises(TypeError, match=r"pass \['John'\]"):
+        anls("John", "John")
+    with pytest.raises(ValueError, match="at least one reference answer"):
+        anls("John", [])
+
+
+def test_normalisation_reaches_ids_digits_and_units():
+    assert exact_match("８００１０１", "800101", "id") and exact_match(" J06.9", "J06.9", "id")
+    assert exact_match(unicodedata.normalize("NFD", "김민수"), "김민수", "text")
+    assert digits_of("１２３-45") == "12345" and digits_of(None) == ""
+    assert unit_of("100 ㎎") == unit_of("100MG") == "mg"
 
 
 def test_units_fold_spellings():
@@ -100,6 +139,9 @@ def test_field_scores_on_a_hand_scored_prescription():
     assert fs.anls == pytest.approx((1 + 0.8 + 1 + 1 + 6 / 7 + 6 / 7 + 1 + 1 + 0) / 9)
     # edit distances 1 (id) + 1 (name) + 1 (strength) + 1 (days) over 8+5+10+5+7+6+1+1+1 = 44 characters
     assert fs.cer == pytest.approx(4 / 44)
+    assert fs.raw_cer == pytest.approx(4 / 44)  # nothing here for normalisation to fold
+    # words: 2 + 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1 = 11; wrong: the id, the name, "mcg", the missing days
+    assert fs.wer == pytest.approx(4 / 11)
     # digit fields: id 0.8, date 1, code 1, strength 1, dose 1, frequency 1, days 0
     assert fs.digit_acc == pytest.approx(5.8 / 7)
     assert fs.unit_acc == 0.0  # mg read as mcg; dose 1 has no unit
@@ -108,7 +150,7 @@ def test_field_scores_on_a_hand_scored_prescription():
 def test_all_null_answer_to_all_null_target_is_perfect():
     target = {"a": None, "items": []}
     fs = score_fields(pair_fields({"a": None, "items": None}, target), "receipt")
-    assert (fs.field_em, fs.field_f1, fs.anls, fs.cer) == (1.0, 1.0, None, None)
+    assert (fs.field_em, fs.field_f1, fs.anls, fs.cer, fs.wer, fs.raw_cer) == (1.0, 1.0, None, None, None, None)
     fs = score_fields(pair_fields({"a": None, "items": [{"name": "Coffee", "price": None}]}, target), "receipt")
     assert fs.field_scores == {"a": 1.0, "items": 0.0, "items[+0].name": 0.0}
     assert fs.field_f1 == 0.0

@@ -2,6 +2,7 @@
 
 import json
 import time
+import unicodedata
 
 import pytest
 
@@ -44,7 +45,8 @@ def scored():
 def test_every_metric_named_in_the_contract_exists_with_a_direction():
     names = [
         "contract.strict_parse_rate", "contract.key_set_rate", "contract.schema_valid_rate", "contract.salvage_rate",
-        "content.field_em", "content.anls", "content.cer", "content.field_f1", "content.ted_acc", "content.digit_acc",
+        "content.field_em", "content.anls", "content.cer", "content.wer", "content.raw_cer", "content.field_f1",
+        "content.ted_acc", "content.digit_acc",
         "content.unit_acc", "text.raw_cer", "rate.run_on", "rate.repetition_loop", "rate.instruction_echo",
         "rate.leakage", "cost.eval_seconds_per_sample", "cost.visual_tokens_per_image", "cost.output_tokens_per_sample",
     ] + [f"tags.{t}" for t in TAGS]
@@ -90,6 +92,27 @@ def test_metrics_are_the_mean_of_per_sample_scores():
             continue
         values = [s["scores"][name] for s in samples if s["scores"].get(name) is not None]
         assert value == pytest.approx(sum(values) / len(values)), name
+
+
+def test_one_normalisation_for_every_content_metric_and_the_raw_cer_beside_it():
+    # the name in NFD (8 jamo for 3 syllables), the id and date in full-width digits, the strength spaced
+    answer = dict(
+        RX,
+        patient_name=unicodedata.normalize("NFD", RX["patient_name"]),
+        issue_date="２０２４-０３-１５",
+        medications=[dict(RX["medications"][0], strength="  500 mg ")],
+    )
+    record = {"id": "nfd", "domain": "prescription_ko", "target": RX}
+    _, [s] = score_outputs([serialize(answer)], [record])
+    scores = s["scores"]
+    assert s["tags"] == []
+    assert (scores["content.field_em"], scores["content.anls"], scores["content.digit_acc"]) == (1.0, 1.0, 1.0)
+    assert (scores["content.cer"], scores["content.wer"]) == (0.0, 0.0)
+    # raw: the name costs 8 edits (3 substitutions + 5 insertions), the date 8 (its full-width digits),
+    # the strength 3 (surrounding spaces); over the 10 non-null target values' characters
+    chars = sum(len(v) for v in ["김민수", "800101-1******", "서울내과의원", "2024-03-15", "J06.9", "타이레놀정",
+                                    "500 mg", "1", "3", "5"])
+    assert scores["content.raw_cer"] == pytest.approx((8 + 8 + 3) / chars)
 
 
 def test_samples_carry_the_contract_fields():

@@ -10,17 +10,26 @@ Definitions (copied to the README):
   a target item left over is paired with nothing (all its fields missing). An empty target list is
   one slot that matches an empty or null predicted list; predicted items there are extra items too.
   A key the prediction lacks scores like null (the contract metrics report the missing key).
-- Normalisation for exact match: Unicode NFKC, casefold, whitespace runs collapsed, trimmed; numbers
-  compare by value (7 == 7.0 == "7"); for unit fields the space between number and unit is dropped
-  ("100mg" == "100 MG"). Ids (`patient_id`, `diagnosis_codes[]`) get **no** normalisation: the value
-  must equal the target exactly, type included.
+- Normalisation (`vlmsweep.evaluate.normalize.normalize`, one function for every text metric): Unicode
+  NFKC, whitespace runs collapsed, ends trimmed, and casefolding where the metric is case-insensitive
+  (text and unit EM, ANLS, unit spellings); CER, WER, ids and digits keep case.
+- Exact match: normalised and casefolded strings; numbers compare by value (7 == 7.0 == "7"); for unit
+  fields the space between number and unit is dropped ("100mg" == "100 MG"). Ids (`patient_id`,
+  `diagnosis_codes[]`) are normalised without casefolding and must have the target's type
+  ("８００１０１" == "800101", but "j06.9" != "J06.9" and 12345 != "12345").
 - field EM: share of exact matches over the field slots, which are every target leaf plus every
   non-null leaf of an extra predicted item (always wrong). A null target leaf matches a null prediction.
-- ANLS (DocVQA, tau = 0.5): per leaf with a non-null target, NL = Levenshtein / max(len) on lowercased,
-  whitespace-collapsed strings; score 1 - NL if NL < 0.5 else 0. A missing prediction is "".
-- CER: sum of Levenshtein distances / sum of target lengths over the same leaves (may exceed 1).
+- ANLS: per leaf with a non-null target, `anls(pred, [target])` (the official DocVQA evaluation code on
+  normalised strings, see `anls`); a missing prediction is "".
+- CER and WER: `jiwer.cer` / `jiwer.wer` (default transformations) of the normalised values over the same
+  leaves, as one corpus: total edits / total target characters (words), so it may exceed 1. Undefined
+  (None) when the normalised targets hold no character. raw CER: the same over the values as they are,
+  with no normalisation and no stripping (`jiwer.cer` with only the split into characters; None when
+  the targets hold no character): the number a naive evaluation reports, where "  12345  " against
+  "12345" costs 4 edits and an NFD name against its NFC target costs more than its length.
 - digit accuracy: for digit fields whose target has digits, max(0, 1 - Lev(pred digits, target digits)
-  / len(target digits)), averaged. unit accuracy: for unit fields whose target has a unit, 1 when the
+  / len(target digits)), averaged; digits are the ASCII digits of the normalised value (full-width
+  digits count, NFKC maps them to ASCII). unit accuracy: for unit fields whose target has a unit, 1 when the
   predicted unit (after folding mcg/µg/ug -> μg, ml -> mL, ...) equals the target's.
 - field F1: TP = slots where both sides are non-null and match; F1 = 2 TP / (non-null predicted slots +
   non-null target slots); 1.0 when both are 0 (an all-null answer to an all-null target).
@@ -34,17 +43,21 @@ from __future__ import annotations
 import json
 import math
 import re
-import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
+import jiwer
 import numpy as np
 import zss
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 from scipy.optimize import linear_sum_assignment
 
+from vlmsweep.evaluate.normalize import normalize
+
 ANLS_TAU = 0.5
+# raw CER: jiwer's character split without its default strip, so nothing about the text is changed.
+RAW_CHARS = jiwer.ReduceToListOfListOfChars()
 
 MISSING = object()  # a key the prediction does not have (scored like null, reported as missing)
 
@@ -129,20 +142,16 @@ def as_text(value: Any) -> str | None:
 
 
 def norm_text(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    """The case-insensitive normalisation (text exact match, near-miss tags)."""
+    return normalize(text, casefold=True)
 
 
 def norm_unit_text(text: str) -> str:
     return re.sub(r"(?<=\d) (?=\D)", "", norm_text(text))
 
 
-def anls_norm(text: str) -> str:
-    # DocVQA's evaluation lowercases and collapses whitespace before the distance.
-    return " ".join(text.lower().split())
-
-
 def digits_of(value: Any) -> str:
-    return "".join(ch for ch in (as_text(value) or "") if ch.isdigit() and ch.isascii())
+    return "".join(ch for ch in normalize(as_text(value) or "", casefold=False) if ch.isdigit() and ch.isascii())
 
 
 def unit_of(value: Any) -> str | None:
@@ -150,10 +159,10 @@ def unit_of(value: Any) -> str | None:
     text = as_text(value)
     if not text:
         return None
-    m = NUMBER_UNIT.search(unicodedata.normalize("NFKC", text).replace("µ", "μ"))
+    m = NUMBER_UNIT.search(norm_text(text))  # NFKC also maps the micro sign µ to Greek μ
     if m is None:
         return None
-    return UNIT_ALIASES.get(m.group(2).casefold(), m.group(2).casefold())
+    return UNIT_ALIASES.get(m.group(2), m.group(2))
 
 
 def kind_of(schema_name: str, pattern: str) -> str:
@@ -171,6 +180,8 @@ def exact_match(pred: Any, target: Any, kind: str) -> bool:
     if target is None or pred is None:
         return target is None and pred is None
     if kind == "id":
+        if isinstance(pred, str) and isinstance(target, str):
+            return normalize(pred, casefold=False) == normalize(target, casefold=False)
         return pred == target and type(pred) is type(target)
     both_numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (pred, target))
     if both_numbers:
@@ -182,12 +193,59 @@ def exact_match(pred: Any, target: Any, kind: str) -> bool:
     return norm_text(p) == norm_text(t)
 
 
-def anls(pred: str, target: str, tau: float = ANLS_TAU) -> float:
-    p, t = anls_norm(pred), anls_norm(target)
-    if not p and not t:
-        return 1.0
-    nl = Levenshtein.distance(p, t) / max(len(p), len(t))
-    return 1.0 - nl if nl < tau else 0.0
+def anls(prediction: str, answers: Sequence[str], tau: float = ANLS_TAU) -> float:
+    """ANLS of one prediction against its reference answers, as the official DocVQA evaluation computes it.
+
+    Follows `evaluate_method` of the DocVQA / InfographicVQA evaluation script of the Robust Reading
+    Competition (rrc.cvc.uab.es, DocVQA challenge; also on docvqa.org), which lmms-eval's `anls`
+    (lmms_eval/api/metrics.py) reproduces line for line. Per answer: both strings stripped, lowercased
+    and whitespace-collapsed; NL = Levenshtein(answer, prediction) / max(len(answer.upper()),
+    len(prediction.upper())), 0 when that length is 0; the score is 1 - min NL over the answers,
+    set to 0 when it is below tau.
+    How it differs from the paper's sentence (Biten et al. 2019, "s = 1 - NL if NL < tau, else 0"):
+    a similarity of exactly tau is kept (NL = 0.5 scores 0.5, not 0), and the denominator is the length
+    of the upper-cased strings (`ǰ` upper-cases to two characters).
+    Ours applies the project's normalisation (`normalize`, casefolded) to both sides first and runs those
+    steps on the result: equal to the official script fed normalised strings. Fed raw strings, the script
+    also counts repeated or surrounding whitespace and NFD jamo in the denominator; here they are folded.
+    """
+    if isinstance(answers, str):
+        raise TypeError(f"anls takes a list of reference answers, got the string {answers!r}: pass [{answers!r}]")
+    if not answers:
+        raise ValueError("anls needs at least one reference answer, got an empty list")
+    det = normalize(prediction, casefold=True)
+    det_pre = " ".join(det.strip().lower().split())
+    values = []
+    for answer in answers:
+        gt = normalize(answer, casefold=True)
+        gt_pre = " ".join(gt.strip().lower().split())
+        length = max(len(gt.upper()), len(det.upper()))
+        values.append(Levenshtein.distance(gt_pre, det_pre) / length if length else 0.0)
+    score = 1.0 - min(values)
+    return 0.0 if score < tau else score
+
+
+def cer(predictions: Sequence[str], targets: Sequence[str]) -> float | None:
+    """jiwer.cer (default transformations) of the normalised strings, as one corpus; None without target text."""
+    refs = [normalize(t, casefold=False) for t in targets]
+    if not any(refs):
+        return None
+    return float(jiwer.cer(refs, [normalize(p, casefold=False) for p in predictions]))
+
+
+def wer(predictions: Sequence[str], targets: Sequence[str]) -> float | None:
+    """jiwer.wer (default transformations) of the normalised strings, as one corpus; None without target text."""
+    refs = [normalize(t, casefold=False) for t in targets]
+    if not any(refs):
+        return None
+    return float(jiwer.wer(refs, [normalize(p, casefold=False) for p in predictions]))
+
+
+def raw_cer(predictions: Sequence[str], targets: Sequence[str]) -> float | None:
+    """CER of the strings as they are: no normalisation, no stripping; None without target characters."""
+    if not any(targets):
+        return None
+    return float(jiwer.cer(list(targets), list(predictions), reference_transform=RAW_CHARS, hypothesis_transform=RAW_CHARS))
 
 
 @dataclass
@@ -275,6 +333,8 @@ class FieldScores:
     field_f1: float
     anls: float | None
     cer: float | None
+    wer: float | None
+    raw_cer: float | None
     digit_acc: float | None
     unit_acc: float | None
 
@@ -283,7 +343,8 @@ def score_fields(pairs: list[FieldPair], schema_name: str) -> FieldScores:
     field_scores: dict[str, float] = {}
     tp = n_pred = n_target = 0
     anls_scores: list[float] = []
-    dist = length = 0
+    preds: list[str] = []  # values of the leaves with a non-null target, for CER and WER
+    targets: list[str] = []
     digit_scores: list[float] = []
     unit_scores: list[float] = []
     for fp in pairs:
@@ -300,9 +361,9 @@ def score_fields(pairs: list[FieldPair], schema_name: str) -> FieldScores:
             continue
         t = as_text(fp.target) or ""
         p = as_text(fp.pred) or ""
-        anls_scores.append(anls(p, t))
-        dist += Levenshtein.distance(p, t)
-        length += len(t)
+        anls_scores.append(anls(p, [t]))
+        preds.append(p)
+        targets.append(t)
         if fp.pattern in DIGIT_FIELDS.get(schema_name, set()):
             dt = digits_of(fp.target)
             if dt:
@@ -317,7 +378,9 @@ def score_fields(pairs: list[FieldPair], schema_name: str) -> FieldScores:
         field_em=sum(field_scores.values()) / n if n else None,
         field_f1=(2 * tp / (n_pred + n_target)) if (n_pred + n_target) else 1.0,
         anls=sum(anls_scores) / len(anls_scores) if anls_scores else None,
-        cer=dist / length if length else None,
+        cer=cer(preds, targets),
+        wer=wer(preds, targets),
+        raw_cer=raw_cer(preds, targets),
         digit_acc=sum(digit_scores) / len(digit_scores) if digit_scores else None,
         unit_acc=sum(unit_scores) / len(unit_scores) if unit_scores else None,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from rapidfuzz.distance import Levenshtein
+import jiwer
 
 from vlmsweep.evaluate import contract, fields
 from vlmsweep.evaluate.tags import DEFAULT_LEAKAGE_KEYWORDS, TAGS, tag_sample
@@ -38,15 +38,17 @@ METRICS: dict[str, MetricInfo] = dict(
         _m("contract.schema_valid_rate", True, "strict object valid against the domain's JSON Schema (jsonschema)"),
         _m("contract.salvage_rate", True, "first balanced {...} in the text parses to an object (debugging)"),
         _m("content.coverage", True, "share of samples with an answer object, on which content metrics are scored"),
-        _m("content.field_em", True, "exact match per field slot after normalisation (none for ids)"),
+        _m("content.field_em", True, "exact match per field slot after normalisation (ids: no casefold, same type)"),
         _m("content.e2e_field_em", True, "field exact match over every sample, 0 without an answer object (contract x content)"),
-        _m("content.anls", True, "ANLS, tau=0.5 (DocVQA), over fields with a non-null target"),
-        _m("content.cer", False, "character error rate over fields with a non-null target"),
+        _m("content.anls", True, "ANLS as the official DocVQA code (similarity >= tau=0.5 kept), over fields with a non-null target"),
+        _m("content.cer", False, "jiwer CER of normalised values over fields with a non-null target"),
+        _m("content.wer", False, "jiwer WER of normalised values over fields with a non-null target"),
+        _m("content.raw_cer", False, "CER of the values as they are (no normalisation, no strip), same fields"),
         _m("content.field_f1", True, "F1 of non-null field values (aligned lists)"),
         _m("content.ted_acc", True, "Donut tree-edit-distance accuracy"),
         _m("content.digit_acc", True, "digit-level accuracy of ids, dates, strengths, doses, amounts"),
         _m("content.unit_acc", True, "unit accuracy of strengths and doses"),
-        _m("text.raw_cer", False, "CER of the whole trimmed output against the canonical target text"),
+        _m("text.raw_cer", False, "jiwer CER of the whole output (stripped, nothing else) against the canonical target text"),
         _m("rate.run_on", False, "share of samples tagged run_on"),
         _m("rate.repetition_loop", False, "share of samples tagged repetition_loop"),
         _m("rate.instruction_echo", False, "share of samples tagged instruction_echo"),
@@ -139,6 +141,8 @@ def score_sample(
             "content.field_em": fs.field_em,
             "content.anls": fs.anls,
             "content.cer": fs.cer,
+            "content.wer": fs.wer,
+            "content.raw_cer": fs.raw_cer,
             "content.field_f1": fs.field_f1,
             "content.ted_acc": fields.ted_accuracy(content_answer, content_target),
             "content.digit_acc": fs.digit_acc,
@@ -149,11 +153,11 @@ def score_sample(
         # it is the default sweep objective (content.field_em alone is absent when nothing parses).
         scores["content.e2e_field_em"] = 0.0
         scores |= dict.fromkeys(
-            ["content.field_em", "content.anls", "content.cer", "content.field_f1", "content.ted_acc",
-             "content.digit_acc", "content.unit_acc"]
+            ["content.field_em", "content.anls", "content.cer", "content.wer", "content.raw_cer", "content.field_f1",
+             "content.ted_acc", "content.digit_acc", "content.unit_acc"]
         )
-    stripped = raw.strip()
-    scores["text.raw_cer"] = Levenshtein.distance(stripped, target_text) / max(1, len(target_text))
+    # jiwer's default CER transformation strips the output and changes nothing else: the naive number.
+    scores["text.raw_cer"] = float(jiwer.cer(target_text, raw)) if target_text else None
     scores["rate.run_on"] = float("run_on" in tags)
     scores["rate.repetition_loop"] = float("repetition_loop" in tags)
     scores["rate.instruction_echo"] = float("instruction_echo" in tags)
