@@ -1,15 +1,20 @@
-"""The `quant` axis: nf4 really is 4-bit (bitsandbytes on the CPU), the vision tower stays out unless asked."""
+"""The `quant` axis: nf4 really is 4-bit (bitsandbytes on the CPU), the vision tower stays out unless asked;
+the pre-quantized replica decides its own 4-bit layout; precision and device follow the hardware."""
 
 from __future__ import annotations
 
 import builtins
+import json
+import logging
+import re
 
 import pytest
 import torch
 
 from vlmsweep.config import ModelConfig, QuantConfig
-from vlmsweep.model.load import load_base_model
+from vlmsweep.model.load import check_precision, check_prequantized, device, four_bit_by_part, load_base_model
 from vlmsweep.model.quant import build_quantization
+from vlmsweep.model.tiny import TINY_BNB4_SKIP
 
 NF4 = QuantConfig(name="nf4", dtype="bfloat16", load_in_4bit=True)
 
@@ -60,3 +65,79 @@ def test_fp32_upcast_of_non_4bit_weights_is_an_option(tiny_path, upcast, vision_
     model = load_base_model(ModelConfig(name="tiny"), quant, str(tiny_path))
     assert model.model.visual.blocks[0].attn.qkv.weight.dtype == vision_dtype
     assert not any(p.requires_grad for p in model.parameters())  # frozen until LoRA is attached
+
+
+# --- the pre-quantized replica (model=tiny_bnb4) ---------------------------------------------------
+
+PREQUANTIZED = ModelConfig(name="tiny_bnb4", source="tiny", path="tiny_bnb4", prequantized=True)
+
+
+@pytest.fixture(scope="module")
+def bnb4_path(cache_dir):
+    from vlmsweep.model.tiny import ensure_embedded_model
+
+    return ensure_embedded_model("tiny_bnb4", cache_dir)
+
+
+def test_prequantized_replica_holds_packed_4bit_weights_and_its_own_skip_list(bnb4_path):
+    from safetensors import safe_open
+
+    saved = json.loads((bnb4_path / "config.json").read_text())
+    q = saved["quantization_config"]
+    assert q["quant_method"] == "bitsandbytes" and q["load_in_4bit"] and q["bnb_4bit_quant_type"] == "nf4"
+    assert q["llm_int8_skip_modules"] == TINY_BNB4_SKIP and "text_config" not in saved  # still the release layout
+    with safe_open(str(bnb4_path / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        assert f.get_tensor("model.layers.0.self_attn.q_proj.weight").dtype == torch.uint8  # packed nibbles
+    assert "model.layers.0.self_attn.q_proj.weight.absmax" in keys or any(".quant_state." in k for k in keys)
+    assert not any(k.startswith("visual.blocks.0.attn.qkv.weight.") for k in keys)  # skipped: full precision
+
+
+def test_prequantized_load_logs_4bit_per_part_as_the_skip_list_says(bnb4_path, caplog):
+    import bitsandbytes as bnb
+
+    with caplog.at_level(logging.INFO, logger="vlmsweep.model.load"):
+        model = load_base_model(PREQUANTIZED, NF4, str(bnb4_path))
+    assert isinstance(model.model.language_model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
+    parts = four_bit_by_part(model)
+    # skip list ["model.visual", "lm_head"]: no 4-bit in vision or merger, all LLM linears but lm_head
+    assert parts["vision"][0] == 0 and parts["merger"][0] == 0
+    assert parts["llm"] == (parts["llm"][1] - 1, parts["llm"][1]) and parts["llm"][1] > 1
+    line = next(r.getMessage() for r in caplog.records if "4-bit linear layers per part" in r.getMessage())
+    assert f"vision 0/{parts['vision'][1]}" in line and f"llm {parts['llm'][0]}/{parts['llm'][1]}" in line
+
+
+def test_quant_options_that_disagree_with_the_checkpoint_are_warned(bnb4_path, caplog):
+    fp4_vision = QuantConfig(name="nf4", dtype="bfloat16", load_in_4bit=True, quant_type="fp4", quantize_vision=True)
+    with caplog.at_level(logging.WARNING, logger="vlmsweep.model.load"):
+        check_prequantized(PREQUANTIZED, fp4_vision, str(bnb4_path))
+        check_prequantized(PREQUANTIZED, NF4, str(bnb4_path))  # agrees: nothing more
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert "quant.quant_type=fp4, the checkpoint holds nf4" in warnings[0]
+    assert "quant.quantize_vision=True" in warnings[1] and "model.visual" in warnings[1]
+
+
+def test_prequantized_flag_must_match_the_checkpoint(bnb4_path, tiny_path):
+    with pytest.raises(ValueError, match="set model.prequantized=true"):
+        check_prequantized(ModelConfig(name="tiny_bnb4"), NF4, str(bnb4_path))
+    with pytest.raises(ValueError, match="no quantization_config"):
+        check_prequantized(PREQUANTIZED, NF4, str(tiny_path))
+
+
+@pytest.mark.parametrize("quant,fix", [(QuantConfig(name="bf16", dtype="bfloat16"), "quant=fp16"), (NF4, "quant.dtype=float16")])
+def test_bf16_on_a_card_without_it_names_the_fp16_option(monkeypatch, quant, fix):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    with pytest.raises(ValueError, match=f"Tesla T4 does not support: use {re.escape(fix)}"):
+        check_precision(quant)
+    check_precision(QuantConfig(name="fp16", dtype="float16"))  # fp16 is fine there
+
+
+def test_each_rank_loads_onto_its_local_rank_device(monkeypatch):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert device() == torch.device("cuda", 3) and chosen == [3]

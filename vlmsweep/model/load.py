@@ -1,49 +1,88 @@
-"""The `model` axis: resolve a checkpoint folder, load model + processor, attach or load LoRA."""
+"""The `model` axis: resolve a checkpoint folder, load model + processor, attach LoRA (adapter folders: adapter.py)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
+from collections import Counter
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoProcessor, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+from peft import get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoProcessor, Qwen2VLProcessor
 
 from vlmsweep.config import Config, LoraConfig, ModelConfig, QuantConfig, ScopeConfig
 from vlmsweep.model.quant import build_quantization, torch_dtype
-from vlmsweep.model.scope import matched_modules, target_pattern
+from vlmsweep.model.scope import matched_modules, part_of, target_pattern
 from vlmsweep.model.tiny import ensure_embedded_model
 
 log = logging.getLogger(__name__)
 
 MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 
+# Seconds to wait for the hub's TCP handshake before calling it unreachable: without this check a
+# machine with no network spends about 3 minutes in hub retries and ends in an httpx traceback.
+HUB_PROBE_SECONDS = 3.0
+
+
+class CheckpointNotFound(FileNotFoundError):
+    """No folder and no reachable hub: the message says how to download and pass model.path."""
+
+
+def download_hint(path: str) -> str:
+    repo = path if _is_hub_id(path) else "Qwen/Qwen2-VL-2B-Instruct"
+    return (
+        f"download the checkpoint once on a machine with network: `huggingface-cli download {repo} "
+        f"--local-dir FOLDER`, copy FOLDER here and pass model.path=FOLDER (or use model=tiny, the embedded model)"
+    )
+
 
 def resolve_path(model: ModelConfig, cache_dir: str) -> str:
-    """The folder (or hub id) that `from_pretrained` reads."""
+    """The folder that `from_pretrained` reads (a hub id is resolved to a local snapshot first)."""
     match model.source:
         case "tiny":
-            return str(ensure_embedded_model("tiny", cache_dir))
+            return str(ensure_embedded_model(model.path or "tiny", cache_dir))
         case "shape":
             # The real 2B architecture with random weights, written once to the cache (bf16, 4.4 GB).
             return str(ensure_embedded_model("qwen2_vl_2b", cache_dir, dtype=torch.bfloat16))
         case "pretrained":
             path = os.path.expanduser(model.path or "")
-            looks_local = path.startswith((".", "/", "~")) or os.sep in path and not _is_hub_id(path)
-            if looks_local and not Path(path).is_dir():
-                raise FileNotFoundError(
-                    f"model.path={model.path}: no such folder. Download the weights once with "
-                    f"`huggingface-cli download Qwen/Qwen2-VL-2B-Instruct --local-dir {model.path}`, "
-                    "or pass a hub id (needs network), or use model=tiny for the embedded model"
-                )
-            return path
+            if Path(path).is_dir():
+                return path
+            if not _is_hub_id(path):
+                raise CheckpointNotFound(f"model.path={model.path}: no such folder. To get the weights, {download_hint(path)}")
+            return _hub_snapshot(path)
     raise ValueError(f"model.source={model.source!r}")
 
 
 def _is_hub_id(path: str) -> bool:
-    return path.count("/") == 1 and not Path(path).exists() and not path.startswith((".", "/", "~"))
+    return path.count("/") == 1 and not path.startswith((".", "/", "~")) and not Path(path).exists()
+
+
+def _hub_snapshot(repo: str) -> str:
+    """A hub id: the local snapshot if it was downloaded before, else a download when the hub answers."""
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return snapshot_download(repo, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached (any of the hub's "not found locally" errors)
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise CheckpointNotFound(
+            f"model.path={repo} is a hub id, it is not in the local hub cache and HF_HUB_OFFLINE is set: {download_hint(repo)}"
+        )
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as err:
+        raise CheckpointNotFound(
+            f"model.path={repo} is a hub id and the hub ({constants.ENDPOINT}) is unreachable ({err}): {download_hint(repo)}"
+        ) from None
+    return snapshot_download(repo)
 
 
 def model_class(model: ModelConfig):
@@ -56,22 +95,96 @@ def load_processor(path: str) -> Qwen2VLProcessor:
     return AutoProcessor.from_pretrained(path)
 
 
+def device() -> torch.device:
+    """This process's accelerator: under torchrun/accelerate each rank owns cuda:LOCAL_RANK."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    index = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def check_precision(quant: QuantConfig) -> None:
+    """bf16 on a CUDA card without it (T4, V100) is an error that names the fp16 option: an automatic
+    switch would make two runs of one config differ by card."""
+    if quant.dtype != "bfloat16" or not torch.cuda.is_available() or torch.cuda.is_bf16_supported(including_emulation=False):
+        return
+    fix = "quant.dtype=float16 (nf4 then computes in fp16)" if quant.load_in_4bit else "quant=fp16"
+    raise ValueError(f"quant={quant.name} computes in bfloat16, which {torch.cuda.get_device_name()} does not support: use {fix}")
+
+
+def checkpoint_quantization(path: str) -> dict | None:
+    """The `quantization_config` a checkpoint folder's config.json carries (pre-quantized checkpoints)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8")).get("quantization_config")
+
+
+def check_prequantized(model: ModelConfig, quant: QuantConfig, path: str) -> None:
+    """A pre-quantized checkpoint decides its own 4-bit layout; the options that cannot change it warn."""
+    saved = checkpoint_quantization(path)
+    if saved is None:
+        if model.prequantized:
+            raise ValueError(
+                f"model.prequantized=true but {path}/config.json has no quantization_config: set "
+                "model.prequantized=false for a 16-bit checkpoint (quant=nf4 then quantizes it while loading)"
+            )
+        return
+    if not model.prequantized:
+        raise ValueError(
+            f"{path} is a pre-quantized checkpoint ({saved.get('quant_method')}, quantization_config in its "
+            "config.json): set model.prequantized=true (as model=qwen2_vl_2b_bnb4 does)"
+        )
+    disagreements = []
+    if not quant.load_in_4bit:
+        disagreements.append(f"quant={quant.name} asks for no 4-bit, the checkpoint is 4-bit")
+    if saved.get("bnb_4bit_quant_type", quant.quant_type) != quant.quant_type:
+        disagreements.append(f"quant.quant_type={quant.quant_type}, the checkpoint holds {saved['bnb_4bit_quant_type']}")
+    if bool(saved.get("bnb_4bit_use_double_quant")) != quant.double_quant:
+        disagreements.append(f"quant.double_quant={quant.double_quant}, the checkpoint's is {saved.get('bnb_4bit_use_double_quant')}")
+    skips = saved.get("llm_int8_skip_modules") or []
+    vision_kept = any(s.strip(".").endswith("visual") for s in skips)
+    if quant.load_in_4bit and vision_kept == quant.quantize_vision:
+        disagreements.append(
+            f"quant.quantize_vision={quant.quantize_vision}, the checkpoint's skip list is {skips}"
+        )
+    for what in disagreements:
+        log.warning("model.prequantized: %s; the checkpoint decides (the per-part 4-bit log shows what was loaded)", what)
+
+
+def four_bit_by_part(model) -> dict[str, tuple[int, int]]:
+    """(4-bit linear layers, all linear layers) per part, read from the loaded modules."""
+    import bitsandbytes as bnb
+
+    linear, packed = Counter(), Counter()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            part = part_of(name)
+            linear[part] += 1
+            packed[part] += isinstance(module, bnb.nn.Linear4bit)
+    return {part: (packed[part], linear[part]) for part in ("vision", "merger", "llm")}
+
+
 def load_base_model(model: ModelConfig, quant: QuantConfig, path: str, grad_checkpointing: bool = False):
+    check_precision(quant)
+    check_prequantized(model, quant, path)
     quantization = None if model.prequantized else build_quantization(quant)
     kwargs = dict(dtype=torch_dtype(quant), attn_implementation=model.attn_implementation)
+    four_bit = quantization is not None or model.prequantized
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": _device()}  # bitsandbytes quantizes while placing the weights
+    if four_bit:
+        kwargs["device_map"] = {"": device()}  # bitsandbytes places (and quantizes) while loading
     try:
         base = model_class(model).from_pretrained(path, **kwargs)
     except OSError as err:
-        raise OSError(
-            f"could not load model.path={path}: {err}. For a machine without network, download the "
-            "checkpoint to a folder first and pass model.path=FOLDER"
-        ) from err
-    if quantization is None and not model.prequantized:
-        base.to(_device())
-    if quant.load_in_4bit or model.prequantized:
+        raise OSError(f"could not load model.path={path}: {err}. {download_hint(path)}") from err
+    if not four_bit:
+        base.to(device())
+    if four_bit:
+        parts = four_bit_by_part(base)
+        log.info("4-bit linear layers per part: %s", ", ".join(f"{p} {n}/{t}" for p, (n, t) in parts.items()))
         if quant.fp32_upcast:
             base = prepare_model_for_kbit_training(
                 base,
@@ -89,10 +202,6 @@ def load_base_model(model: ModelConfig, quant: QuantConfig, path: str, grad_chec
     return base
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def attach_lora(base, scope: ScopeConfig, lora: LoraConfig, seed: int):
     pattern = target_pattern(scope, vision_depth=base.config.vision_config.depth)
     if not matched_modules(base, pattern):
@@ -107,14 +216,6 @@ def attach_lora(base, scope: ScopeConfig, lora: LoraConfig, seed: int):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(base, config)
-
-
-def load_adapter(base, adapter: str, trainable: bool):
-    if not (Path(adapter) / "adapter_config.json").exists():
-        raise FileNotFoundError(
-            f"model.adapter={adapter}: no adapter_config.json there; point it at a run's adapter/ folder"
-        )
-    return PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
 
 
 def load(cfg: Config, path: str | None = None):

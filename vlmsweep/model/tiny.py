@@ -1,8 +1,12 @@
-"""The embedded models: a tiny random Qwen2-VL built locally, and the real 2B architecture's shape.
+"""The embedded models: replicas of the released Qwen2-VL-2B-Instruct folder with random weights.
 
-Both are real `Qwen2VLForConditionalGeneration` classes with the real Qwen2 vocabulary and the
-Qwen2-VL processor, saved to a folder and loaded back through the same `from_pretrained(path)`
-code that loads a released checkpoint, so the tiny model exercises the production path.
+`tiny` shrinks the sizes (~20 M parameters, the real vocabulary); `qwen2_vl_2b` keeps the 2B's
+sizes (memory and speed without the weights). Both folders are written as the release's is
+(`vlmsweep.model.release`): the 4.x flat `config.json`, safetensors under the 4.x parameter names,
+the release's chat template (no `{% generation %}` markers), `generation_config.json` (it samples),
+`preprocessor_config.json` and tokenizer files. They load through the same `from_pretrained(path)`
+code as a downloaded release, so a green test on them means the release's files work too.
+`tiny_bnb4` is the tiny replica saved by bitsandbytes in 4-bit, as a pre-quantized checkpoint is.
 """
 
 from __future__ import annotations
@@ -15,140 +19,128 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import (
-    Qwen2VLConfig,
-    Qwen2VLForConditionalGeneration,
-    Qwen2VLImageProcessor,
-    Qwen2VLProcessor,
-    Qwen2VLVideoProcessor,
-)
+from transformers import BitsAndBytesConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-from vlmsweep.model.tokenizer import build_qwen2_tokenizer
-
-# Qwen2-VL's chat template with `{% generation %}` markers around the assistant answer and its
-# <|im_end|>, so `return_assistant_tokens_mask=True` marks exactly what the loss should see. The
-# marker cannot open in one `{% if %}` and close in another (jinja), so each role branch renders
-# its content in full.
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['role'] == 'assistant' %}{% generation %}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}{% if 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>{% endgeneration %}{{ '\\n' }}"
-    "{% else %}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from vlmsweep.model import release
+from vlmsweep.model.tokenizer import FIRST_SPECIAL_ID, SPECIAL_TOKENS, build_qwen2_tokenizer
 
 # Released Qwen2-VL pads its embedding matrix to a multiple of 128 above the 151,657 used ids.
-VOCAB_SIZE = 151936
-SPECIAL_IDS = dict(
-    bos_token_id=151643,
-    eos_token_id=151645,
-    pad_token_id=151643,
-    vision_start_token_id=151652,
-    vision_end_token_id=151653,
-    vision_token_id=151654,
-    image_token_id=151655,
-    video_token_id=151656,
-)
+VOCAB_SIZE = release.CONFIG["vocab_size"]
 
-# Bump when anything that defines the embedded model changes: it names the cache folder.
-TINY_VERSION = 2
+# Bump when anything that defines the embedded models' files changes: it names the cache folder.
+TINY_VERSION = 3
+
+# Sizes of the tiny replica (everything else is the release's). mrope sections sum to head_dim/2 = 16;
+# the vision hidden_size is the text hidden size (the merger projects into the LLM).
+TINY_SIZES = dict(
+    text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_window_layers=2),
+    vision=dict(depth=2, embed_dim=64, num_heads=4, mlp_ratio=2, hidden_size=128),
+    mrope_section=[4, 6, 6],
+)  # fmt: skip
+
+# What `tiny_bnb4` keeps out of 4-bit: its own choice, recorded in its config.json like unsloth's
+# list is in theirs (vision tower and output layer in 16/32-bit).
+TINY_BNB4_SKIP = ["model.visual", "lm_head"]
+
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
-def _qwen2_vl_config(text: dict, vision: dict) -> Qwen2VLConfig:
-    """A Qwen2-VL config with the release's vocabulary, special ids, patching and tied embeddings."""
-    text_ids = {k: SPECIAL_IDS[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-    other_ids = {k: v for k, v in SPECIAL_IDS.items() if k not in text_ids}
-    return Qwen2VLConfig(
-        text_config=dict(vocab_size=VOCAB_SIZE, max_position_embeddings=32768, tie_word_embeddings=True, **text, **text_ids),
-        vision_config=dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, hidden_act="quick_gelu", **vision),
-        tie_word_embeddings=True,
-        **other_ids,
-    )
+def config_json(architecture: str, dtype: torch.dtype = torch.float32) -> dict:
+    """The replica's config.json: the release's, with the architecture's sizes and stored dtype."""
+    match architecture:
+        case "tiny":
+            return release.release_config(**TINY_SIZES, dtype=DTYPE_NAMES[dtype])
+        case "qwen2_vl_2b":
+            c = release.CONFIG
+            return release.release_config(
+                {k: c[k] for k in release.TEXT_SIZE_KEYS},
+                {k: c["vision_config"][k] for k in release.VISION_SIZE_KEYS},
+                c["rope_scaling"]["mrope_section"],
+                dtype=DTYPE_NAMES[dtype],
+            )
+    raise ValueError(f"unknown embedded architecture {architecture!r}: expected one of {sorted(ARCHITECTURES)}")
+
+
+def _parse(flat: dict) -> Qwen2VLConfig:
+    """Read a 4.x flat config exactly as `from_pretrained` reads the release's config.json."""
+    return Qwen2VLConfig.from_dict(json.loads(json.dumps(flat)))
 
 
 def tiny_config() -> Qwen2VLConfig:
     """~20 M parameters, almost all in the (tied) 151,936 x 128 embedding."""
-    return _qwen2_vl_config(
-        text=dict(
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_window_layers=2,
-            rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6], "rope_theta": 1e6},  # sums to head_dim/2
-        ),
-        # hidden_size = the text hidden size: the merger projects into the LLM
-        vision=dict(depth=2, embed_dim=64, num_heads=4, mlp_ratio=2, hidden_size=128),
-    )
+    return _parse(config_json("tiny"))
 
 
 def shape_config(**text_overrides) -> Qwen2VLConfig:
     """The real Qwen2-VL-2B-Instruct architecture (config.json of the release), for memory/speed.
 
-    `text_overrides` reshape the LLM (the memory tests use a mid-size one); the merger follows it.
+    `text_overrides` are 4.x top-level keys that reshape the LLM (the memory tests use a mid-size
+    one); the merger follows its hidden size.
     """
-    text = dict(
-        hidden_size=1536,
-        intermediate_size=8960,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        max_window_layers=28,
-        rms_norm_eps=1e-6,
-        rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
-    )
-    text.update(text_overrides)
-    return _qwen2_vl_config(
-        text=text,
-        vision=dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, hidden_size=text["hidden_size"]),
-    )
+    flat = config_json("qwen2_vl_2b", torch.bfloat16)
+    flat.update(text_overrides)
+    flat["vision_config"]["hidden_size"] = flat["hidden_size"]
+    return _parse(flat)
 
 
-ARCHITECTURES = {"tiny": tiny_config, "qwen2_vl_2b": shape_config}
+ARCHITECTURES = {"tiny": tiny_config, "qwen2_vl_2b": shape_config, "tiny_bnb4": tiny_config}
 
 
-def build_processor(min_pixels: int = 4 * 28 * 28, max_pixels: int = 1280 * 28 * 28) -> Qwen2VLProcessor:
-    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
-    image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
-    # The processor refuses video_processor=None (TypeError), even for image-only use.
-    video_processor = Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
-    return Qwen2VLProcessor(
-        image_processor=image_processor,
-        tokenizer=build_qwen2_tokenizer(),
-        video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
-    )
+def write_tokenizer(folder: Path) -> None:
+    """tokenizer.json, vocab.json and merges.txt, and a tokenizer_config.json as the release's."""
+    tokenizer = build_qwen2_tokenizer()
+    tokenizer.save_pretrained(folder)
+    tokenizer.backend_tokenizer.model.save(str(folder))  # vocab.json, merges.txt
+    token_entry = dict(lstrip=False, normalized=False, rstrip=False, single_word=False, special=True)
+    config = {
+        "added_tokens_decoder": {str(FIRST_SPECIAL_ID + i): {"content": t, **token_entry} for i, t in enumerate(SPECIAL_TOKENS)},
+        "additional_special_tokens": list(SPECIAL_TOKENS[1:]),  # all but <|endoftext|>, as the release lists them
+    }
+    config |= release.TOKENIZER_CONFIG
+    release.write_json(folder / "tokenizer_config.json", config)
 
 
-def save_random_model(config: Qwen2VLConfig, folder: Path, seed: int = 0, dtype=torch.float32) -> None:
+def write_replica(config: dict, folder: Path, seed: int = 0, dtype: torch.dtype = torch.float32) -> None:
+    """Random weights for `config` (4.x layout), and the release's other files beside them."""
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).to(dtype)
-    model.generation_config.eos_token_id = SPECIAL_IDS["eos_token_id"]
-    model.generation_config.pad_token_id = SPECIAL_IDS["pad_token_id"]
-    model.generation_config.do_sample = False
+    model = Qwen2VLForConditionalGeneration(_parse(config)).to(dtype)
+    # transformers 5 writes the weights under the 4.x names already (tests/test_model.py checks);
+    # its config.json and generation_config.json are replaced by the release's below.
     model.save_pretrained(folder)
-    build_processor().save_pretrained(folder)
+    for name in ("chat_template.jinja", "generation_config.json"):
+        (folder / name).unlink(missing_ok=True)
+    release.write_json(folder / "config.json", config)
+    release.write_json(folder / "generation_config.json", release.GENERATION_CONFIG)
+    release.write_json(folder / "preprocessor_config.json", release.PREPROCESSOR_CONFIG)
+    release.write_json(folder / "chat_template.json", {"chat_template": release.CHAT_TEMPLATE})
+    write_tokenizer(folder)
+
+
+def write_prequantized(source: Path, folder: Path) -> None:
+    """The replica quantized by bitsandbytes (NF4, double quant) and saved in 4-bit, as a
+    pre-quantized checkpoint is: packed weights with their quant-state tensors, and a
+    `quantization_config` with its own skip list in config.json."""
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=list(TINY_BNB4_SKIP),
+    )
+    model = Qwen2VLForConditionalGeneration.from_pretrained(
+        source, quantization_config=quantization, dtype=torch.bfloat16, device_map={"": "cpu"}
+    )
+    model.save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    config["torch_dtype"] = "bfloat16"
+    saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["quantization_config"] = saved["quantization_config"]
+    release.write_json(folder / "config.json", config)
+    for name in ("generation_config.json", "preprocessor_config.json", "chat_template.json", "tokenizer.json",
+                 "tokenizer_config.json", "vocab.json", "merges.txt"):
+        shutil.copyfile(source / name, folder / name)
 
 
 def ensure_embedded_model(
@@ -161,18 +153,23 @@ def ensure_embedded_model(
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown embedded architecture {architecture!r}: expected one of {sorted(ARCHITECTURES)}")
-    config = ARCHITECTURES[architecture]()
+    prequantized = architecture == "tiny_bnb4"
+    config = config_json("tiny" if prequantized else architecture, dtype)
     key = hashlib.sha256(
-        json.dumps([TINY_VERSION, seed, str(dtype), config.to_dict()], sort_keys=True, default=str).encode()
+        json.dumps([TINY_VERSION, seed, str(dtype), config, prequantized and TINY_BNB4_SKIP], sort_keys=True).encode()
     ).hexdigest()[:12]
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
     folder = cache_dir / "models" / f"{architecture}-{key}"
     if (folder / "config.json").exists():
         return folder
+    source = ensure_embedded_model("tiny", cache_dir, seed=seed, dtype=dtype) if prequantized else None
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{architecture}-", dir=folder.parent))
     try:
-        save_random_model(config, tmp, seed=seed, dtype=dtype)
+        if source is not None:
+            write_prequantized(source, tmp)
+        else:
+            write_replica(config, tmp, seed=seed, dtype=dtype)
         try:
             tmp.rename(folder)
         except OSError:  # another process finished first
