@@ -1,4 +1,5 @@
-"""The `loss` axis: exactly the answer and its <|im_end|> are supervised, verified on every batch."""
+"""The `loss` axis: exactly the answer and its <|im_end|> are supervised, verified on every batch, through a
+training template proven token-identical to the checkpoint's own."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
 from vlmsweep import prompts
 from vlmsweep.data import Record
+from vlmsweep.model import release
+from vlmsweep.model.template import TRAINING_TEMPLATES, TemplateMismatch, has_generation_markers
 from vlmsweep.train.collator import IGNORE, Collator, MaskError, masked_lm_loss
 from vlmsweep.train.trainer import check_lengths
 
@@ -73,9 +76,38 @@ def test_batch_keeps_only_positions_before_targets_and_loss_matches_full_logits(
     assert 0 < col.supervised_fraction() < 0.5
 
 
-def test_template_without_generation_markers_is_a_hard_error(tiny_path, tmp_path):
+def test_release_template_trains_through_the_proven_training_template(processor, tmp_path):
+    assert not has_generation_markers(processor.chat_template)  # the replica carries the release's template
+    col = collator(processor)
+    assert col.template == TRAINING_TEMPLATES["qwen2_vl"] and col.template_check.source == "training:qwen2_vl"
+    col.encode(record(tmp_path, 0))
+    col.encode(record(tmp_path, 1, target={**TARGET, "patient_name": None}))
+    assert col.template_check.checked == 2
+    assert processor.chat_template == release.CHAT_TEMPLATE  # evaluation keeps the checkpoint's template
+
+
+def test_a_training_template_that_renders_other_tokens_fails_naming_the_position(processor, tmp_path, monkeypatch):
+    changed = TRAINING_TEMPLATES["qwen2_vl"].replace("You are a helpful assistant.", "You are a helpful assistant!")
+    monkeypatch.setitem(TRAINING_TEMPLATES, "qwen2_vl", changed)
+    tok = processor.tokenizer
+    same = tok("<|im_start|>system\nYou are a helpful assistant", add_special_tokens=False)["input_ids"]
+    with pytest.raises(TemplateMismatch, match=rf"sample s0: .* first at position {len(same)}: training .*!.* vs checkpoint .*\."):
+        collator(processor).encode(record(tmp_path))
+
+
+def test_a_checkpoint_template_with_markers_is_used_as_it_is(tiny_path, tmp_path):
     processor = AutoProcessor.from_pretrained(tiny_path)
-    processor.chat_template = processor.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    processor.chat_template = TRAINING_TEMPLATES["qwen2_vl"]
+    col = collator(processor)
+    assert col.template_check.source == "checkpoint"
+    assert col.encode(record(tmp_path)).supervised > 0 and col.template_check.checked == 0
+
+
+def test_template_whose_markers_cover_nothing_is_a_hard_error(tiny_path, tmp_path, monkeypatch):
+    processor = AutoProcessor.from_pretrained(tiny_path)
+    empty = TRAINING_TEMPLATES["qwen2_vl"].replace("{% generation %}", "{% generation %}{% endgeneration %}", 1)
+    empty = empty.replace("<|im_end|>{% endgeneration %}", "<|im_end|>")
+    monkeypatch.setitem(TRAINING_TEMPLATES, "qwen2_vl", empty)
     with pytest.raises(MaskError, match="s0.*no assistant token"):
         collator(processor).encode(record(tmp_path))
 

@@ -11,18 +11,16 @@ from vlmsweep.config import DecodingConfig, EvalConfig
 from vlmsweep.data.record import Record
 from vlmsweep.data.schema import empty_target, load_schema
 from vlmsweep.evaluate import check_schemas_compile, evaluate
-from vlmsweep.evaluate.generate import JsonCompleteStop, generate_batch
-from vlmsweep.model.tiny import ensure_tiny_model
+from vlmsweep.evaluate.generate import JsonCompleteStop, NonFiniteLogits, generate_batch
 from vlmsweep import prompts
 
 PIXELS = 28 * 28
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = ensure_tiny_model(tmp_path_factory.mktemp("tiny-cache"))
-    model = Qwen2VLForConditionalGeneration.from_pretrained(folder).eval()
-    processor = AutoProcessor.from_pretrained(folder)
+def tiny(tiny_path):
+    model = Qwen2VLForConditionalGeneration.from_pretrained(tiny_path).eval()
+    processor = AutoProcessor.from_pretrained(tiny_path)
     return model, processor
 
 
@@ -136,3 +134,40 @@ def test_schemas_compile_or_fail_at_start_up_naming_the_schema(tiny):
         check_schemas_compile(processor.tokenizer, vocab, {"broken": {"type": "object", "properties": {"a": {"$ref": "#/nope"}}}})
     with pytest.raises(ValueError, match="JSON schema 'capped' uses maxLength at /properties/a"):
         check_schemas_compile(processor.tokenizer, vocab, {"capped": {"type": "object", "properties": {"a": {"type": "string", "maxLength": 5}}}})
+
+
+def test_generation_is_greedy_whatever_the_checkpoint_config_says(tiny_path):
+    """The replica carries the release's generation_config.json (do_sample true); made to sample widely
+    here, it would change outputs with the seed. Evaluation's own config keeps them greedy."""
+    model = Qwen2VLForConditionalGeneration.from_pretrained(tiny_path).eval()
+    processor = AutoProcessor.from_pretrained(tiny_path)
+    assert model.generation_config.do_sample  # the release's setting, loaded as the release's
+    model.generation_config.temperature, model.generation_config.top_k, model.generation_config.top_p = 50.0, None, None
+    chats = [processor.apply_chat_template(prompts.messages(d, False), add_generation_prompt=True, tokenize=False)
+             for d in ("receipt", "prescription_ko")]
+    images = [Image.new("RGB", (200, 160), "white"), Image.new("RGB", (160, 240), "gray")]
+    budget = dict(min_pixels=4 * PIXELS, max_pixels=16 * PIXELS)
+    outputs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        outputs.append([g.text for g in generate_batch(model, processor, chats, images, max_new_tokens=8, **budget)])
+    assert outputs[0] == outputs[1]
+    # what the checkpoint's own config does with the same inputs: it samples
+    inputs = processor(text=chats, images=images, padding=True, padding_side="left", return_tensors="pt",
+                       size={"shortest_edge": 4 * PIXELS, "longest_edge": 16 * PIXELS})
+    sampled = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        sampled.append(model.generate(**inputs, max_new_tokens=8))
+    assert not torch.equal(sampled[0], sampled[1])
+
+
+def test_nan_logits_fail_naming_the_sample(tiny_path):
+    model = Qwen2VLForConditionalGeneration.from_pretrained(tiny_path).eval()
+    processor = AutoProcessor.from_pretrained(tiny_path)
+    with torch.no_grad():
+        model.lm_head.weight[100] = float("nan")  # tied: that token's logit is NaN at every position
+    chat = processor.apply_chat_template(prompts.messages("receipt", False), add_generation_prompt=True, tokenize=False)
+    with pytest.raises(NonFiniteLogits, match=r"samples \['r7', 'r8'\]: NaN/inf logits at generated token 0"):
+        generate_batch(model, processor, [chat, chat], [Image.new("RGB", (120, 120), "white")] * 2, max_new_tokens=2,
+                       min_pixels=4 * PIXELS, max_pixels=16 * PIXELS, sample_ids=["r7", "r8"])

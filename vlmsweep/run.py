@@ -23,6 +23,7 @@ from vlmsweep import data as data_mod
 from vlmsweep import memory, prompts, tracking
 from vlmsweep.config import Config, visual_tokens_to_pixels
 from vlmsweep.data import Record
+from vlmsweep.model import adapter as model_adapter
 from vlmsweep.model import load as model_load
 from vlmsweep.model.scope import trainable_by_part
 from vlmsweep.train.collator import Collator
@@ -152,13 +153,14 @@ def make_collator(cfg: Config, processor) -> Collator:
         min_pixels=min_pixels,
         max_pixels=max_pixels,
         max_seq_len=cfg.train.max_seq_len,
+        family=cfg.model.family,
     )
 
 
 def prepare_model(cfg: Config, base, adapter: str | None, trainable: bool):
     """LoRA on the scope's modules, or an existing adapter (to continue training or to evaluate)."""
     if adapter:
-        return model_load.load_adapter(base, adapter, trainable=trainable)
+        return model_adapter.load_adapter(base, adapter, trainable=trainable, cfg=cfg)
     if trainable:
         return model_load.attach_lora(base, cfg.scope, cfg.lora, cfg.seed)
     return base
@@ -176,9 +178,10 @@ def train_stage(cfg: Config, model, processor, records: list[Record], out_dir: P
     metrics["train.skipped_too_long"] = float(len(lengths.skipped))
     # CUDA: peak allocated; CPU: peak RSS growth during training (vlmsweep.memory.measure)
     metrics["cost.train_peak_memory_mb"] = peak.peak_bytes / 2**20
-    info.update(skipped=[{"id": i, "reason": r} for i, r in lengths.skipped])
+    info.update(skipped=[{"id": i, "reason": r} for i, r in lengths.skipped], chat_template=collator.template_check.as_dict())
+    metrics["train.template_identity_checked"] = float(collator.template_check.checked)
     if trainer.is_world_process_zero():
-        model.save_pretrained(out_dir / "adapter")
+        model_adapter.save_adapter(model, processor, cfg, out_dir / "adapter", *pixel_budget(cfg))
     return metrics
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from vlmsweep.evaluate.contract import JsonObjectScanner
 
@@ -66,16 +66,12 @@ _GRAMMARS: dict[tuple, tuple[Any, Any]] = {}  # (tokenizer id, vocab, stops, sch
 _INFOS: dict[tuple, tuple[Any, Any]] = {}
 
 
-def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
-    """EOS ids plus the pad id: `generate` feeds pad tokens to finished rows, and xgrammar's processor
-    would reject them (assertion) unless they count as stop tokens of the grammar."""
+def stop_token_ids(tokenizer) -> list[int]:
+    """The run's stop ids, from the tokenizer (never the checkpoint's generation config): eos
+    (<|im_end|>) plus the pad id (<|endoftext|>, the release's second eos). `generate` feeds pad tokens
+    to finished rows, and xgrammar's processor would reject them unless they count as stop tokens."""
     ids: set[int] = set()
-    for value in (
-        getattr(generation_config, "eos_token_id", None),
-        getattr(generation_config, "pad_token_id", None),
-        tokenizer.eos_token_id,
-        tokenizer.pad_token_id,
-    ):
+    for value in (tokenizer.eos_token_id, tokenizer.pad_token_id):
         if value is None:
             continue
         ids |= set(value) if isinstance(value, (list, tuple)) else {int(value)}
@@ -150,6 +146,53 @@ def constrained_processor(tokenizer, vocab_size: int, schemas: Sequence[dict], s
 # --- generation -----------------------------------------------------------------------------------
 
 
+def eval_generation_config(tokenizer, max_new_tokens: int, do_sample: bool = False) -> GenerationConfig:
+    """Evaluation's own complete decoding settings. A checkpoint's generation_config.json fills every
+    field left None here (transformers merges it in), and the release's samples (do_sample true,
+    temperature 0.01, top_p 0.001, top_k 1): so each field that shapes decoding is set explicitly, the
+    sampling knobs to transformers' neutral defaults (unused when greedy; no "ignored flag" warning)."""
+    stops = stop_token_ids(tokenizer)
+    return GenerationConfig(
+        do_sample=do_sample,
+        num_beams=1,
+        max_new_tokens=int(max_new_tokens),
+        min_new_tokens=0,
+        temperature=1.0,
+        top_k=50,
+        top_p=1.0,
+        typical_p=1.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        length_penalty=1.0,
+        eos_token_id=stops,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+
+
+class NonFiniteLogits(FloatingPointError):
+    """NaN or inf logits (fp16 overflow is a known Qwen2-VL failure): scores would be garbage."""
+
+
+class FiniteLogitsCheck(LogitsProcessor):
+    """Fails on the first NaN/inf in the raw logits, naming the sample; runs before any other processor."""
+
+    def __init__(self, sample_ids: Sequence[str], prompt_len: int):
+        self.sample_ids, self.prompt_len = list(sample_ids), prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        bad = ~torch.isfinite(scores).all(dim=-1)
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten().tolist()
+            names = [self.sample_ids[r] if r < len(self.sample_ids) else f"row {r}" for r in rows]
+            step = input_ids.shape[1] - self.prompt_len
+            raise NonFiniteLogits(
+                f"samples {names}: NaN/inf logits at generated token {step} (dtype {scores.dtype}). In fp16 this is "
+                "the known Qwen2-VL overflow: evaluate in bf16 or fp32 (quant=bf16 / quant=fp32)"
+            )
+        return scores
+
+
 @dataclass
 class Generation:
     text: str
@@ -179,9 +222,12 @@ def generate_batch(
     extra_logits_processors: Sequence[Any] | None = None,
     do_sample: bool = False,
     token_text: dict[int, str] | None = None,
+    sample_ids: Sequence[str] | None = None,
 ) -> list[Generation]:
     """One padded batch through `generate`. `schemas` (one per row) turns on xgrammar constraints;
-    `extra_logits_processors` run before xgrammar's (a test hook). Greedy unless do_sample is asked."""
+    `extra_logits_processors` run before xgrammar's (a test hook). Greedy unless do_sample is asked;
+    the checkpoint's generation config never applies (eval_generation_config). `sample_ids` name the
+    rows in the error when a logit is NaN/inf."""
     tokenizer = processor.tokenizer
     image_kwargs: dict[str, Any] = {}
     if min_pixels is not None and max_pixels is not None:
@@ -200,24 +246,21 @@ def generate_batch(
     inputs = inputs.to(device)
     prompt_len = inputs["input_ids"].shape[1]
     batch = inputs["input_ids"].shape[0]
-    gen_config = model.generation_config
-    stops = stop_token_ids(tokenizer, gen_config)
-    processors = LogitsProcessorList(list(extra_logits_processors or []))
+    gen_config = eval_generation_config(tokenizer, max_new_tokens, do_sample)
+    stops = stop_token_ids(tokenizer)
+    ids = list(sample_ids) if sample_ids is not None else [f"row {r}" for r in range(batch)]
+    processors = LogitsProcessorList([FiniteLogitsCheck(ids, prompt_len), *(extra_logits_processors or [])])
     if schemas is not None:
         processors.append(constrained_processor(tokenizer, vocab_size_of(model), schemas, stops))
     json_stop = JsonCompleteStop(tokenizer, prompt_len, batch, token_text)
-    pad_id = gen_config.pad_token_id if gen_config.pad_token_id is not None else tokenizer.pad_token_id
     out = model.generate(
         **inputs,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        num_beams=1,
+        generation_config=gen_config,
         logits_processor=processors,
         stopping_criteria=StoppingCriteriaList([json_stop]),
-        pad_token_id=pad_id,
     )
     seconds = (time.perf_counter() - start) / batch
-    eos_ids = set(_as_list(gen_config.eos_token_id)) or {tokenizer.eos_token_id}
+    eos_ids = set(stops)
     merge = getattr(processor.image_processor, "merge_size", 2)
     grid = inputs.get("image_grid_thw")
     results = []
@@ -244,8 +287,3 @@ def generate_batch(
         )
     return results
 
-
-def _as_list(value) -> list[int]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [int(value)]

@@ -19,6 +19,7 @@ import torch
 
 from vlmsweep import prompts
 from vlmsweep.data import Record, load_image
+from vlmsweep.model.template import check_identity, training_template
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -50,13 +51,38 @@ class Collator:
     min_pixels: int
     max_pixels: int
     max_seq_len: int
+    family: str = "qwen2_vl"  # model.family: picks the training template when the checkpoint's has no markers
     stats: dict[str, float] = field(default_factory=lambda: {"supervised": 0, "tokens": 0, "samples": 0})
+
+    def __post_init__(self) -> None:
+        # The processor keeps the checkpoint's template (evaluation, inference, the adapter folder);
+        # training renders with `self.template`, proven token-identical to it on every sample.
+        self.template, self.template_check = training_template(self.processor.chat_template, self.family)
+
+    def check_template(self, sample_id: str, conversation: list[dict]) -> None:
+        """The training template's ids equal the checkpoint template's, whose generation prompt prefixes them."""
+        if self.template_check.source == "checkpoint":
+            return
+        render = self.processor.apply_chat_template
+        ids = lambda text: self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        check_identity(
+            self.processor.tokenizer,
+            sample_id,
+            training_ids=ids(render(conversation, tokenize=False, chat_template=self.template)),
+            checkpoint_ids=ids(render(conversation, tokenize=False)),
+            prompt_ids=ids(render(conversation[:-1], tokenize=False, add_generation_prompt=True)),
+            what=f"the training template ({self.template_check.source})",
+        )
+        self.template_check.checked += 1
 
     def encode(self, record: Record) -> Encoded:
         tok = self.processor.tokenizer
         image = load_image(record.image, max_pixels=4 * self.max_pixels)
+        conversation = prompts.messages(record.domain, self.domain_tag, answer=record.target)
+        self.check_template(record.id, conversation)
         out = self.processor.apply_chat_template(
-            [prompts.messages(record.domain, self.domain_tag, answer=record.target)],
+            [conversation],
+            chat_template=self.template,
             tokenize=True,
             return_dict=True,
             return_assistant_tokens_mask=True,

@@ -1,0 +1,117 @@
+"""The adapter folder, self-sufficient: LoRA weights, processor, prompt settings, schemas and base identity.
+
+Next to peft's files a run writes the processor (tokenizer, the checkpoint's chat template, an image
+processor set to the run's pixel budget) and `vlmsweep_adapter.json`: the instruction and domain-tag
+settings, the schemas the answers follow, and the identity of the base it was trained on. Loading an
+adapter reads that file and refuses a base whose architecture or weights are not the trained-on ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+
+from vlmsweep import prompts
+from vlmsweep.config import Config
+
+log = logging.getLogger(__name__)
+
+INFO_FILE = "vlmsweep_adapter.json"
+PROBE_TOKEN = 151645  # <|im_end|>: its embedding row (never quantized) fingerprints the base's weights
+PROBE_WIDTH = 16
+PROBE_TOLERANCE = 1e-2  # relative: bf16 / fp32 copies of one checkpoint agree, two checkpoints do not
+
+
+def base_identity(base, cfg: Config) -> dict:
+    """What makes a base this base: where it came from, how it was loaded, its sizes, a weight probe."""
+    config = base.config
+    text = getattr(config, "text_config", config)
+    embedding = base.get_input_embeddings().weight
+    probe = embedding[PROBE_TOKEN, :PROBE_WIDTH] if embedding.shape[0] > PROBE_TOKEN else embedding[0, :PROBE_WIDTH]
+    return {
+        "path": str(getattr(config, "name_or_path", "") or cfg.model.path),
+        "model": cfg.model.name,
+        "family": cfg.model.family,
+        "prequantized": cfg.model.prequantized,
+        "quant": cfg.quant.name,
+        "architecture": {
+            "model_type": config.model_type,
+            "hidden_size": text.hidden_size,
+            "num_hidden_layers": text.num_hidden_layers,
+            "vocab_size": text.vocab_size,
+            "vision_depth": config.vision_config.depth,
+        },
+        "embedding_probe": [round(float(v), 6) for v in probe.detach().float().cpu()],
+    }
+
+
+def save_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int, max_pixels: int) -> None:
+    """peft's adapter files plus everything evaluation or inference needs besides the base weights."""
+    from vlmsweep.data.schema import SCHEMA_NAMES, load_schema
+
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    processor = copy.deepcopy(processor)
+    for sub in (processor.image_processor, getattr(processor, "video_processor", None)):
+        if sub is not None:  # the run's budget, not the release's 16,384 visual tokens
+            sub.size = {"shortest_edge": int(min_pixels), "longest_edge": int(max_pixels)}
+            sub.min_pixels, sub.max_pixels = int(min_pixels), int(max_pixels)
+    processor.save_pretrained(folder)
+    tag = cfg.domain_tag.in_prompt
+    info = {
+        "base": base_identity(model.get_base_model(), cfg),
+        "prompt": {
+            "domain_tag": tag,
+            "instructions": {d: prompts.instruction(d, tag) for d in prompts.SCHEMA_OF_DOMAIN},
+        },
+        "pixels": {"min_pixels": int(min_pixels), "max_pixels": int(max_pixels)},
+        "loss": cfg.loss.name,
+        "schemas": {name: load_schema(name) for name in SCHEMA_NAMES},
+    }
+    (folder / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_info(folder: Path | str) -> dict | None:
+    path = Path(folder) / INFO_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def check_base(info: dict, base, cfg: Config, adapter: str) -> None:
+    """Refuse a base other than the trained-on one; warn where only the run's settings differ."""
+    trained, here = info["base"], base_identity(base, cfg)
+    described = lambda b: f"{b['model']} at {b['path']} ({b['quant']})"  # noqa: E731
+    differs = [k for k in trained["architecture"] if trained["architecture"][k] != here["architecture"].get(k)]
+    a, b = torch.tensor(trained["embedding_probe"]), torch.tensor(here["embedding_probe"])
+    if not differs and (a.shape != b.shape or not torch.allclose(a, b, rtol=PROBE_TOLERANCE, atol=PROBE_TOLERANCE * 1e-1)):
+        differs.append("weights (embedding probe)")
+    if differs:
+        raise ValueError(
+            f"model.adapter={adapter} was trained on {described(trained)}, but this run loads {described(here)}: "
+            f"their {', '.join(differs)} differ, so the adapter would produce garbage. Pass the trained-on base "
+            f"(model.path={trained['path']}) or an adapter trained on this one"
+        )
+    if trained["quant"] != here["quant"]:
+        log.warning("model.adapter=%s was trained with quant=%s, this run uses quant=%s", adapter, trained["quant"], here["quant"])
+    if info["prompt"]["domain_tag"] != cfg.domain_tag.in_prompt:
+        log.warning(
+            "model.adapter=%s was trained with domain_tag.in_prompt=%s, this run prompts with %s: the instruction differs "
+            "from the trained one", adapter, info["prompt"]["domain_tag"], cfg.domain_tag.in_prompt,
+        )
+
+
+def load_adapter(base, adapter: str, trainable: bool, cfg: Config):
+    if not (Path(adapter) / "adapter_config.json").exists():
+        raise FileNotFoundError(
+            f"model.adapter={adapter}: no adapter_config.json there; point it at a run's adapter/ folder"
+        )
+    info = read_info(adapter)
+    if info is None:
+        log.warning("model.adapter=%s has no %s: its base cannot be checked", adapter, INFO_FILE)
+    else:
+        check_base(info, base, cfg, adapter)
+    return PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
