@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from vlmsweep.config import register_configs, to_config
 from vlmsweep.metric_names import direction_of
+from vlmsweep.overrides import check_command_line, unknown_key_message, unknown_keys_in
 from vlmsweep.sweeps import register_resolvers
+
+# Messages a user can do nothing about, filtered here at the entry point only (library code and tests
+# still see them):
+# - transformers 5 deprecates `is_gradient_checkpointing`, which peft and the Trainer still call
+#   (FutureWarning on every training run; it is their call to change, not ours).
+warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+# - peft imports bitsandbytes whenever it is installed (peft/tuners/lora/bnb.py), so bf16 runs load it
+#   too; on CPUs with AVX512-BF16 its import tries to fetch a kernel from the Hugging Face hub and logs a
+#   warning when it cannot (no network, or the `kernels` package absent). 4-bit runs work without it.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 register_configs()
 # vlmsweep/conf/sweep/*.yaml: hydra.sweeper.direction: ${vlmsweep.direction:${sweep.objective}} - an unknown
@@ -19,6 +36,22 @@ register_resolvers()
 
 log = logging.getLogger("vlmsweep")
 
+# Runs of this multirun (counted from the command line before Hydra starts); the first one's time gives
+# the estimate for the rest. None: a single run, an Optuna sweep (its sweeper counts), or not countable.
+MULTIRUN_TOTAL: int | None = None
+HYDRA_FILES = {".hydra", "__main__.log"}
+
+
+def typed_config(cfg: DictConfig, choices: dict[str, str]):
+    """to_config, with a key the schema lacks (from a user's config file, say) named with its nearest keys."""
+    try:
+        return to_config(cfg, choices)
+    except Exception as err:
+        unknown = unknown_keys_in(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
+        if unknown:
+            raise ValueError(unknown_key_message(unknown[0], "config")) from err
+        raise
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
@@ -26,16 +59,49 @@ def main(cfg: DictConfig) -> float:
 
     hc = HydraConfig.get()
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
-    config = to_config(cfg, choices)
-    direction_of(config.sweep.objective)  # unknown objective: an error at start-up
+    out_dir = Path(hc.runtime.output_dir)
+    try:
+        config = typed_config(cfg, choices)
+        direction_of(config.sweep.objective)  # unknown objective: an error at start-up
+    except (ValueError, KeyError, TypeError) as err:
+        # Hydra made the run folder already; one holding only Hydra's own files would be an empty run
+        # folder without run_info.json, so it goes.
+        if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= HYDRA_FILES:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            if hc.mode == RunMode.RUN and out_dir.parent.is_dir() and not any(out_dir.parent.iterdir()):
+                out_dir.parent.rmdir()  # outputs/DATE/ made for this run alone
+        if hc.mode == RunMode.RUN:
+            print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise  # a multirun job: the sweeper records the failure and goes on
+    started = time.monotonic()
     # A failed run re-raises after run() recorded it in run_info.json: Hydra's basic sweeper finishes
     # the batch and reports the failure; the Optuna sweeper (max_failure_rate: 1.0 in vlmsweep/conf/sweep)
     # marks the trial FAIL and goes on.
     metrics = run(config, overrides=list(hc.overrides.task))
+    if MULTIRUN_TOTAL and MULTIRUN_TOTAL > 1 and hc.job.num == 0:
+        seconds = time.monotonic() - started
+        print(f"vlmsweep: run 1 of {MULTIRUN_TOTAL} took {seconds:.0f} s: about "
+              f"{(MULTIRUN_TOTAL - 1) * seconds / 60:.1f} min for the other {MULTIRUN_TOTAL - 1} at this pace", flush=True)
     if "optuna" not in str(hc.sweeper.get("_target_", "")):
         return float(metrics.get(config.sweep.objective, float("nan")))  # nobody optimises it
     return objective(config, metrics)  # a missing or non-finite objective fails the trial, with the reason
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Command-line mistakes Hydra would report late (a number for max_pixels, an unknown key) stop here
+    with one line; a multirun says how many runs it will do before the first starts."""
+    global MULTIRUN_TOTAL
+    problem, runs = check_command_line(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    if runs is not None:
+        MULTIRUN_TOTAL = runs
+        print(f"vlmsweep: this multirun does {runs} run{'s' if runs != 1 else ''} "
+              "(the time per run is printed after the first)", flush=True)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,87 @@
+"""Command-line mistakes give one line naming the fix, never a traceback or an empty run folder; a multirun
+says how many runs it does; a user's own sweep file resolves like the shipped ones."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CONF_DIR
+from helpers import REPO
+from vlmsweep.overrides import check_command_line, nearest_keys, unknown_keys_in
+
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    # no HYDRA_FULL_ERROR: the user's environment
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "vlmsweep", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["max_pixels=1024"], "write max_pixels=1024tok"),
+    (["+train.lerning_rate=1"], "did you mean train.lr"),
+    (["train.lerning_rate=1"], "did you mean train.lr"),
+    (["-m", "max_pixels=256,1000"], "write max_pixels.visual_tokens=256,1000"),
+])  # fmt: skip
+def test_a_mistake_is_one_line_with_the_fix_and_leaves_no_folder(tmp_path, args, fix):
+    proc = _cli(*args, "tracker=none", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fix in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_cross_field_error_after_composition_is_one_line_and_removes_hydras_folder(tmp_path):
+    proc = _cli("data_mix.receipt_ratio=2", "tracker=none", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "data_mix.receipt_ratio=2.0: expected a value in [0, 1]" in proc.stderr
+    # Hydra had made outputs/DATE/TIME/.hydra; nothing is left that lacks a run_info.json
+    left = [p for p in (tmp_path / "outputs").rglob("*")] if (tmp_path / "outputs").exists() else []
+    assert left == []
+
+
+def test_nearest_keys_and_keys_of_a_users_config_file():
+    assert nearest_keys("train.lerning_rate")[0] == "train.lr"
+    assert nearest_keys("trian.lr")[0] == "train.lr"
+    assert nearest_keys("eval.max_new_token") == ["eval.max_new_tokens"]
+    # a composed config holding a typo (e.g. from the user's own YAML); free-form mappings are not checked
+    cfg = {"train": {"lr": 1.0, "lerning_rate": 2}, "data_mix": {"weights": {"my_domain": 1.0}}, "hydra": {"x": 1}}
+    assert unknown_keys_in(cfg) == ["train.lerning_rate"]
+
+
+def test_the_run_count_of_a_multirun():
+    assert check_command_line(["-m", "quant=nf4,bf16", "scope=llm,all"]) == (None, 4)
+    assert check_command_line(["-m", "quant=nf4,bf16", "seed=range(3)"]) == (None, 6)
+    assert check_command_line(["quant=nf4"]) == (None, None)  # a single run
+    assert check_command_line(["-m", "+sweep=max_pixels"]) == (None, None)  # the Optuna sweeper counts its trials
+    assert check_command_line(["-m", "max_pixels=256tok,512tok", "data_mix.weights.receipt=2"]) == (None, 2)
+
+
+def test_a_users_own_sweep_file_resolves_like_the_shipped_ones(tmp_path):
+    """A sweep in the user's config folder (Hydra's search path: --config-dir or hydra.searchpath) is
+    `+sweep=NAME` as the packaged ones are, with the same sweeper and storage."""
+    from hydra import compose, initialize_config_dir
+
+    from vlmsweep.config import register_configs
+    from vlmsweep.sweeps import register_resolvers
+
+    (tmp_path / "sweep").mkdir()
+    shipped = (CONF_DIR / "sweep" / "lora_rank.yaml").read_text()
+    (tmp_path / "sweep" / "my_rank.yaml").write_text(
+        shipped.replace("name: lora_rank", "name: my_rank").replace("choice(4, 8, 16, 32, 64)", "choice(2, 4)"))
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["+sweep=my_rank", f"hydra.searchpath=[file://{tmp_path}]"],
+                      return_hydra_config=True)
+    assert cfg.sweep.name == "my_rank" and cfg.hydra.sweep.dir == "outputs/sweeps/my_rank"
+    assert cfg.hydra.sweeper.params["lora.r"] == "choice(2, 4)"
+    assert cfg.hydra.sweeper._target_.endswith("VlmsweepOptunaSweeper")
+    # the command-line check knows the user's groups from their folder too
+    assert check_command_line(["--config-dir", str(tmp_path), "-m", "+sweep=my_rank"]) == (None, None)
