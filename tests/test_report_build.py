@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -135,3 +137,106 @@ def test_report_plots_and_table_go_to_an_offline_wandb_run(tmp_path, monkeypatch
     assert "effects_0_quant_x_scope" in images  # every png of report/plots is logged
     tables = list((run_dirs[0] / "files" / "media" / "table").rglob("*.table.json"))
     assert tables and "run" in __import__("json").loads(tables[0].read_text())["columns"]
+
+
+def test_one_value_per_run_metrics_get_no_interval_in_any_table(tmp_path):
+    """Costs are one number per run: every table says "no interval (one value per run)", never a
+    zero-width interval; a wall-clock batch average gets no better/worse verdict either."""
+    root = tmp_path / "sweep"
+    k = 0
+    for quant, sec, mem in (("nf4", 1.1, 1800.0), ("bf16", 0.5, 1900.0)):
+        for scope in ("llm", "all"):
+            make_run(root / str(k), choices={"quant": quant, "scope": scope},
+                     scores={"content.field_em": [0.2, 0.4, 0.6]},
+                     metrics={"cost.eval_seconds_per_sample": sec + 0.01 * k, "cost.train_peak_memory_mb": mem + k})
+            k += 1
+    build_report(root, n_resamples=B, quiet=True)
+    md = (root / "report" / "summary.md").read_text()
+    rows = [line.split(" | ") for line in md.splitlines() if line.startswith("| cost.")]
+    assert len(rows) == 6  # two costs x (quant, scope, interaction)
+    for row in rows:
+        assert row[4] == "no interval (one value per run)" and row[5] == "—", row
+    # per-sample metrics keep their bootstrap interval
+    em = [line for line in md.splitlines() if line.startswith("| content.field_em |")]
+    assert len(em) == 3 and all("[" in line and "no interval" not in line for line in em)
+    # no zero-width interval anywhere for a metric with one value per run
+    for low, high in re.findall(r"\[([-+0-9.e]+), ([-+0-9.e]+)\]", md):
+        assert not (low == high and low not in ("+0", "-0")), md
+    seconds = next(line for line in md.splitlines() if line.startswith("- **cost.eval_seconds_per_sample**"))
+    assert "no interval and no verdict" in seconds and "better" not in seconds and "worse" not in seconds
+    assert "cost.eval_seconds_per_sample ↓ (batch avg)" in md
+    memory = next(line for line in md.splitlines() if line.startswith("- **cost.train_peak_memory_mb**"))
+    assert "one value per run: no interval" in memory
+
+
+def test_plots_and_csv_label_runs_by_what_differs(tmp_path):
+    root = make_2x2(tmp_path / "sweep", {
+        ("nf4", "llm"): [0.5], ("nf4", "all"): [0.8], ("bf16", "llm"): [0.5], ("bf16", "all"): [0.8],
+    }, extra={"tags.parse_fail": 1})  # fmt: skip
+    runs = load_runs(root)
+    # seed and max_pixels are the same everywhere; the overrides quant=/scope= repeat the choices
+    assert [r.label for r in runs] == ["quant=nf4 scope=llm", "quant=nf4 scope=all", "quant=bf16 scope=llm",
+                                       "quant=bf16 scope=all"]
+    build_report(root, n_resamples=B, quiet=True)
+    assert [r["label"] for r in _rows(root / "report")] == [r.label for r in runs]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_sweep_folder_with_timestamped_trials_read_with_its_study(tmp_path):
+    """An Optuna sweep folder as the sweeper leaves it: trials in timestamped folders from two invocations,
+    a failed trial, a trial left RUNNING by a killed worker, a trial whose folder is elsewhere; the study
+    numbers, states and values them. Two budgets tie: no best."""
+    import optuna
+
+    from vlmsweep.sweeper import HEARTBEAT, WORKER, host_key
+
+    root = tmp_path / "sweeps" / "max_pixels"
+    root.mkdir(parents=True)
+    study = optuna.create_study(study_name="max_pixels", storage=f"sqlite:///{root}/optuna.db", direction="maximize")
+    dist = optuna.distributions.CategoricalDistribution(["256tok", "512tok", "768tok", "1024tok"])
+    plan = [("20261129-101500-000001", "512tok", "ok", 0.0), ("20261129-101530-000002", "256tok", "ok", 0.0),
+            ("20261129-120000-000003", "768tok", "failed", None), ("20261129-120100-000004", "768tok", "running", None)]
+    for folder, budget, status, value in plan:
+        study.enqueue_trial({"max_pixels": budget})
+        trial = study.ask({"max_pixels": dist})
+        trial.set_user_attr("run_dir", f"/elsewhere/outputs/sweeps/max_pixels/{folder}")  # moved since
+        tokens = int(budget[:-3])
+        sweep = {"sweep": {"name": "max_pixels", "objective": "content.field_em"}}
+        make_run(root / folder, choices={"max_pixels": budget, "sweep": "max_pixels"},
+                 overrides=[f"max_pixels={budget}", "+sweep=max_pixels", "sweep.trials=4"], status=status,
+                 error="CUDA out of memory" if status == "failed" else None,
+                 scores={"content.field_em": [value]} if value is not None else None,
+                 metrics={"cost.visual_tokens_per_image": tokens * 0.9, "cost.eval_seconds_per_sample": tokens / 256},
+                 write_metrics=value is not None)
+        (root / folder / "config.yaml").write_text(__import__("yaml").safe_dump(sweep))
+        info = __import__("json").loads((root / folder / "run_info.json").read_text())
+        (root / folder / "run_info.json").write_text(__import__("json").dumps({**info, "visual_tokens": tokens}))
+        if status == "ok":
+            study.tell(trial, value)
+        elif status == "failed":
+            trial.set_user_attr("error", "RuntimeError: CUDA out of memory")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:  # its worker was killed: a pid of this machine that has exited
+            child = subprocess.Popen([sys.executable, "-c", "pass"])
+            child.wait()
+            trial.set_system_attr(WORKER, {"host": host_key(), "pid": child.pid})
+            trial.set_system_attr(HEARTBEAT, 0.0)
+    study.enqueue_trial({"max_pixels": "1024tok"})
+    ghost = study.ask({"max_pixels": dist})  # told by a worker whose folder is on another machine
+    ghost.set_user_attr("run_dir", "/node7/outputs/sweeps/max_pixels/20261129-130000-000005")
+    study.tell(ghost, 0.0)
+
+    runs = load_runs(root)
+    assert [r.name for r in runs] == ["trial 0", "trial 1", "trial 2", "trial 3", "trial 4"]
+    assert [r.status for r in runs] == ["ok", "ok", "failed", "running", "missing"]
+    assert [r.label for r in runs][:2] == ["max_pixels=512tok", "max_pixels=256tok"]
+    assert "exited" in runs[3].error and "runs it again" in runs[3].error
+    assert "sweep.trials" not in runs[0].axes  # how many trials were asked for is not an axis
+    html_path = build_report(root, n_resamples=B, quiet=True)
+    md = (root / "report" / "summary.md").read_text()
+    assert "# Optuna study max_pixels: 5 trials" in md
+    assert "- trials: 3 COMPLETE, 1 FAIL, 1 RUNNING" in md
+    assert "trials score 0: no best" in md and "best:" not in md
+    assert "CUDA out of memory" in md and "no run folder under" in md
+    assert (root / "report" / "plots" / "visual_budget.png").stat().st_size > 1000
+    assert "max_pixels=512tok" in html_path.read_text()

@@ -11,6 +11,22 @@ RUN_METRICS = {
 }
 
 
+# Wall-clock measurements: one average over the run's batches, taken under whatever else the machine was
+# doing. Without repeats (seeds) a difference between two runs is one measurement each: the report gives
+# it no interval and no better/worse verdict.
+WALL_CLOCK = frozenset({
+    "cost.eval_seconds_per_sample",
+    "cost.train_seconds_per_sample",
+    "train.samples_per_second",
+    "train.seconds",
+})
+
+
+def is_wall_clock(name: str) -> bool:
+    base = name.split(".", 2)[2] if name.startswith("by_domain.") and name.count(".") >= 2 else name
+    return base in WALL_CLOCK
+
+
 def higher_is_better(name: str) -> bool:
     """Direction from the registries (by_domain.<domain>.<metric> takes <metric>'s); KeyError if unknown."""
     from vlmsweep.evaluate.metrics import METRICS, metric_info

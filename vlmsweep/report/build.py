@@ -21,7 +21,9 @@ from vlmsweep.report.effects import (
     higher_is_better,
     verdict,
 )
-from vlmsweep.report.runs import HEADLINE_METRICS, RunResult, load_runs, read_optuna_results, varying_axes
+from vlmsweep.metric_names import is_wall_clock
+from vlmsweep.report.runs import HEADLINE_METRICS, RunResult, load_sweep, read_optuna_results, sweep_axes
+from vlmsweep.report.study import StudyRecord
 
 
 @dataclass
@@ -30,8 +32,10 @@ class Analysis:
     axes: list[str]
     metrics: list[str]
     factorials: list[tuple[Factorial, dict[str, list[Effect]]]] = field(default_factory=list)
-    optuna: dict[str, Any] | None = None
+    optuna: dict[str, Any] | None = None  # optimization_results.yaml, when no study could be read
+    study: StudyRecord | None = None
     figures: list[tuple[str, Path]] = field(default_factory=list)
+    captions: dict[Path, str] = field(default_factory=dict)  # figure -> the runs it shows, by label (text, searchable)
 
 
 def headline_metrics(runs: list[RunResult]) -> list[str]:
@@ -41,9 +45,10 @@ def headline_metrics(runs: list[RunResult]) -> list[str]:
     return out
 
 
-def analyse(sweep_dir: Path, metrics: list[str] | None = None, n_resamples: int = N_RESAMPLES) -> Analysis:
-    runs = load_runs(sweep_dir)
-    axes = varying_axes(runs)
+def analyse(sweep_dir: Path, metrics: list[str] | None = None, n_resamples: int = N_RESAMPLES,
+            storage: str | None = None) -> Analysis:
+    runs, study = load_sweep(sweep_dir, storage)
+    axes = sweep_axes(runs, study)
     chosen = list(metrics) if metrics else headline_metrics(runs)
     if metrics:
         known = {k for r in runs for k in r.metrics}
@@ -53,7 +58,8 @@ def analyse(sweep_dir: Path, metrics: list[str] | None = None, n_resamples: int 
                 f"--metrics: {', '.join(unknown)} not in any run's metrics.json under {sweep_dir} "
                 f"(available: {', '.join(sorted(known)[:20])}{' ...' if len(known) > 20 else ''})"
             )
-    result = Analysis(runs=runs, axes=axes, metrics=chosen, optuna=read_optuna_results(sweep_dir))
+    result = Analysis(runs=runs, axes=axes, metrics=chosen, study=study,
+                      optuna=None if study is not None else read_optuna_results(sweep_dir))
     for fact in find_factorials(runs, axes):
         effects = {}
         for metric in chosen:
@@ -77,17 +83,22 @@ def _status(run: RunResult) -> str:
 def write_csv(a: Analysis, path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["run", "status", "error", *a.axes, *a.metrics])
+        w.writerow(["run", "label", "folder", "status", "error", *a.axes, *a.metrics])
         for r in a.runs:
-            w.writerow([r.name, r.status, r.error or "", *(r.axes.get(x, "") for x in a.axes), *(_cell(r.metrics.get(m)) for m in a.metrics)])
+            w.writerow([r.name, r.label, r.path.name, r.status, r.error or "", *(r.axes.get(x, "") for x in a.axes),
+                        *(_cell(r.metrics.get(m)) for m in a.metrics)])
 
 
 def _arrow(metric: str) -> str:
     return "↑" if higher_is_better(metric) else "↓"
 
 
+def _column(metric: str) -> str:
+    return f"{metric} {_arrow(metric)}" + (" (batch avg)" if is_wall_clock(metric) else "")
+
+
 def summary_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
-    header = ["run", *a.axes, *(f"{m} {_arrow(m)}" for m in a.metrics), "status"]
+    header = ["run", *a.axes, *(_column(m) for m in a.metrics), "status"]
     rows = [[r.name, *(r.axes.get(x, "—") for x in a.axes), *(_cell(r.metrics.get(m)) for m in a.metrics), _status(r)] for r in a.runs]
     return header, rows
 
@@ -102,7 +113,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 def _effect_rows(effects: dict[str, list[Effect]]) -> tuple[list[str], list[list[str]]]:
     header = ["metric", "effect", "contrast", "estimate", "95% CI", "within noise", "samples", "seeds"]
     rows = [
-        [m, e.name, e.contrast, f"{e.estimate:+.4g}", f"[{e.low:+.4g}, {e.high:+.4g}]", "yes" if e.within_noise else "no", str(e.n_samples), str(e.n_seeds)]
+        [m, e.name, e.contrast, f"{e.estimate:+.4g}", e.interval_text, "—" if e.no_interval else ("yes" if e.within_noise else "no"),
+         str(e.n_samples), str(e.n_seeds)]
         for m, es in effects.items()
         for e in es
     ]
@@ -118,8 +130,30 @@ CONVENTION = (
 )
 
 
+def study_lines(a: Analysis) -> list[str]:
+    """The Optuna study in a few lines: name, objective direction, trials by state, best or tie."""
+    st = a.study
+    if st is None:
+        return []
+    states: dict[str, int] = {}
+    for t in st.trials:
+        states[t.state] = states.get(t.state, 0) + 1
+    objective = next((r.config.get("sweep", {}).get("objective") for r in a.runs if r.config.get("sweep")), None)
+    return [
+        f"study {st.name} ({st.storage}), objective {objective or '?'} ({st.direction})",
+        "trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
+        st.best(),
+    ]
+
+
+def _title(a: Analysis) -> str:
+    if a.study is not None:
+        return f"Optuna study {a.study.name}: {len(a.runs)} trials"
+    return f"Comparison report: {len(a.runs)} runs"
+
+
 def write_markdown(a: Analysis, path: Path, n_resamples: int) -> None:
-    out = [f"# Comparison report: {len(a.runs)} runs", ""]
+    out = [f"# {_title(a)}", ""]
     out += ["Varying axes: " + (", ".join(a.axes) if a.axes else "none"), ""]
     out += [_md_table(*summary_rows(a)), ""]
     failed = [r for r in a.runs if not r.ok]
@@ -128,7 +162,9 @@ def write_markdown(a: Analysis, path: Path, n_resamples: int) -> None:
     problems = [(r, p) for r in a.runs for p in r.problems]
     if problems:
         out += ["## Problems found while reading", ""] + [f"- {r.name}: {p}" for r, p in problems] + [""]
-    if a.optuna:
+    if a.study is not None:
+        out += ["## Optuna", "", *(f"- {line}" for line in study_lines(a)), ""]
+    elif a.optuna:
         out += ["## Optuna", "", "```", *(f"{k}: {v}" for k, v in a.optuna.items()), "```", ""]
     for fact, effects in a.factorials:
         out += [f"## 2×2: {fact.a} × {fact.b}", ""]
@@ -139,6 +175,8 @@ def write_markdown(a: Analysis, path: Path, n_resamples: int) -> None:
         out += [_md_table(*_effect_rows(effects)), ""]
     for title, fig in a.figures:
         out += [f"![{title}](plots/{fig.name})" if fig.parent.name == "plots" else f"![{title}]({fig})"]
+        if fig in a.captions:
+            out += ["", a.captions[fig], ""]
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
@@ -159,7 +197,7 @@ def write_html(a: Analysis, path: Path, n_resamples: int) -> None:
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}"
         "tr.bad td{background:#fdd}li{margin:.3em 0}img{max-width:100%;border:1px solid #eee;margin:.5em 0}",
         "</style></head><body>",
-        f"<h1>Comparison report: {len(a.runs)} runs</h1>",
+        f"<h1>{html.escape(_title(a))}</h1>",
         f"<p>Varying axes: {html.escape(', '.join(a.axes) or 'none')}</p>",
     ]
     header, rows = summary_rows(a)
@@ -174,7 +212,9 @@ def write_html(a: Analysis, path: Path, n_resamples: int) -> None:
         parts.append("<h2>Problems found while reading</h2><ul>")
         parts += [f"<li>{html.escape(r.name)}: {html.escape(p)}</li>" for r, p in problems]
         parts.append("</ul>")
-    if a.optuna:
+    if a.study is not None:
+        parts.append("<h2>Optuna</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in study_lines(a)) + "</ul>")
+    elif a.optuna:
         parts.append("<h2>Optuna</h2><pre>" + html.escape("\n".join(f"{k}: {v}" for k, v in a.optuna.items())) + "</pre>")
     for fact, effects in a.factorials:
         parts.append(f"<h2>2×2: {html.escape(fact.a)} × {html.escape(fact.b)}</h2>")
@@ -186,6 +226,8 @@ def write_html(a: Analysis, path: Path, n_resamples: int) -> None:
     for title, fig in a.figures:
         data = base64.b64encode(fig.read_bytes()).decode("ascii")
         parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+        if fig in a.captions:
+            parts.append(f"<p><small>{html.escape(a.captions[fig])}</small></p>")
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
 
@@ -211,6 +253,8 @@ def print_rich(a: Analysis, out_dir: Path) -> None:
     for run in a.runs:
         if not run.ok:
             console.print(f"[red]run {run.name}: {_status(run)}[/red]")
+    for line in study_lines(a):
+        console.print(line)
     for fact, effects in a.factorials:
         console.print(f"[bold]2×2 {fact.a} × {fact.b}[/bold]")
         for m, es in effects.items():
@@ -224,11 +268,12 @@ def build_report(
     metrics: list[str] | None = None,
     n_resamples: int = N_RESAMPLES,
     quiet: bool = False,
+    storage: str | None = None,
 ) -> Path:
     """Write summary.csv, summary.md, report.html and plots/*.png; returns the path of report.html."""
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
-    a = analyse(sweep_dir, metrics, n_resamples=n_resamples)
+    a = analyse(sweep_dir, metrics, n_resamples=n_resamples, storage=storage)
     plot_dir = out / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     quality = next((m for m in ("content.field_em", *a.metrics) if any(m in r.metrics for r in a.runs) and not m.startswith("cost.")), None)
@@ -237,6 +282,8 @@ def build_report(
         if flat:
             name = f"effects_{k}_{fact.a}_x_{fact.b}".replace("/", "_")
             a.figures.append((f"Effects: {fact.a} × {fact.b}", plots.effects_plot(flat, f"{fact.a} × {fact.b}", plot_dir / f"{name}.png")))
+    shown = [r for r in a.runs if r.ok]
+    caption = "Runs shown: " + "; ".join(f"{r.name}: {r.label}" for r in shown) if shown and shown[0].label != shown[0].name else None
     if quality:
         if fig := plots.budget_plot(a.runs, quality, plot_dir / "visual_budget.png"):
             a.figures.append((f"{quality} vs visual-token budget and cost (Pareto front ringed)", fig))
@@ -246,6 +293,8 @@ def build_report(
         a.figures.append(("Failure tags per run", fig))
     if fig := plots.cycles_plot(a.runs, a.metrics, plot_dir / "cycles.png"):
         a.figures.append(("Metrics per cycle", fig))
+    if caption:  # the plots of runs (not of effects) name each run by its label; the text says so too
+        a.captions.update({fig: caption for title, fig in a.figures if not title.startswith("Effects")})
     write_csv(a, out / "summary.csv")
     write_markdown(a, out / "summary.md", n_resamples)
     html_path = out / "report.html"
@@ -261,13 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: DIR/report)")
     ap.add_argument("--metrics", default=None, help="comma-separated metric names (default: the headline metrics)")
     ap.add_argument("--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples")
+    ap.add_argument("--storage", default=None,
+                    help="Optuna storage URL of the sweep's study (default: DIR/optuna.db, else the trials' sweep.storage)")
     ap.add_argument("--wandb", choices=("offline", "online"), default=None,
                     help="also log the summary table and the plots to a W&B run in the sweep's group")
     ap.add_argument("--wandb-project", default="vlmsweep")
     args = ap.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
-        html_path = build_report(args.dir, args.out, metrics, n_resamples=args.resamples)
+        html_path = build_report(args.dir, args.out, metrics, n_resamples=args.resamples, storage=args.storage)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vlmsweep.metric_names import higher_is_better as registry_direction
-from vlmsweep.report.runs import SEED_AXIS, RunResult
+from vlmsweep.metric_names import is_wall_clock
+from vlmsweep.report.runs import SEED_AXIS, RunResult, same_partition
 
 N_RESAMPLES = 2000
 RNG_SEED = 0
@@ -41,6 +42,18 @@ class Effect:
     def no_interval(self) -> bool:
         """One value per run and one seed (e.g. a cost): nothing to resample, so no interval."""
         return self.n_samples <= 1 and self.n_seeds <= 1
+
+    @property
+    def no_verdict(self) -> bool:
+        """A wall-clock average measured once per run: the difference mostly reflects machine load."""
+        return self.no_interval and is_wall_clock(self.metric)
+
+    @property
+    def interval_text(self) -> str:
+        """What every table shows in its interval column: never a zero-width interval for one value per run."""
+        if self.no_interval:
+            return "no interval (one value per run)"
+        return f"[{self.low:+.4g}, {self.high:+.4g}]"
 
     @property
     def within_noise(self) -> bool:
@@ -76,7 +89,7 @@ def find_factorials(runs: list[RunResult], axes: list[str]) -> list[Factorial]:
             two_level.append((axis, tuple(levels)))
     out = []
     for (a, la), (b, lb) in itertools.combinations(two_level, 2):
-        if _same_partition(ok, a, b):  # max_pixels and max_pixels.visual_tokens: one axis under two names
+        if same_partition(ok, a, b):  # max_pixels and max_pixels.visual_tokens: one axis under two names
             continue
         cells: dict[tuple[int, int], list[RunResult]] = {(i, j): [] for i in (0, 1) for j in (0, 1)}
         for run in ok:
@@ -85,15 +98,10 @@ def find_factorials(runs: list[RunResult], axes: list[str]) -> list[Factorial]:
             others = [
                 x for x in axes
                 if x not in (a, b, SEED_AXIS) and len({r.axes.get(x) for r in ok}) > 1
-                and not _same_partition(ok, x, a) and not _same_partition(ok, x, b)
+                and not same_partition(ok, x, a) and not same_partition(ok, x, b)
             ]  # fmt: skip
             out.append(Factorial(a, b, la, lb, cells, averaged_over=others))  # type: ignore[arg-type]
     return out
-
-
-def _same_partition(runs: list[RunResult], x: str, y: str) -> bool:
-    pairs = {(r.axes.get(x), r.axes.get(y)) for r in runs}
-    return len(pairs) == len({p[0] for p in pairs}) == len({p[1] for p in pairs})
 
 
 def _score_tensor(fact: Factorial, metric: str) -> tuple[np.ndarray, int, int]:
@@ -200,6 +208,9 @@ def _fmt(v: float) -> str:
 
 def describe(effect: Effect) -> str:
     interval = f"{_fmt(effect.estimate)} [{_fmt(effect.low)}, {_fmt(effect.high)}]"
+    if effect.no_verdict:
+        return (f"{effect.name}: {_fmt(effect.estimate)} ({effect.contrast}), one batch-average measurement per run: "
+                "no interval and no verdict (machine load moves it; repeat with -m seed=0,1,2)")
     if effect.no_interval:
         interval = f"{_fmt(effect.estimate)} (one value per run: no interval; add seeds, e.g. -m seed=0,1,2)"
     if effect.within_noise:
@@ -214,8 +225,8 @@ def describe(effect: Effect) -> str:
 
 def verdict(effects: list[Effect]) -> str:
     """One plain sentence per metric: the factors that move it first, then the ones within noise."""
-    moving = [e for e in effects if not e.within_noise]
-    quiet = [e for e in effects if e.within_noise]
+    moving = [e for e in effects if not e.within_noise and not e.no_verdict]
+    quiet = [e for e in effects if e.within_noise or e.no_verdict]
     parts = [describe(e) for e in moving + quiet]
     return "; ".join(parts) + "."
 

@@ -64,8 +64,8 @@ def budget_plot(runs: list[RunResult], quality: str, path: Path) -> Path | None:
         ax.scatter([c for c, _ in xy], [q for _, q in xy], color="tab:blue")
         fx = sorted((c, q) for (c, q), f in zip(xy, front) if f)
         ax.plot([c for c, _ in fx], [q for _, q in fx], "o--", mfc="none", ms=12, color="tab:red", label="Pareto front")
-        for (c, q), (v, _) in zip(xy, pts):
-            ax.annotate(f"{v:g}", (c, q), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for (c, q), (_, r) in zip(xy, pts):
+            ax.annotate(r.label, (c, q), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel(cost + " (lower is better)")
         ax.set_ylabel(quality)
         ax.legend(fontsize=7)
@@ -89,7 +89,7 @@ def receipt_ratio_plot(runs: list[RunResult], quality: str, path: Path) -> Path 
 
 
 def tags_plot(runs: list[RunResult], path: Path) -> Path | None:
-    """Stacked bar of failure-tag counts (tags.* metrics) per run."""
+    """Stacked bar of failure-tag counts (tags.* metrics) per run, each bar named by what differs (its label)."""
     tags = sorted({k for r in runs if r.ok for k in r.metrics if k.startswith("tags.")})
     shown = [r for r in runs if r.ok]
     if not tags or not shown:
@@ -99,9 +99,9 @@ def tags_plot(runs: list[RunResult], path: Path) -> Path | None:
     cmap = plt.get_cmap("tab20")
     for k, tag in enumerate(tags):
         heights = [r.metrics.get(tag, 0.0) for r in shown]
-        ax.bar([r.name for r in shown], heights, bottom=bottom, label=tag.removeprefix("tags."), color=cmap(k % 20))
+        ax.bar(range(len(shown)), heights, bottom=bottom, label=tag.removeprefix("tags."), color=cmap(k % 20))
         bottom = [b + h for b, h in zip(bottom, heights)]
-    ax.set_xlabel("run")
+    ax.set_xticks(range(len(shown)), [r.label or r.name for r in shown], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("samples with the tag")
     ax.legend(fontsize=6, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, path)

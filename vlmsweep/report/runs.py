@@ -1,4 +1,4 @@
-"""Loading run folders (multirun, Optuna sweep, loop cycles) into RunResult records and finding their axes."""
+"""Loading run folders (multirun, Optuna sweep, loop cycles) into RunResult records, their axes and labels."""
 
 from __future__ import annotations
 
@@ -20,16 +20,21 @@ HEADLINE_METRICS = (
     "rate.leakage",
 )
 SEED_AXIS = "seed"  # a replicate axis: resampled in the bootstrap, never a factor
-VISUAL_TOKENS_AXES = ("max_pixels.visual_tokens", "max_pixels")
+# Where a run's budget and receipt share are found: an override, then run_info.json's resolved value
+# (`visual_tokens`: what a named budget such as max_pixels=512tok resolved to).
+VISUAL_TOKENS_AXES = ("max_pixels.visual_tokens", "visual_tokens")
 RECEIPT_RATIO_AXES = ("data_mix.receipt_ratio", "receipt_ratio")
 _CYCLE = re.compile(r"^cycle_(\d+)$")
+# Overrides that do not change what a run computes: never an axis, never in a label (a resumed sweep
+# may say sweep.trials=3 where the first invocation said 2).
+NOT_AXES = ("sweep", "hydra", "tracker")
 
 
 @dataclass
 class RunResult:
-    name: str  # subfolder name: "0", "1", ... or "cycle_2"
+    name: str  # "0", "1", ... (multirun), "trial 3" (Optuna), "cycle_2" (loop), or the folder's name
     path: Path
-    status: str  # ok | failed | missing (no metrics.json)
+    status: str  # ok | failed | missing (no metrics.json) | running (no result yet) | pruned
     error: str | None = None
     axes: dict[str, str] = field(default_factory=dict)  # choices, then key=value overrides (overrides win)
     seed: str | None = None
@@ -37,6 +42,9 @@ class RunResult:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # sample id -> {metric: value}
     problems: list[str] = field(default_factory=list)  # shown in the report, never swallowed
     info: dict[str, Any] = field(default_factory=dict)  # run_info.json as read
+    config: dict[str, Any] = field(default_factory=dict)  # the run's resolved config.yaml (sweep.* is read)
+    label: str = ""  # what differs from the other runs ("quant=nf4 scope=llm"): plots and tables
+    trial: Any = None  # vlmsweep.report.study.TrialRecord of an Optuna trial, when its study was read
 
     @property
     def ok(self) -> bool:
@@ -69,7 +77,22 @@ def _parse_override(text: str) -> tuple[str, str] | None:
     if "=" not in text or text.startswith("~"):
         return None
     key, value = text.split("=", 1)
-    return key.lstrip("+"), value
+    key = key.lstrip("+")
+    if key.split(".", 1)[0].split("/", 1)[0] in NOT_AXES:
+        return None
+    return key, value
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _fmt_value(value: Any) -> str:
@@ -85,7 +108,7 @@ def load_run(path: Path, name: str | None = None, extra_axes: dict[str, str] | N
     info = info if isinstance(info, dict) else {}
     if not info_path.exists():
         problems.append("run_info.json missing: axes unknown")
-    axes: dict[str, str] = {k: _fmt_value(v) for k, v in (info.get("choices") or {}).items()}
+    axes: dict[str, str] = {k: _fmt_value(v) for k, v in (info.get("choices") or {}).items() if k not in NOT_AXES}
     for item in info.get("overrides") or []:
         parsed = _parse_override(str(item))
         if parsed:
@@ -115,7 +138,9 @@ def load_run(path: Path, name: str | None = None, extra_axes: dict[str, str] | N
             status, error = "failed", error or "metrics.json unreadable"
     elif status == "ok":
         status, error = "missing", "metrics.json missing"
-    if status not in ("ok", "missing"):
+    elif status == "running":
+        error = error or "run_info.json says running: still running, or killed before it finished"
+    if status not in ("ok", "missing", "running"):
         status = "failed"
         error = error or "run_info.json says failed (no error given)"
 
@@ -140,12 +165,20 @@ def load_run(path: Path, name: str | None = None, extra_axes: dict[str, str] | N
                 }
     return RunResult(
         name=name or path.name, path=path, status=status, error=error, axes=axes, seed=seed,
-        metrics=metrics, scores=scores, problems=problems, info=info,
+        metrics=metrics, scores=scores, problems=problems, info=info, config=_read_config(path / "config.yaml"),
     )  # fmt: skip
 
 
-def _numbered(sweep_dir: Path) -> list[Path]:
-    return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+def _run_dirs(sweep_dir: Path) -> list[Path]:
+    """Job folders of a multirun or sweep: numbered (0/, 1/, ... Hydra's default) or named by the sweep's
+    hydra.sweep.subdir (the Optuna sweeps' timestamps, unique across resumed invocations and workers).
+    Numbered ones in numeric order, the others by name (a timestamp sorts by start time)."""
+    found = [
+        p for p in sweep_dir.iterdir()
+        if p.is_dir() and not _CYCLE.match(p.name)
+        and (p.name.isdigit() or (p / "run_info.json").exists() or (p / ".hydra").is_dir())
+    ]  # fmt: skip
+    return sorted(found, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
 
 
 def _cycles(run_dir: Path) -> list[Path]:
@@ -153,13 +186,83 @@ def _cycles(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_runs(sweep_dir: Path | str) -> list[RunResult]:
-    """Runs of a Hydra multirun / Optuna sweep folder (0/, 1/, ... in numeric order), of a loop run
-    (cycle_0/, cycle_1/, ... in cycle order) or a single run folder."""
+def load_runs(sweep_dir: Path | str, storage: str | None = None) -> list[RunResult]:
+    """Runs of a Hydra multirun or Optuna sweep folder (job folders; trials of an Optuna study in trial
+    order, labelled from the study), of a loop run (cycle_0/, cycle_1/, ... in cycle order) or a single
+    run folder. Every run gets a label naming what differs between them."""
+    runs, _ = load_sweep(sweep_dir, storage)
+    return runs
+
+
+def load_sweep(sweep_dir: Path | str, storage: str | None = None):
+    """(runs, the Optuna study or None); see load_runs."""
     sweep_dir = Path(sweep_dir)
+    runs = _load_folders(sweep_dir)
+    study = None
+    if any(r.config.get("sweep", {}).get("name") for r in runs) or (sweep_dir / "optuna.db").exists() or storage:
+        from vlmsweep.report.study import find_study
+
+        study = find_study(sweep_dir, [r.config for r in runs], storage)
+        if study is not None:
+            runs = _attach_trials(runs, study, sweep_dir)
+    label_runs(runs, sweep_axes(runs, study))
+    return runs, study
+
+
+def _attach_trials(runs: list[RunResult], study, sweep_dir: Path) -> list[RunResult]:
+    """Each folder's trial (number, state, value; its params as axes); a trial without a folder here (a
+    worker elsewhere wrote it, or it was interrupted before starting) is listed too. Trial order."""
+    by_folder = study.by_folder()
+    seen = set()
+    for run in runs:
+        trial = by_folder.get(run.path.name)
+        if trial is None:
+            continue
+        seen.add(trial.number)
+        run.trial, run.name = trial, f"trial {trial.number}"
+        run.axes.update({k: _fmt_value(v) for k, v in trial.params.items()})
+        if trial.state == "RUNNING" and run.status == "running":
+            run.error = trial.error or "running: its worker is alive (heartbeat within the grace period)"
+        elif trial.state == "PRUNED":
+            run.status, run.error = "pruned", "pruned by the sweeper"
+        elif trial.state == "FAIL" and run.ok:
+            run.problems.append(f"the study marks trial {trial.number} FAIL: {trial.error or 'no reason recorded'}")
+        elif trial.state == "FAIL" and trial.error and run.status in ("running", "missing"):
+            run.status, run.error = "failed", trial.error
+    for trial in study.trials:
+        if trial.number in seen:
+            continue
+        status = {"RUNNING": "running", "PRUNED": "pruned", "COMPLETE": "missing"}.get(trial.state, "failed")
+        reason = trial.error or f"no run folder under {sweep_dir} (written by another worker?)"
+        runs.append(RunResult(name=f"trial {trial.number}", path=Path(trial.run_dir or sweep_dir), status=status,
+                              error=reason, axes={k: _fmt_value(v) for k, v in trial.params.items()}, trial=trial))
+    return sorted(runs, key=lambda r: (r.trial is None, r.trial.number if r.trial is not None else 0))
+
+
+def label_runs(runs: list[RunResult], axes: list[str] | None = None) -> None:
+    """label = the varying axes' values, one name per axis (max_pixels and max_pixels.visual_tokens
+    that always move together count once); the run's name when nothing varies."""
+    axes = varying_axes(runs) if axes is None else axes
+    shown: list[str] = []
+    for axis in axes:
+        if axis != SEED_AXIS and any(same_partition(runs, axis, other) for other in shown):
+            continue
+        shown.append(axis)
+    for run in runs:
+        parts = [f"{axis}={run.axes[axis]}" for axis in shown if run.axes.get(axis) is not None]
+        run.label = " ".join(parts) or run.name
+
+
+def same_partition(runs: list[RunResult], x: str, y: str) -> bool:
+    """x and y split the runs the same way (one axis under two names, e.g. a choice and its value)."""
+    pairs = {(r.axes.get(x), r.axes.get(y)) for r in runs}
+    return len(pairs) == len({p[0] for p in pairs}) == len({p[1] for p in pairs})
+
+
+def _load_folders(sweep_dir: Path) -> list[RunResult]:
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: not a folder (give a multirun folder such as outputs/multirun/DATE/TIME)")
-    numbered = _numbered(sweep_dir)
+    numbered = _run_dirs(sweep_dir)
     if numbered:
         runs = []
         for path in numbered:
@@ -191,13 +294,23 @@ def load_runs(sweep_dir: Path | str) -> list[RunResult]:
     if (sweep_dir / "metrics.json").exists() or (sweep_dir / "run_info.json").exists():
         return [load_run(sweep_dir)]
     raise ValueError(
-        f"{sweep_dir}: no run folders found (expected numbered subfolders 0/, 1/, ... from a multirun, "
-        "cycle_N/ subfolders from a loop run, or a run folder with metrics.json)"
+        f"{sweep_dir}: no run folders found (expected job subfolders with run_info.json from a multirun or "
+        "sweep, cycle_N/ subfolders from a loop run, or a run folder with metrics.json)"
     )
 
 
+def sweep_axes(runs: list[RunResult], study=None) -> list[str]:
+    """The axes a report shows: an Optuna study's parameters always (even while one trial is done), then
+    whatever else varies between the runs."""
+    params = study.param_names() if study is not None else []
+    return params + [a for a in varying_axes(runs) if a not in params]
+
+
 def varying_axes(runs: list[RunResult]) -> list[str]:
-    """Axes whose value differs between runs, in first-seen order (a key absent from a run counts as a value)."""
+    """Axes whose value differs between runs, in first-seen order (a key absent from a run counts as a value).
+    A trial known only from its study (no folder here) has only its parameters: it does not vote."""
+    with_folder = [r for r in runs if r.info]
+    runs = with_folder or runs
     keys: list[str] = []
     for run in runs:
         keys += [k for k in run.axes if k not in keys]

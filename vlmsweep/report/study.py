@@ -1,0 +1,103 @@
+"""The Optuna study behind a sweep folder: each trial's number, state, value and run folder, and its best or tie."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmsweep.sweeps import best_or_tie, params_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    state: str  # COMPLETE | FAIL | PRUNED | RUNNING | WAITING
+    value: float | None
+    params: dict[str, Any]
+    run_dir: str | None  # the trial's folder as the sweeper recorded it (absolute, on the worker's machine)
+    error: str | None  # the run's error, or why its worker was declared gone
+
+
+@dataclass
+class StudyRecord:
+    name: str
+    storage: str  # password hidden
+    direction: str  # maximize | minimize
+    trials: list[TrialRecord] = field(default_factory=list)
+
+    def by_folder(self) -> dict[str, TrialRecord]:
+        """Folder name -> trial: the sweep folder may have been moved or copied since, names stay."""
+        return {Path(t.run_dir).name: t for t in self.trials if t.run_dir}
+
+    def param_names(self) -> list[str]:
+        return list(dict.fromkeys(k for t in self.trials for k in t.params))
+
+    def best(self) -> str:
+        complete = [(t.number, t.value, params_text(t.params)) for t in self.trials
+                    if t.state == "COMPLETE" and t.value is not None]
+        return best_or_tie(complete, self.direction == "maximize")
+
+
+def _safe(storage: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(storage).render_as_string(hide_password=True)
+
+
+def read_study(storage: str, study_name: str | None) -> StudyRecord | None:
+    """Trials of one study (read-only); None when the storage holds no such study. study_name None: the
+    storage's only study."""
+    import optuna
+
+    from vlmsweep.sweeper import INTERRUPTED, stale_reason
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if study_name is None:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        if len(names) != 1:
+            return None
+        study_name = names[0]
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return None
+    trials = []
+    now = time.time()
+    for t in study.get_trials(deepcopy=False):
+        error = t.user_attrs.get("error")
+        if t.system_attrs.get(INTERRUPTED):
+            error = f"interrupted: {t.system_attrs[INTERRUPTED]} (run again in its place)"
+        elif t.state.name == "RUNNING" and (gone := stale_reason(t, now, grace_period=60)):
+            error = f"left RUNNING, {gone}: the next invocation of the sweep runs it again"
+        trials.append(TrialRecord(t.number, t.state.name, t.value, dict(t.params), t.user_attrs.get("run_dir"), error))
+    direction = study.direction.name.lower() if len(study.directions) == 1 else "multi"
+    return StudyRecord(study_name, _safe(storage), direction, trials)
+
+
+def find_study(sweep_dir: Path, run_configs: list[dict[str, Any]], storage: str | None = None) -> StudyRecord | None:
+    """The study of a sweep folder: `storage` if given, else the folder's optuna.db, else the storage the
+    trials' config.yaml name (sweep.storage; e.g. a PostgreSQL shared by workers). Never fatal: a study
+    that cannot be read leaves the report to the run folders alone."""
+    names = {c.get("sweep", {}).get("name") for c in run_configs} - {None}
+    study_name = names.pop() if len(names) == 1 else None
+    candidates = [storage] if storage else []
+    if (sweep_dir / "optuna.db").exists():
+        candidates.append(f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}")
+    for url in sorted({c.get("sweep", {}).get("storage") for c in run_configs} - {None}):
+        # a relative SQLite path means the worker's folder, and opening a missing file would create it
+        if not url.startswith("sqlite:") or Path(url.split("///", 1)[-1]).exists():
+            candidates.append(url)
+    for url in candidates:
+        try:
+            found = read_study(url, study_name)
+        except Exception as err:  # noqa: BLE001 - an unreachable database must not stop the report
+            log.warning("could not read the Optuna study from %s: %s", _safe(url), err)
+            continue
+        if found is not None:
+            return found
+    return None
