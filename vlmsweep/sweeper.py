@@ -19,6 +19,8 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from vlmsweep.sweeps import best_or_tie, params_text
+
 log = logging.getLogger(__name__)
 
 # Trial system attributes written by this sweeper.
@@ -271,6 +273,11 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
         log.info("Study %s (%s), sampler %s, directions %s: %d trials in total, shared by every worker",
                  study.study_name, _safe_url(self.storage), type(self.sampler).__name__, directions, self.n_trials)
 
+        before = progress(study.get_trials(deepcopy=False), self.grace_period)
+        # printed, not only logged: the count is what a user wants to see before an hour of trials
+        print(f"vlmsweep: study {study.study_name}: {self.n_trials} trials in total, {before.finished} finished, "
+              f"{max(0, self.n_trials - before.taken())} to run (the time per trial is printed after the first)",
+              flush=True)
         ran = 0
         while True:
             with lock:
@@ -284,10 +291,12 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
                 time.sleep(self.heartbeat_interval)
                 continue
             overrides = self._configure_trials(trials, distributions, fixed_params)
+            started = time.monotonic()
             with Heartbeat(trials, self.heartbeat_interval):
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
             ran += len(returns)
+            _print_pace(study, self.n_trials, len(returns), time.monotonic() - started, self.grace_period)
             failures = [e for trial, ret in zip(trials, returns) if (e := self._tell(study, trial, ret, directions))]
             if len(failures) / len(returns) > self.max_failure_rate:
                 log.error("Failed %s times out of %d with max_failure_rate=%s.", failures, len(returns),
@@ -365,15 +374,31 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
                 f"{self.config.hydra.sweep.dir} says why it failed"
             )
         if len(directions) < 2:
-            best = study.best_trial
-            results = {"name": "optuna", "best_params": best.params, "best_value": best.value,
-                       "best_trial": best.number, "best_run_dir": best.user_attrs.get("run_dir")}
-            log.info("Best parameters: %s", best.params)
-            log.info("Best value: %s", best.value)
+            maximize = str(directions[0]).lower() == "maximize"
+            sentence = best_or_tie([(t.number, t.value, params_text(t.params)) for t in complete], maximize)
+            top = max(t.value for t in complete) if maximize else min(t.value for t in complete)
+            best = [t for t in complete if t.value == top]
+            unique = len({params_text(t.params) for t in best}) == 1
+            results = {"name": "optuna", "summary": sentence, "best_value": top,
+                       "best_params": best[0].params if unique else None,
+                       "best_trial": best[0].number if unique else None,
+                       "best_run_dir": best[0].user_attrs.get("run_dir") if unique else None,
+                       "tied_trials": [] if unique else [t.number for t in best]}
+            log.info("study %s: %s", study.study_name, sentence)
         else:
             results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials]}
         Path(self.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
+
+
+def _print_pace(study: optuna.Study, n_trials: int, launched: int, seconds: float, grace_period: float) -> None:
+    """Measured on this sweep's own trials: the machine, model and budget are the user's, not a table's."""
+    done = progress(study.get_trials(deepcopy=False), grace_period)
+    left = max(0, n_trials - done.finished)
+    batches = -(-left // max(1, launched))  # this worker launches `launched` trials at a time
+    eta = f"; at this pace about {batches * seconds / 60:.1f} min for the {left} left" if left else ""
+    print(f"vlmsweep: study {study.study_name}: {done.finished} of {n_trials} trials finished, the last "
+          f"{launched} in {seconds:.0f} s{eta}", flush=True)
 
 
 def _safe_url(storage: str | None) -> str:
