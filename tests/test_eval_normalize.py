@@ -9,11 +9,14 @@ from rapidfuzz.distance import Levenshtein
 from vlmsweep.evaluate.fields import cer, raw_cer, wer
 from vlmsweep.evaluate.normalize import normalize
 
-NFD = lambda s: unicodedata.normalize("NFD", s)  # noqa: E731
+
+def nfd(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
 
 # (prediction, target): Korean, Chinese, digits, surrounding and inner whitespace, prose, English, units.
 PAIRS = [
-    (NFD("김민수"), "김민수"),
+    (nfd("김민수"), "김민수"),
     ("김민소", "김민수"),
     ("  김민수  ", "김민수"),
     ("서울 내과의원", "서울내과의원"),
@@ -53,7 +56,7 @@ PAIRS = [
 
 
 def test_normalize_folds_what_the_readme_table_says():
-    assert normalize(NFD("김민수"), casefold=False) == "김민수"
+    assert normalize(nfd("김민수"), casefold=False) == "김민수"
     assert normalize("１２３４５", casefold=False) == "12345"
     assert normalize("ＣＡＦＥ", casefold=False) == "CAFE" and normalize("ＣＡＦＥ", casefold=True) == "cafe"
     assert normalize("100 ㎎", casefold=False) == "100 mg"
@@ -97,8 +100,8 @@ def test_cer_and_wer_equal_jiwer_on_the_normalised_strings():
 
 def test_cer_by_hand_and_the_raw_view_beside_it():
     name = "김민수"
-    assert cer([NFD(name)], [name]) == 0.0
-    assert raw_cer([NFD(name)], [name]) == pytest.approx(8 / 3)  # 8 jamo where 3 syllables were expected
+    assert cer([nfd(name)], [name]) == 0.0
+    assert raw_cer([nfd(name)], [name]) == pytest.approx(8 / 3)  # 8 jamo where 3 syllables were expected
     assert cer(["  12345  "], ["12345"]) == 0.0
     assert raw_cer(["  12345  "], ["12345"]) == pytest.approx(4 / 5)  # no strip either
     assert cer(["１２３４５"], ["12345"]) == 0.0 and raw_cer(["１２３４５"], ["12345"]) == 1.0

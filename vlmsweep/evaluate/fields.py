@@ -197,7 +197,7 @@ def anls(prediction: str, answers: Sequence[str], tau: float = ANLS_TAU) -> floa
     """ANLS of one prediction against its reference answers, as the official DocVQA evaluation computes it.
 
     Follows `evaluate_method` of the DocVQA / InfographicVQA evaluation script of the Robust Reading
-    Competition (rrc.cvc.uab.es, DocVQA challenge; also on docvqa.org), which lmms-eval's `anls`
+    Competition (rrc.cvc.uab.es/?ch=17, DocVQA; also on docvqa.org), which lmms-eval's `anls`
     (lmms_eval/api/metrics.py) reproduces line for line. Per answer: both strings stripped, lowercased
     and whitespace-collapsed; NL = Levenshtein(answer, prediction) / max(len(answer.upper()),
     len(prediction.upper())), 0 when that length is 0; the score is 1 - min NL over the answers,
@@ -245,7 +245,9 @@ def raw_cer(predictions: Sequence[str], targets: Sequence[str]) -> float | None:
     """CER of the strings as they are: no normalisation, no stripping; None without target characters."""
     if not any(targets):
         return None
-    return float(jiwer.cer(list(targets), list(predictions), reference_transform=RAW_CHARS, hypothesis_transform=RAW_CHARS))
+    return float(
+        jiwer.cer(list(targets), list(predictions), reference_transform=RAW_CHARS, hypothesis_transform=RAW_CHARS)
+    )
 
 
 @dataclass
