@@ -157,7 +157,8 @@ def score_sample(
              "content.ted_acc", "content.digit_acc", "content.unit_acc"]
         )
     # jiwer's default CER transformation strips the output and changes nothing else: the naive number.
-    scores["text.raw_cer"] = float(jiwer.cer(target_text, raw)) if target_text else None
+    # The target text is a serialised JSON object, never empty, so this is always a rate.
+    scores["text.raw_cer"] = float(jiwer.cer(target_text, raw))
     scores["rate.run_on"] = float("run_on" in tags)
     scores["rate.repetition_loop"] = float("repetition_loop" in tags)
     scores["rate.instruction_echo"] = float("instruction_echo" in tags)
