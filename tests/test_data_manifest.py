@@ -149,3 +149,47 @@ def test_truncated_and_corrupt_images_name_the_file(tmp_path):
         load_image(tmp_path / "c.png")
     with pytest.raises(ImageLoadError, match=r"none\.jpg: image file not found"):
         load_image(tmp_path / "none.jpg")
+
+
+def test_a_byte_order_mark_is_accepted_and_a_non_utf8_line_names_its_byte_offset(folder):
+    m = folder / "m.jsonl"
+    good = _line(id="a").encode("utf-8")
+    latin = _line(id="b", target=RX | {"prescriber": "José"}).encode("utf-8").replace("José".encode(), "José".encode("latin-1"))
+    m.write_bytes(b"\xef\xbb\xbf" + good + b"\n" + latin + b"\n")
+    with pytest.raises(ManifestError) as err:
+        read_manifest(m)
+    offset = len(b"\xef\xbb\xbf" + good + b"\n") + latin.index(b"\xe9")
+    assert f"m.jsonl:2: not UTF-8 (byte 0xe9 at byte offset {offset} of the file" in str(err.value)
+    res = read_manifest(m, skip_bad_lines=True)
+    assert [r.id for r in res] == ["a"] and res.skipped[0][0] == 2  # the BOM did not spoil line 1
+
+
+def test_check_images_turns_unusable_images_into_bad_lines_naming_file_and_id(folder):
+    Image.new("RGB", (1, 3000), "white").save(folder / "img" / "sliver.png")
+    Image.new("RGB", (300, 200), "white").save(folder / "img" / "whole.jpg")
+    data = (folder / "img" / "whole.jpg").read_bytes()
+    (folder / "img" / "cut.jpg").write_bytes(data[: len(data) // 2])
+    m = folder / "m.jsonl"
+    m.write_text("\n".join([_line(id="a"), _line(id="s", image="img/sliver.png"), _line(id="c", image="img/cut.jpg")]),
+                 encoding="utf-8")
+    assert len(read_manifest(m)) == 3  # without the image check only presence is checked
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: id 's': unusable image: .*sliver.png: aspect ratio 3000:1"):
+        read_manifest(m, check_images=True)
+    res = read_manifest(m, skip_bad_lines=True, check_images=True)
+    assert [r.id for r in res] == ["a"]
+    assert [n for n, _ in res.skipped] == [2, 3] and "truncated or corrupt image" in res.skipped[1][1]
+
+
+def test_a_missing_manifest_fails_before_any_model_is_loaded(tmp_path, monkeypatch):
+    from conftest import FAST, compose
+    from vlmsweep import run as run_mod
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the manifest was checked")
+
+    monkeypatch.setattr(run_mod.model_load, "load", no_model)
+    with pytest.raises(ManifestError, match="nope.jsonl: manifest not found"):
+        run_mod.run(compose(FAST + [f"data.train_manifest={tmp_path / 'nope.jsonl'}"], output_dir=tmp_path / "r"))
+    with pytest.raises(ManifestError, match="nope.jsonl: manifest not found"):  # the loop checks its manifests first too
+        run_mod.run(compose(FAST + ["loop.cycles=1", f"data.mining_manifest={tmp_path / 'nope.jsonl'}"],
+                            output_dir=tmp_path / "l"))

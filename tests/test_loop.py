@@ -89,7 +89,7 @@ def test_training_set_oversamples_the_hard_set_with_unique_ids():
 
 def test_guard_names_every_held_out_id_seed_or_image_that_would_be_trained_on():
     held = {"test": [rec("test-00000", seed=11)], "regression": [rec("regression-00001", seed=22, image="/x/r1.jpg")]}
-    loop.check_no_leak([rec("train-0", seed=1), rec("mining-0", seed=2)], held, cycle=0)  # clean: no error
+    loop.check_no_leak([rec("train-0", seed=1), rec("mining-0", seed=2)], held, "cycle 0")  # clean: no error
     bad = [
         rec("train-0", seed=1),
         rec("test-00000#rep1", seed=5),  # an oversampled copy of a test id
@@ -97,7 +97,7 @@ def test_guard_names_every_held_out_id_seed_or_image_that_would_be_trained_on():
         rec("mine-7", image="/x/r1.jpg"),  # the regression image itself
     ]
     with pytest.raises(loop.LeakageError) as err:
-        loop.check_no_leak(bad, held, cycle=4)
+        loop.check_no_leak(bad, held, "cycle 4")
     msg = str(err.value)
     assert msg.startswith("cycle 4: 3 training sample(s) would leak")
     assert "test-00000#rep1 (origin base) = test id test-00000 (same id)" in msg
@@ -126,8 +126,10 @@ def test_regression_drops_warn_in_each_metrics_direction_against_previous_and_fi
 
 def test_tags_data_cannot_fix_get_the_config_change_that_fixes_them():
     free = compose(["loss=full"])
-    assert set(loop.UNFIXABLE_TAGS) == {"parse_fail", "wrong_keys", "type_mismatch", "run_on", "repetition_loop", "instruction_echo"}
+    assert set(loop.UNFIXABLE_TAGS) == {"parse_fail", "wrong_keys", "type_mismatch", "run_on", "repetition_loop", "instruction_echo",
+                                          "unreadable_input"}
     assert set(loop.UNFIXABLE_TAGS) | set(loop.FOCUS_OF_TAG) == set(TAGS)
+    assert "vlmsweep.data check" in loop.config_fixes("unreadable_input", free)
     assert loop.config_fixes("parse_fail", free).startswith("decoding=json_schema")
     assert loop.config_fixes("instruction_echo", free).startswith("loss=assistant_only")
     assert "loss=assistant_only" in loop.config_fixes("run_on", free)

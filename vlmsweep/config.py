@@ -110,9 +110,13 @@ class DataConfig:
     test_size: int = 8  # held-out samples, never trained on or mined
     mining_size: int = 8  # mining pool for the retrain loop
     regression_size: int = 8  # fixed at cycle 0, never trained on
-    train_manifest: Optional[str] = None  # JSONL manifest; replaces the synthetic train set
-    test_manifest: Optional[str] = None  # JSONL manifest; replaces the synthetic test set
-    skip_bad_lines: bool = False  # count and report bad manifest lines instead of failing
+    train_manifest: Optional[str] = None  # JSONL manifest of your own data; replaces the synthetic train set
+    test_manifest: Optional[str] = None  # ... replaces the synthetic test set
+    mining_manifest: Optional[str] = None  # ... replaces the loop's synthetic mining pool
+    regression_manifest: Optional[str] = None  # ... replaces the loop's synthetic regression set (fixed at cycle 0)
+    add_synthetic: bool = False  # with a manifest: also draw <split>_size synthetic samples from data_mix
+    skip_bad_lines: bool = False  # count and report bad manifest lines (and unusable images) instead of failing
+    near_duplicate_bits: int = 8  # leakage guard: images this close (perceptual hash, of 256 bits) are one document; -1: off
     noise: str = "scan"  # none | light | scan: scan-noise level of synthetic images
 
 

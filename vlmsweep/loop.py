@@ -15,6 +15,7 @@ from transformers import set_seed
 from vlmsweep import data as data_mod
 from vlmsweep.config import Config
 from vlmsweep.data import Record
+from vlmsweep.data.leakage import REPEAT_MARK, LeakageError, base_id, check_no_leak
 from vlmsweep.evaluate.metrics import METRICS, TAGS
 from vlmsweep.metric_names import higher_is_better
 from vlmsweep.model import load as model_load
@@ -43,7 +44,6 @@ _DOMAINS_OF_FOCUS = {
     "hard_negative": _PRESCRIPTION_DOMAINS,
 }
 UNFIXABLE_TAGS = tuple(t for t in TAGS if t not in FOCUS_OF_TAG)
-REPEAT_MARK = "#rep"  # id suffix of the oversampled copies of a hard-set record: ids stay unique per manifest
 STATE_FILE = "loop_state.json"
 STATE_VERSION = 1
 # Config keys that may change between a run and its resume: where things go, how they are logged, how many
@@ -53,10 +53,6 @@ _RESUME_FREE_KEYS = ("output_dir", "cache_dir", "tracker", "choices.tracker", "l
 # Test hook: called as STAGE_HOOK(stage, cycle) after "trained", "evaluated" and "finished"; raising in it
 # simulates a crash at that point (tests/test_loop.py). None in normal runs.
 STAGE_HOOK: Callable[[str, int], None] | None = None
-
-
-class LeakageError(RuntimeError):
-    """A test or regression sample (same id, generator seed or image file) would enter training."""
 
 
 # ----------------------------------------------------------------------------- mining and synthesis
@@ -182,14 +178,12 @@ def config_fixes(tag: str, cfg: Config) -> str:
             if cfg.domain_tag.in_prompt:
                 return "already domain_tag=prompt"
             return "domain_tag=prompt (tag every prompt with its domain)"
+        case "unreadable_input":
+            return "fix or replace the image (samples.jsonl gives each reason); `python -m vlmsweep.data check MANIFEST` lists them"
     return "–"
 
 
 # ----------------------------------------------------------------------------- training sets and the guard
-
-
-def base_id(record_id: str) -> str:
-    return record_id.split(REPEAT_MARK, 1)[0]
 
 
 def training_set(base: Sequence[Record], hard: Sequence[Record], oversample: int) -> list[Record]:
@@ -200,35 +194,6 @@ def training_set(base: Sequence[Record], hard: Sequence[Record], oversample: int
     for k in range(oversample):
         out += [r if k == 0 else dataclasses.replace(r, id=f"{r.id}{REPEAT_MARK}{k}") for r in hard]
     return out
-
-
-def check_no_leak(train: Sequence[Record], held_out: dict[str, Sequence[Record]], cycle: int) -> None:
-    """Raise LeakageError when a training record shares an id, a generator seed (a near-duplicate) or an
-    image file with a held-out record (test, regression)."""
-    by_id, by_seed, by_image = {}, {}, {}
-    for split, records in held_out.items():
-        for r in records:
-            by_id[r.id] = (split, r.id)
-            if r.seed is not None:
-                by_seed[r.seed] = (split, r.id)
-            by_image[str(Path(r.image).resolve())] = (split, r.id)
-    offending = []
-    for r in train:
-        hit = by_id.get(base_id(r.id))
-        why = "same id"
-        if hit is None and r.seed is not None and r.seed in by_seed:
-            hit, why = by_seed[r.seed], f"same generator seed {r.seed}"
-        if hit is None and str(Path(r.image).resolve()) in by_image:
-            hit, why = by_image[str(Path(r.image).resolve())], "same image file"
-        if hit is not None:
-            offending.append(f"{r.id} (origin {r.origin}) = {hit[0]} id {hit[1]} ({why})")
-    if offending:
-        shown = "; ".join(offending[:10]) + (f"; ... {len(offending) - 10} more" if len(offending) > 10 else "")
-        raise LeakageError(
-            f"cycle {cycle}: {len(offending)} training sample(s) would leak a held-out set into training: {shown}. "
-            "Test and regression samples are never trained on: remove them from data.train_manifest, or use "
-            "disjoint data.test_manifest / splits."
-        )
 
 
 def origin_counts(records: Sequence[Record]) -> dict[str, int]:
@@ -348,19 +313,26 @@ def load_cycle(out_dir: Path, cycle: int) -> CycleResult:
                        _read_metrics(d / "mining" / "metrics.json"), json.loads((d / "cycle.json").read_text(encoding="utf-8")))
 
 
-def fixed_splits(cfg: Config, out_dir: Path) -> dict[str, list[Record]]:
-    """train / test / mining / regression, fixed at cycle 0 in out_dir/splits/ and read back on resume."""
+def fixed_splits(cfg: Config, out_dir: Path, info: RunInfo) -> dict[str, list[Record]]:
+    """train / test / mining / regression, fixed at cycle 0 in out_dir/splits/ and read back on resume.
+
+    Each comes from the user's manifest (data.<split>_manifest) or the synthetic mix. The mining pool is
+    checked against the held-out sets here too: whatever is mined from it is trained on next."""
     folder = out_dir / "splits"
     names = ("train", "test", "mining", "regression")
     if all((folder / f"{n}.jsonl").is_file() for n in names):
         return {n: read_records(folder / f"{n}.jsonl") for n in names}
     splits = datasets(cfg)
-    for name, why in (("mining", "data.mining_size"), ("regression", "data.regression_size")):
+    info.update(data=splits.sources)
+    for name in ("mining", "regression"):
         if not splits[name]:
-            raise ValueError(f"loop.cycles={cfg.loop.cycles}: the loop needs a {name} set; set {why} > 0")
+            raise ValueError(f"loop.cycles={cfg.loop.cycles}: the loop needs a {name} set; set data.{name}_size > 0 "
+                             f"or data.{name}_manifest")
+    check_no_leak(splits["mining"], {"test": splits["test"], "regression": splits["regression"]}, "the mining pool",
+                  cfg.data.near_duplicate_bits)
     for n in names:
         data_mod.write_manifest(splits[n], folder / f"{n}.jsonl")
-    return splits
+    return {n: splits[n] for n in names}
 
 
 class _CycleTracker:
@@ -391,7 +363,8 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
     d.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)  # same numbers whether the cycle runs straight through or after a resume
     train = training_set(splits["train"], hard, cfg.loop.oversample) if cycle > 0 else list(splits["train"])
-    check_no_leak(train, {"test": splits["test"], "regression": splits["regression"]}, cycle)
+    check_no_leak(train, {"test": splits["test"], "regression": splits["regression"]}, f"cycle {cycle}",
+                  cfg.data.near_duplicate_bits)
     data_mod.write_manifest(train, d / "train.jsonl")
 
     base, processor, _ = model_load.load(cfg)
@@ -429,7 +402,8 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
 
     hard_next = build_hard_set(mining_samples, splits["mining"], cycle, cfg.loop.mine_per_tag, cfg.loop.synth_per_tag,
                                cfg.data.seed, Path(cfg.cache_dir).expanduser() / "data", cfg.data.noise)
-    check_no_leak(hard_next.records, {"test": splits["test"], "regression": splits["regression"]}, cycle)
+    check_no_leak(hard_next.records, {"test": splits["test"], "regression": splits["regression"]}, f"cycle {cycle}",
+                  cfg.data.near_duplicate_bits)
     data_mod.write_manifest(hard_next.records, d / "hard_set.jsonl")
     if not hard_next.records:
         log.warning("loop: cycle %d mined nothing from the mining pool (no data-fixable failure tag); next cycle: %s",
@@ -461,7 +435,7 @@ def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_pr
     training_set([], [], cfg.loop.oversample)  # a bad loop.oversample fails now, not after cycle 0
     out_dir = Path(out_dir)
     state = load_state(out_dir, cfg)
-    splits = fixed_splits(cfg, out_dir)
+    splits = fixed_splits(cfg, out_dir, info)
     history: list[CycleResult] = []
     stopped = None  # decided afresh on every start: a resume with loop.on_empty_mine=train goes on
     state["stopped"] = None

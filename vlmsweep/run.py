@@ -122,26 +122,16 @@ def pixel_budget(cfg: Config) -> tuple[int, int]:
     return visual_tokens_to_pixels(cfg.max_pixels.min_visual_tokens), visual_tokens_to_pixels(cfg.max_pixels.visual_tokens)
 
 
-def datasets(cfg: Config) -> dict[str, list[Record]]:
-    """train / test / mining / regression: synthetic splits from the mix, or the user's manifests."""
-    cache = Path(cfg.cache_dir).expanduser() / "data"
-    d = cfg.data
-    out: dict[str, list[Record]] = {}
-    sizes = {"train": d.train_size, "test": d.test_size, "mining": d.mining_size, "regression": d.regression_size}
-    manifests = {"train": d.train_manifest, "test": d.test_manifest}
-    for split, n in sizes.items():
-        manifest = manifests.get(split)
-        if manifest:
-            out[split] = data_mod.read_manifest(Path(manifest), skip_bad_lines=d.skip_bad_lines).records
-        elif n > 0:
-            out[split] = data_mod.build_split(split, n, cfg.data_mix, d.seed, cache, noise=d.noise)
-        else:
-            out[split] = []
-    if cfg.train.enabled and not out["train"]:
+def datasets(cfg: Config) -> data_mod.Splits:
+    """The splits this run reads (train / test, and mining / regression for a loop): the user's manifests
+    or synthetic samples from the mix. Manifests are validated here, before any model is loaded."""
+    names = data_mod.needed_splits(cfg.train.enabled, cfg.eval.enabled, cfg.loop.cycles > 0)
+    splits = data_mod.load_splits(cfg.data, cfg.data_mix, Path(cfg.cache_dir).expanduser() / "data", names)
+    if cfg.train.enabled and not splits["train"]:
         raise ValueError("the training set is empty: set data.train_size > 0 or data.train_manifest")
-    if cfg.eval.enabled and not out["test"]:
+    if cfg.eval.enabled and not splits["test"]:
         raise ValueError("the test set is empty: set data.test_size > 0 or data.test_manifest")
-    return out
+    return splits
 
 
 def make_collator(cfg: Config, processor) -> Collator:
@@ -273,12 +263,16 @@ def run(cfg: Config, overrides: list[str] | None = None, extra_logits_processors
 
 def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_processors=None) -> dict[str, float]:
     set_seed(cfg.seed)
+    splits = datasets(cfg)  # a bad manifest fails here, before the model is loaded
+    info.update(data=splits.sources)
+    if cfg.train.enabled and cfg.eval.enabled:
+        data_mod.check_no_leak(splits["train"], {"test": splits["test"]}, where="this run",
+                                 near_duplicate_bits=cfg.data.near_duplicate_bits)
     base, processor, _ = model_load.load(cfg)
     if cfg.decoding.constrained and cfg.eval.enabled:
         from vlmsweep.evaluate import check_schemas_compile
 
         check_schemas_compile(processor.tokenizer, base.config.text_config.vocab_size)  # fail before training
-    splits = datasets(cfg)
     metrics: dict[str, float] = memory_estimate(cfg, base, processor, splits["train"] or splits["test"])
     model = prepare_model(cfg, base, cfg.model.adapter, trainable=cfg.train.enabled)
     if cfg.train.enabled:

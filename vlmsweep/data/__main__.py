@@ -2,7 +2,7 @@
 
     python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1 [--split train --seed 0
         --noise scan --receipt-ratio R --hard-negatives H]
-    python -m vlmsweep.data check MANIFEST [--skip-bad-lines]
+    python -m vlmsweep.data check MANIFEST [--skip-bad-lines]   # every line and every image
     python -m vlmsweep.data sroie --root SROIE_DIR --out DIR     # writes DIR/manifest.jsonl
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config import DataMixConfig
 from .build import render_records, split_jobs
 from .contact import contact_sheet
-from .manifest import ManifestError, read_manifest, write_manifest
+from .manifest import ManifestError, scan_manifest, write_manifest
 from .mix import PRESET_WEIGHTS
 from .noise import NOISE_LEVELS
 from .record import SPLITS
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--split", choices=SPLITS, default="train")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--noise", choices=NOISE_LEVELS, default="scan")
-    c = sub.add_parser("check", help="validate a manifest and count its domains")
+    c = sub.add_parser("check", help="validate every line and open every image of a manifest; count its domains")
     c.add_argument("manifest", type=Path)
     c.add_argument("--skip-bad-lines", action="store_true")
     s = sub.add_parser("sroie", help="write a manifest for an SROIE folder (img/ + key/)")
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             counts = Counter(f"{x.domain}<-{x.image_domain}" if x.domain != x.image_domain else x.domain for x in records)
             print(f"rendered {len(records)} samples {dict(counts)} -> {a.out / 'manifest.jsonl'}; contact sheet {sheet}")
         elif a.cmd == "check":
-            res = read_manifest(a.manifest, skip_bad_lines=a.skip_bad_lines)
-            print(f"{a.manifest}: {len(res)} records {dict(Counter(x.domain for x in res))}, {len(res.skipped)} skipped")
+            return check(a.manifest, a.skip_bad_lines)
         else:
             records = load_sroie(a.root)
             write_manifest(records, a.out / "manifest.jsonl")
@@ -60,6 +59,31 @@ def main(argv: list[str] | None = None) -> int:
     except (ManifestError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def check(manifest: Path, skip_bad_lines: bool) -> int:
+    """Every problem of a manifest (bad lines and unusable images), each with file, line and reason.
+
+    Exit 0 when all is well, or with --skip-bad-lines (the problems are then counted skips, as a run
+    with data.skip_bad_lines=true counts them); 1 otherwise.
+    """
+    records, problems = [], []
+    for lineno, rec, reason in scan_manifest(manifest, check_images=True):
+        if rec is None:
+            problems.append(lineno)
+            print(f"{manifest}:{lineno}: {reason}")
+        else:
+            records.append(rec)
+    counts = dict(Counter(x.domain for x in records))
+    if problems and not skip_bad_lines:
+        print(f"{manifest}: {len(problems)} problem(s) in {len(problems) + len(records)} lines; fix them, or count and "
+              "skip them (--skip-bad-lines here, data.skip_bad_lines=true in a run)", file=sys.stderr)
+        return 1
+    if not records:
+        print(f"{manifest}: no usable records", file=sys.stderr)
+        return 1
+    print(f"{manifest}: {len(records)} usable records {counts}, {len(problems)} skipped")
     return 0
 
 

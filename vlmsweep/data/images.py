@@ -13,6 +13,33 @@ class ImageLoadError(ValueError):
     """An image that cannot be read; the message names the file."""
 
 
+# Qwen2-VL's image processor (smart_resize) refuses an image whose longer side is more than 200
+# times its shorter side with a bare ValueError; we check it first so the message names the file.
+MAX_ASPECT_RATIO = 200
+
+
+def check_image(path: Path, max_pixels: int = 1 << 22) -> tuple[int, int]:
+    """(width, height) of an image the processor can take; ImageLoadError naming the file otherwise.
+
+    Decodes the whole file (a truncated JPEG fails here, not in the middle of training), at reduced
+    scale for huge scans, and checks the aspect-ratio limit of the Qwen2-VL processor.
+    """
+    return check_size(load_image(path, max_pixels=max_pixels), path)
+
+
+def check_size(im: Image.Image, path: Path) -> tuple[int, int]:
+    """(width, height) of a loaded image the processor can take; ImageLoadError naming the file otherwise."""
+    w, h = im.size
+    if min(w, h) < 1:
+        raise ImageLoadError(f"{path}: empty image ({w}x{h} pixels)")
+    if max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
+        raise ImageLoadError(
+            f"{path}: aspect ratio {max(w, h) / min(w, h):.0f}:1 ({w}x{h} pixels) exceeds the Qwen2-VL "
+            f"processor's limit of {MAX_ASPECT_RATIO}:1; crop or pad the image"
+        )
+    return w, h
+
+
 def load_image(path: Path, max_pixels: int | None = None) -> Image.Image:
     """An RGB image with at most `max_pixels` pixels (None: full size).
 

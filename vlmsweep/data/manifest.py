@@ -6,8 +6,10 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 from ..prompts import SCHEMA_OF_DOMAIN, schema_name
+from .images import ImageLoadError, check_image
 from .record import Record
 from .schema import keys, schema_errors
 
@@ -55,7 +57,8 @@ def _parse_line(raw: str, base: Path, seen: set[str]) -> Record:
     image_domain = obj.get("image_domain", domain)
     for field, value in (("domain", domain), ("image_domain", image_domain)):
         if value not in SCHEMA_OF_DOMAIN:
-            raise ValueError(f"unknown {field} {value!r}; expected one of {sorted(SCHEMA_OF_DOMAIN)}")
+            raise ValueError(f"unknown {field} {value!r}; expected one of {sorted(SCHEMA_OF_DOMAIN)} "
+                             "(the README's data section lists what each domain means)")
     if not isinstance(image, str) or not image:
         raise ValueError(f"image must be a path string, got {image!r}")
     path = (base / image).resolve()
@@ -75,33 +78,52 @@ def _parse_line(raw: str, base: Path, seen: set[str]) -> Record:
                   origin=str(obj.get("origin", "manifest")), seed=seed, unannotated=tuple(unannotated))
 
 
-def read_manifest(path: Path, skip_bad_lines: bool = False) -> ManifestResult:
-    """Records of a JSONL manifest, image paths resolved against the manifest's folder.
+def scan_manifest(path: Path, check_images: bool = False) -> Iterator[tuple[int, Record | None, str | None]]:
+    """(line number, record, None) for each usable line and (line number, None, reason) for each bad one.
 
-    A bad line raises ManifestError("FILE:LINE: reason"); with skip_bad_lines=True it is counted
-    in result.skipped and logged at the end instead. Blank lines are ignored. No record at all
-    (empty file, or everything skipped) is an error.
+    Blank lines are ignored; a UTF-8 byte-order mark at the start of the file is accepted; a line that
+    is not UTF-8 is a bad line whose reason gives the byte offset. `check_images`: also decode every
+    image and check the processor's limits (images.check_image), so an unusable image is a bad line too.
     """
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found")
-    base = path.parent
-    records: list[Record] = []
-    skipped: list[tuple[int, str]] = []
+        raise ManifestError(f"{path}: manifest not found (give the path of a JSON Lines file; see the README's data section)")
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
+    offset = 0
+    with path.open("rb") as f:
+        for lineno, raw_bytes in enumerate(f, start=1):
+            line_start, offset = offset, offset + len(raw_bytes)
             try:
-                rec = _parse_line(raw, base, seen)
+                raw = _decode_line(raw_bytes, lineno, line_start)
+                if not raw.strip():
+                    continue
+                rec = _parse_line(raw, path.parent, seen)
+                if check_images:
+                    _check_image(rec)
             except ValueError as e:
-                if not skip_bad_lines:
-                    raise ManifestError(f"{path}:{lineno}: {e} (fix the line, or pass skip_bad_lines=True to count and skip it)") from None
-                skipped.append((lineno, str(e)))
+                yield lineno, None, str(e)
                 continue
             seen.add(rec.id)
+            yield lineno, rec, None
+
+
+def read_manifest(path: Path, skip_bad_lines: bool = False, check_images: bool = False) -> ManifestResult:
+    """Records of a JSONL manifest, image paths resolved against the manifest's folder (scan_manifest).
+
+    The first bad line raises ManifestError("FILE:LINE: reason"); with skip_bad_lines=True every bad
+    line is counted in result.skipped and logged at the end instead. No record at all (empty file, or
+    everything skipped) is an error.
+    """
+    path = Path(path)
+    records: list[Record] = []
+    skipped: list[tuple[int, str]] = []
+    for lineno, rec, reason in scan_manifest(path, check_images):
+        if rec is not None:
             records.append(rec)
+        elif not skip_bad_lines:
+            raise ManifestError(f"{path}:{lineno}: {reason} (fix the line, or pass skip_bad_lines=True to count and skip it)")
+        else:
+            skipped.append((lineno, str(reason)))
     if skipped:
         shown = "; ".join(f"line {n}: {r}" for n, r in skipped[:5])
         log.warning("%s: skipped %d bad line(s) of %d: %s%s", path, len(skipped), len(skipped) + len(records),
@@ -109,6 +131,27 @@ def read_manifest(path: Path, skip_bad_lines: bool = False) -> ManifestResult:
     if not records:
         raise ManifestError(f"{path}: no usable records" + (f" ({len(skipped)} bad line(s) skipped)" if skipped else " (empty file)"))
     return ManifestResult(records, path, skipped)
+
+
+def _decode_line(raw: bytes, lineno: int, line_start: int) -> str:
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark (Windows editors write one)
+        raw = raw[3:]
+        line_start += 3
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = raw[e.start : e.start + 1].hex()
+        raise ValueError(
+            f"not UTF-8 (byte 0x{bad} at byte offset {line_start + e.start} of the file, column {e.start + 1} of the "
+            "line); save the manifest as UTF-8"
+        ) from None
+
+
+def _check_image(rec: Record) -> None:
+    try:
+        check_image(rec.image)
+    except ImageLoadError as e:
+        raise ValueError(f"id {rec.id!r}: unusable image: {e}") from None
 
 
 def to_line(rec: Record, base: Path) -> dict:

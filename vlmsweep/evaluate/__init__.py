@@ -52,11 +52,13 @@ def score_outputs(
     stop_reasons: Sequence[str | None] | None = None,
     costs: Sequence[dict[str, float]] | None = None,
     schemas: dict[str, dict] | None = None,
+    input_errors: Sequence[str | None] | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Score outputs of any system against records (Record objects or dicts with id, domain, target and
     optionally image_domain, origin, unannotated). `prompts_used`: the instruction each output answered
     (default: prompts.instruction(domain, domain_tag)). `costs`: per sample {seconds, visual_tokens,
-    output_tokens}. Returns (metrics.json dict, samples.jsonl records)."""
+    output_tokens}. `input_errors`: per sample, why its image could not be read (None: it was read).
+    Returns (metrics.json dict, samples.jsonl records)."""
     if len(raws) != len(records):
         raise ValueError(f"score_outputs: {len(raws)} outputs for {len(records)} records; they must pair one to one")
     schemas = dict(schemas or {})
@@ -81,6 +83,7 @@ def score_outputs(
             leakage_keywords=leakage_keywords,
             stop_reason=stop,
             unannotated=unannotated,
+            input_error=input_errors[i] if input_errors is not None else None,
         )
         sample = {
             "id": _field(rec, "id", str(i)),
@@ -98,6 +101,8 @@ def score_outputs(
             "scores": scored["scores"],
             "stop_reason": stop,
         }
+        if input_errors is not None and input_errors[i] is not None:
+            sample["input_error"] = input_errors[i]
         if unannotated:
             sample["unannotated"] = list(unannotated)
         if costs is not None:
@@ -110,6 +115,20 @@ def score_outputs(
             }
         samples.append(sample)
     return aggregate(samples), samples
+
+
+def _readable_image(record: Any, max_pixels: int):
+    """The record's image ready for the processor, or the reason (naming file and id) it cannot be used."""
+    from vlmsweep.data.images import ImageLoadError, check_size, load_image
+
+    path = Path(_field(record, "image"))
+    try:
+        # Decode huge scans at reduced scale; the processor does the final resize to the budget.
+        image = load_image(path, max_pixels=4 * max_pixels)
+        check_size(image, path)  # the processor's aspect-ratio limit, named with the file
+        return image
+    except ImageLoadError as e:
+        return f"id {_field(record, 'id')!r}: {e}"
 
 
 def check_schemas_compile(tokenizer, vocab_size: int | None = None, schemas: dict[str, dict] | None = None) -> None:
@@ -140,25 +159,34 @@ def evaluate(
 ) -> tuple[dict[str, float], list[dict]]:
     """Generate an answer for every record (greedy, batched, left-padded, JSON stop rule, optional
     xgrammar constraint), score them, and write samples.jsonl, metrics.json and report.md to out_dir."""
-    from vlmsweep.data.images import load_image
     from vlmsweep.evaluate.generate import generate_batch
 
     constrained = bool(decoding.constrained)
     schemas = {name: _load_schema(name) for name in {prompts.schema_name(_field(r, "domain")) for r in records}}
-    raws, stops, costs, used_prompts = [], [], [], []
+    n = len(records)
+    raws: list[str] = [""] * n
+    stops: list[str | None] = ["unreadable_input"] * n
+    costs: list[dict[str, float]] = [{"seconds": 0.0, "visual_tokens": 0, "output_tokens": 0} for _ in range(n)]
+    errors: list[str | None] = [None] * n
+    used_prompts = [prompts.instruction(_field(r, "domain"), domain_tag) for r in records]
     token_text: dict[int, str] = {}  # token id -> text, shared by the stop rule across batches
     started = time.perf_counter()
     batch_size = max(1, int(cfg_eval.batch_size))
-    for b in range(0, len(records), batch_size):
-        batch = records[b : b + batch_size]
-        texts, images = [], []
-        for rec in batch:
-            domain = _field(rec, "domain")
+    for b in range(0, n, batch_size):
+        rows, texts, images = [], [], []
+        for i in range(b, min(n, b + batch_size)):
+            image = _readable_image(records[i], max_pixels)
+            if isinstance(image, str):  # an image that cannot be read is a scored failure, never a crash
+                errors[i] = image
+                log.warning("evaluation: %s", image)
+                continue
+            domain = _field(records[i], "domain")
+            rows.append(i)
             texts.append(processor.apply_chat_template(prompts.messages(domain, domain_tag), add_generation_prompt=True, tokenize=False))
-            # Decode huge scans at reduced scale; the processor does the final resize to the budget.
-            images.append(load_image(Path(_field(rec, "image")), max_pixels=4 * max_pixels))
-            used_prompts.append(prompts.instruction(domain, domain_tag))
-        row_schemas = [schemas[prompts.schema_name(_field(r, "domain"))] for r in batch] if constrained else None
+            images.append(image)
+        if not rows:
+            continue
+        row_schemas = [schemas[prompts.schema_name(_field(records[i], "domain"))] for i in rows] if constrained else None
         gens = generate_batch(
             model,
             processor,
@@ -171,10 +199,9 @@ def evaluate(
             extra_logits_processors=extra_logits_processors,
             token_text=token_text,
         )
-        for g in gens:
-            raws.append(g.text)
-            stops.append(g.stop_reason)
-            costs.append({"seconds": g.seconds, "visual_tokens": g.visual_tokens, "output_tokens": g.output_tokens})
+        for i, g in zip(rows, gens):
+            raws[i], stops[i] = g.text, g.stop_reason
+            costs[i] = {"seconds": g.seconds, "visual_tokens": g.visual_tokens, "output_tokens": g.output_tokens}
     log.info("evaluated %d samples in %.1f s", len(records), time.perf_counter() - started)
     metrics, samples = score_outputs(
         raws,
@@ -185,6 +212,7 @@ def evaluate(
         stop_reasons=stops,
         costs=costs,
         schemas=schemas,
+        input_errors=errors,
     )
     if out_dir is not None:
         write_outputs(Path(out_dir), metrics, samples, worst_per_tag=int(cfg_eval.worst_per_tag))

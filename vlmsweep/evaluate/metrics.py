@@ -90,11 +90,14 @@ def score_sample(
     leakage_keywords: Sequence[str] = (),
     stop_reason: str | None = None,
     unannotated: Sequence[str] = (),
+    input_error: str | None = None,
 ) -> dict[str, Any]:
     """Parsed answer, tags with evidence, per-field scores and per-sample metric values for one output.
 
     `unannotated`: top-level keys the source does not label (SROIE items); the contract still wants
     them, but content scores and value tags leave them out instead of scoring them as wrong.
+    `input_error`: why the sample's image could not be read. The model produced nothing, so the sample
+    scores as an empty answer (a failure, not a missing sample) tagged `unreadable_input` alone.
     """
     raw = _clean_raw(raw)
     sname = schema_name(domain)
@@ -125,6 +128,8 @@ def score_sample(
         leakage_keywords=keywords,
         stop_reason=stop_reason,
     )
+    if input_error is not None:
+        tags = {"unreadable_input": input_error}
     scores: dict[str, float | None] = {
         "contract.strict_parse_rate": float(strict is not None),
         "contract.key_set_rate": float(strict is not None and not key_errors),

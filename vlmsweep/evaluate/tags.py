@@ -57,6 +57,7 @@ TAGS = (
     "missing_value",
     "hallucinated_value",
     "domain_leakage",
+    "unreadable_input",  # the image could not be decoded or processed: scored as a failure, never dropped
 )
 
 # Receipt vocabulary that should never appear in a prescription answer (EvalConfig.leakage_keywords

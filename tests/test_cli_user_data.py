@@ -1,0 +1,178 @@
+"""A user's own data through the command line: train, evaluate, the loop, bad lines and bad images,
+SROIE, and the package installed from its wheel - each run as `python -m ...` from a folder outside
+the checkout, on manifests and images the test writes by hand."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from userdata import FAST_CLI, REPO, SAMPLES, draw, line, run_dir, samples, vlmsweep, write_user_data
+
+pytestmark = pytest.mark.slow
+SROIE_SAMPLE = REPO.parent / "shared" / "data" / "sroie-sample"
+
+
+@pytest.fixture
+def user(tmp_path, offline_env):
+    return tmp_path, write_user_data(tmp_path)
+
+
+def test_train_evaluate_and_loop_on_the_users_manifests(user):
+    cwd, m = user
+    # 1. train on the user's manifest, evaluate on theirs
+    trained = vlmsweep(["data.train_manifest=my_data/train.jsonl", "data.test_manifest=my_data/test.jsonl", *FAST_CLI,
+                        "hydra.run.dir=runs/train"], cwd)
+    out = run_dir(trained)
+    assert out == (cwd / "runs" / "train").resolve()
+    assert {s["id"] for s in samples(out)} == {"rcpt-001", "rx-ko-002"}
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["status"] == "ok"
+    assert info["data"]["train"] == {"manifest": str(m["train"].resolve()), "from_manifest": 2, "skipped": [], "synthetic": 0}
+    assert set(info["data"]) == {"train", "test"}  # no mining pool or regression set rendered without a loop
+    assert (out / "adapter" / "adapter_config.json").is_file()
+
+    # 2. evaluate that adapter on the user's test manifest, without training
+    evaluated = vlmsweep(["train.enabled=false", f"model.adapter={out / 'adapter'}", "data.test_manifest=my_data/test.jsonl",
+                          *FAST_CLI, "hydra.run.dir=runs/eval"], cwd)
+    assert {s["id"] for s in samples(run_dir(evaluated))} == {"rcpt-001", "rx-ko-002"}
+
+    # 3. one retrain cycle: mines the user's pool, keeps the user's regression set fixed
+    looped = vlmsweep(["loop.cycles=1", "loop.mine_per_tag=1", "loop.synth_per_tag=1",
+                       *(f"data.{s}_manifest=my_data/{s}.jsonl" for s in ("train", "test", "mining", "regression")),
+                       *FAST_CLI, "hydra.run.dir=runs/loop"], cwd)
+    loop_dir = run_dir(looped)
+    for cycle in (0, 1):
+        d = loop_dir / f"cycle_{cycle}"
+        assert {s["id"] for s in samples(d / "mining")} == {"rx-zh-002"}
+        assert {s["id"] for s in samples(d / "regression")} == {"rcpt-002"}
+        assert {s["id"] for s in samples(d)} == {"rcpt-001", "rx-ko-002"}
+    fixed = {n: [json.loads(x)["id"] for x in (loop_dir / "splits" / f"{n}.jsonl").read_text().splitlines()]
+             for n in ("train", "mining", "regression")}
+    assert fixed == {"train": ["rx-ko-001", "rx-zh-001"], "mining": ["rx-zh-002"], "regression": ["rcpt-002"]}
+    trained_ids = [json.loads(x)["id"] for x in (loop_dir / "cycle_1" / "train.jsonl").read_text().splitlines()]
+    assert "rcpt-002" not in trained_ids and "rcpt-001" not in trained_ids  # regression / test never trained on
+
+
+def test_a_bad_manifest_fails_fast_naming_the_line_is_listed_by_check_and_costs_only_its_samples(user):
+    cwd, m = user
+    good = [line(*s) for s in SAMPLES[:2]]
+    folder = m["all"].parent
+    Image.new("RGB", (1, 3000), "white").save(folder / "images" / "sliver.png")
+    draw(folder / "images" / "whole.jpg", ["a page"])
+    data = (folder / "images" / "whole.jpg").read_bytes()
+    (folder / "images" / "cut.jpg").write_bytes(data[: len(data) // 2])
+    latin1 = line("rx-latin1", "images/rx_ko_001.png", "prescription_ko", {**SAMPLES[0][3], "prescriber": "José"})
+    sliver = line("sliver", "images/sliver.png", "receipt", SAMPLES[2][3])
+    cut = line("cut", "images/cut.jpg", "receipt", SAMPLES[2][3])
+    bad = folder / "bad.jsonl"
+    bad.write_bytes(("\n".join([good[0], latin1]) + "\n").encode("utf-8").replace("José".encode(), "José".encode("latin-1"))
+                    + ("\n".join([sliver, cut, good[1]]) + "\n").encode("utf-8"))
+
+    # strict: the run stops at the first problem, before any model is loaded
+    strict = vlmsweep(["data.train_manifest=my_data/bad.jsonl", *FAST_CLI, "hydra.run.dir=runs/strict"], cwd, check=False)
+    assert strict.returncode != 0
+    assert "bad.jsonl:2: not UTF-8 (byte 0xe9 at byte offset" in strict.stderr
+    info = json.loads((cwd / "runs" / "strict" / "run_info.json").read_text())
+    assert info["status"] == "failed" and "bad.jsonl:2" in info["error"]
+    assert "trainable parameters" not in strict.stdout + strict.stderr  # failed before the model was loaded
+
+    # check lists every problem with file, line and reason
+    checked = vlmsweep(["check", "my_data/bad.jsonl"], cwd, module="vlmsweep.data", check=False)
+    assert checked.returncode == 1
+    problems = [x for x in checked.stdout.splitlines() if x.startswith("my_data/bad.jsonl:")]
+    assert [p.split(":")[1] for p in problems] == ["2", "3", "4"]
+    assert "not UTF-8" in problems[0]
+    assert "aspect ratio 3000:1" in problems[1] and "sliver.png" in problems[1]
+    assert "truncated or corrupt image" in problems[2] and "cut.jpg" in problems[2]
+    skipping = vlmsweep(["check", "my_data/bad.jsonl", "--skip-bad-lines"], cwd, module="vlmsweep.data")
+    assert "2 usable records" in skipping.stdout and "3 skipped" in skipping.stdout
+
+    # skip mode trains on the two good lines; evaluation scores every readable line, unreadable images included
+    test_lines = [line(*SAMPLES[3]), line("t-sliver", "images/sliver.png", "receipt", SAMPLES[2][3]),
+                  line("t-cut", "images/cut.jpg", "receipt", SAMPLES[2][3])]
+    (folder / "bad_test.jsonl").write_text("\n".join(test_lines) + "\n", encoding="utf-8")
+    skipped = vlmsweep(["data.skip_bad_lines=true", "data.train_manifest=my_data/bad.jsonl",
+                        "data.test_manifest=my_data/bad_test.jsonl", *FAST_CLI, "hydra.run.dir=runs/skip"], cwd)
+    out = run_dir(skipped)
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["data"]["train"]["from_manifest"] == 2
+    assert [n for n, _ in info["data"]["train"]["skipped"]] == [2, 3, 4]
+    scored = {s["id"]: s for s in samples(out)}
+    assert set(scored) == {"rx-ko-002", "t-sliver", "t-cut"}
+    assert scored["t-sliver"]["tags"] == ["unreadable_input"] and "aspect ratio" in scored["t-sliver"]["input_error"]
+    assert scored["t-cut"]["tags"] == ["unreadable_input"] and "cut.jpg" in scored["t-cut"]["input_error"]
+    assert "unreadable_input" not in scored["rx-ko-002"]["tags"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tags.unreadable_input"] == 2.0
+    assert metrics["contract.strict_parse_rate"] <= 1 / 3  # the two unreadable samples count as failures
+
+
+def test_sroie_receipts_convert_and_evaluate_from_the_command_line(tmp_path, offline_env):
+    root = tmp_path / "SROIE"
+    for sub in ("img", "key"):
+        (root / sub).mkdir(parents=True)
+    if SROIE_SAMPLE.is_dir():  # three real receipts (the smallest, a mid-size and the 4961x7016 scan)
+        for stem in ("000", "002", "600"):
+            shutil.copy(SROIE_SAMPLE / "img" / f"{stem}.jpg", root / "img")
+            shutil.copy(SROIE_SAMPLE / "key" / f"{stem}.json", root / "key")
+    else:  # the real sample set is not shipped with the project: a receipt in SROIE's layout, typed by hand
+        for stem, total in (("000", "9.00"), ("002", "12.50"), ("600", "3.20")):
+            draw(root / "img" / f"{stem}.jpg", ["CORNER CAFE", "14/03/2025", f"TOTAL {total}"])
+            (root / "key" / f"{stem}.json").write_text(json.dumps(
+                {"company": "CORNER CAFE", "date": "14/03/2025", "address": "12 MAIN ST", "total": total}))
+    converted = vlmsweep(["sroie", "--root", "SROIE", "--out", "data/sroie"], tmp_path, module="vlmsweep.data")
+    assert "3 SROIE receipts" in converted.stdout
+    evaluated = vlmsweep(["train.enabled=false", "data.test_manifest=data/sroie/manifest.jsonl", *FAST_CLI,
+                          "hydra.run.dir=runs/sroie"], tmp_path)
+    scored = samples(run_dir(evaluated))
+    assert len(scored) == 3 and all(s["domain"] == "receipt" for s in scored)
+    assert all(s["unannotated"] == ["items", "subtotal", "tax"] for s in scored)
+
+
+def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(tmp_path, offline_env):
+    dist = tmp_path / "dist"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                            str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    wheel = next(dist.glob("vlmsweep-*.whl"))
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "vlmsweep/conf/config.yaml" in names and "vlmsweep/conf/model/tiny.yaml" in names
+    # a fresh virtual environment that reuses the installed dependencies, with the wheel (not -e) inside
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    inst = subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], capture_output=True, text=True,
+                          timeout=300)
+    assert inst.returncode == 0, inst.stderr[-3000:]
+    elsewhere = tmp_path / "somewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([python, "-c", "import vlmsweep; print(vlmsweep.__file__)"], cwd=elsewhere,
+                           capture_output=True, text=True, check=True)
+    assert where.stdout.strip().startswith(str(venv)), where.stdout  # the wheel's copy, not the checkout's
+
+    job = vlmsweep(["--cfg", "job"], elsewhere, python=python)
+    assert "name: tiny" in job.stdout
+    # the user's own config folder adds an experiment without touching the package
+    write_user_data(elsewhere)
+    (elsewhere / "my_conf" / "experiment").mkdir(parents=True)
+    (elsewhere / "my_conf" / "experiment" / "my_rx.yaml").write_text(
+        "# @package _global_\n"
+        "# python -m vlmsweep --config-dir my_conf +experiment=my_rx\n"
+        "defaults:\n  - override /scope: all\n\n"
+        "data:\n  train_manifest: my_data/train.jsonl\n  test_manifest: my_data/test.jsonl\n"
+        "train:\n  max_steps: 1\n", encoding="utf-8")
+    ran = vlmsweep(["--config-dir", "my_conf", "+experiment=my_rx", *FAST_CLI[1:], "hydra.run.dir=runs/mine"], elsewhere,
+                   python=python)
+    out = run_dir(ran)
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["choices"]["scope"] == "all" and info["choices"]["experiment"] == "my_rx"
+    assert {s["id"] for s in samples(out)} == {"rcpt-001", "rx-ko-002"}

@@ -1,0 +1,197 @@
+"""Every `python -m` command that README.md shows runs here, as a user types it, in a subprocess, from a
+folder outside the checkout - with small overrides for speed and its placeholders (DIR, PATH, ...) filled
+with real folders. The commands are read out of the README, so the two cannot drift apart: a new command
+without an entry in STEPS fails `test_every_readme_command_has_a_step`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from userdata import REPO, draw, run_dir, samples, vlmsweep, write_user_data
+
+README = REPO / "README.md"
+
+# A few steps on a couple of samples with short answers: each run is seconds of work on 2 cores.
+QUICK = ["train.max_steps=1", "train.batch_size=2", "train.logging_steps=1", "data.train_size=2", "data.test_size=1",
+         "data.mining_size=2", "data.regression_size=1", "eval.batch_size=2", "eval.max_new_tokens=8", "tracker=none"]
+
+
+def readme_commands(text: str) -> list[str]:
+    """Each distinct `python -m ...` command of the README: inline code or a code-block line, with `\\`
+    continuations joined and trailing `# comments` dropped."""
+    found: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        for m in re.finditer(r"python -m [^`|]*", line):
+            cmd = m.group(0)
+            while cmd.rstrip().endswith("\\") and i + 1 < len(lines):
+                i += 1
+                cmd = cmd.rstrip()[:-1] + " " + lines[i].strip()
+            cmd = re.sub(r"\s+#.*$", "", cmd)
+            cmd = re.split(r"\s+&&\s+", cmd)[0]
+            cmd = " ".join(cmd.split()).rstrip(".,;:")
+            if cmd not in found:
+                found.append(cmd)
+        i += 1
+    return found
+
+
+@dataclass
+class Step:
+    """How a README command runs here: placeholder -> value, extra overrides, and what to check."""
+
+    replace: dict[str, str] = field(default_factory=dict)
+    extra: list[str] = field(default_factory=list)
+    check: str | None = None  # name of a check function below
+    why: str = ""  # why the command runs with more than speed overrides (shown on failure)
+
+
+# The README's commands, in an order where each finds what the earlier ones made ({ws} = the workspace).
+STEPS: dict[str, Step | str] = {
+    "python -m pytest -q": "the test command itself: this suite is what it runs",
+    "python -m vlmsweep": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/default"], check="run_ok"),
+    "python -m vlmsweep.data check my_data/train.jsonl": Step(check="check_ok"),
+    "python -m vlmsweep.data check MANIFEST": Step(replace={"MANIFEST": "my_data/test.jsonl"}, check="check_ok"),
+    "python -m vlmsweep data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl":
+        Step(extra=QUICK + ["hydra.run.dir={ws}/runs/own"], check="user_ids"),
+    "python -m vlmsweep loop.cycles=1 data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl "
+    "data.mining_manifest=my_data/pool.jsonl data.regression_manifest=my_data/regression.jsonl":
+        Step(extra=QUICK + ["loop.mine_per_tag=1", "loop.synth_per_tag=1", "hydra.run.dir={ws}/runs/own_loop"],
+             check="run_ok"),
+    "python -m vlmsweep --config-dir my_conf +experiment=my_rx": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/mine"],
+                                                                      check="user_ids"),
+    "python -m vlmsweep train.enabled=false model.adapter=PATH":
+        Step(replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + ["hydra.run.dir={ws}/runs/eval"], check="run_ok"),
+    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all": Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/2x2"],
+                                                              check="four_runs"),
+    "python -m vlmsweep.report outputs/multirun/DATE/TIME": Step(replace={"outputs/multirun/DATE/TIME": "{ws}/multirun/2x2"},
+                                                                 check="report"),
+    "python -m vlmsweep.report outputs/multirun/2026-11-26/09-02-00":
+        Step(replace={"outputs/multirun/2026-11-26/09-02-00": "{ws}/multirun/2x2"}, check="report"),
+    "python -m vlmsweep.report DIR": Step(replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
+    "python -m vlmsweep.report DIR --wandb offline": Step(replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
+    "python -m vlmsweep -m decoding=free,json_schema": Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/decoding"]),
+    "python -m vlmsweep loop.cycles=3": Step(replace={"loop.cycles=3": "loop.cycles=1"},
+                                             extra=QUICK + ["hydra.run.dir={ws}/runs/loop"], check="run_ok",
+                                             why="one retrain cycle instead of three: the same code path, a third the time"),
+    "python -m vlmsweep loop.cycles=1 train.max_steps=10 data.train_size=16 data.test_size=4":
+        Step(extra=QUICK + ["hydra.run.dir={ws}/runs/loop_readme"], check="run_ok"),
+    "python -m vlmsweep -m quant=nf4,bf16 loop.cycles=3":
+        Step(replace={"quant=nf4,bf16": "quant=bf16", "loop.cycles=3": "loop.cycles=1"},
+             extra=QUICK + ["hydra.sweep.dir={ws}/multirun/loops"],
+             why="one configuration and one retrain cycle: the multirun-of-loops path without its cost"),
+    "python -m vlmsweep -m +sweep=max_pixels": Step(extra=QUICK + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/mp"]),
+    "python -m vlmsweep -m +sweep=receipt_ratio": Step(extra=QUICK + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rr"]),
+    "python -m vlmsweep -m +sweep=lora_rank": Step(extra=QUICK + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rank"]),
+    "python -m vlmsweep -m +sweep=lora_rank sweep.trials=40 sweep.storage=postgresql://vlmsweep:vlmsweep@DBHOST:5432/vlmsweep":
+        "needs a PostgreSQL server: tests/test_cluster.py runs the shared study on a real one when it can start",
+    "python -m vlmsweep -m +sweep=max_pixels hydra/launcher=slurm hydra.sweeper.n_jobs=4":
+        "needs a SLURM cluster: tests/test_cluster.py composes the slurm preset and runs submitit_local",
+    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all hydra/launcher=slurm hydra.launcher.partition=gpu":
+        "needs a SLURM cluster: tests/test_cluster.py composes the slurm preset and runs submitit_local",
+    "python -m vlmsweep +experiment=exp1 model.path=DIR":
+        "needs the downloaded 4-bit release; tests/test_run.py runs +experiment=exp1..exp4 on the embedded model",
+    "python -m vlmsweep.data render --out DIR --n 24": Step(replace={"DIR": "{ws}/rendered", "--n 24": "--n 3"},
+                                                           check="rendered"),
+    "python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1":
+        Step(replace={"DIR": "{ws}/rendered_mix", "--n 24": "--n 3"}, check="rendered"),
+    "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(check="sroie"),
+    "python -m vlmsweep.memory": Step(check="memory"),
+}
+
+
+def test_every_readme_command_has_a_step():
+    commands = readme_commands(README.read_text(encoding="utf-8"))
+    assert len(commands) >= 10
+    missing = [c for c in commands if c not in STEPS]
+    assert not missing, f"README commands with no step in tests/test_readme_commands.py: {missing}"
+    stale = [c for c in STEPS if c not in commands]
+    assert not stale, f"steps for commands the README no longer shows: {stale}"
+    for command, step in STEPS.items():
+        if isinstance(step, str):  # a reason it cannot run here must say which test covers it instead
+            assert "tests/" in step or "this suite" in step, command
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, offline_env):
+    """A user's folder outside the checkout: their data, their config folder, an SROIE download."""
+    ws = tmp_path_factory.mktemp("user")
+    m = write_user_data(ws)
+    (ws / "my_data" / "pool.jsonl").write_text(m["mining"].read_text(encoding="utf-8"), encoding="utf-8")
+    (ws / "my_conf" / "experiment").mkdir(parents=True)
+    (ws / "my_conf" / "experiment" / "my_rx.yaml").write_text(
+        "# @package _global_\ndata:\n  train_manifest: my_data/train.jsonl\n  test_manifest: my_data/test.jsonl\n",
+        encoding="utf-8")
+    for sub in ("img", "key"):
+        (ws / "SROIE" / sub).mkdir(parents=True)
+    draw(ws / "SROIE" / "img" / "001.jpg", ["CORNER CAFE", "14/03/2025", "TOTAL 9.00"])
+    (ws / "SROIE" / "key" / "001.json").write_text(json.dumps(
+        {"company": "CORNER CAFE", "date": "14/03/2025", "address": "12 MAIN ST", "total": "9.00"}))
+    return ws
+
+
+RUNNABLE = [c for c, s in STEPS.items() if isinstance(s, Step)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", RUNNABLE)
+def test_readme_command_runs(command, workspace):
+    step = STEPS[command]
+    line = command
+    for old, new in step.replace.items():
+        line = line.replace(old, new)
+    argv = shlex.split(line.format(ws=workspace)) + [x.format(ws=workspace) for x in step.extra]
+    assert argv[:2] == ["python", "-m"]
+    proc = vlmsweep(argv[3:], workspace, module=argv[2])
+    if step.check:
+        CHECKS[step.check](proc, workspace)
+
+
+def _run_ok(proc, ws):
+    out = run_dir(proc)
+    assert json.loads((out / "run_info.json").read_text())["status"] == "ok"
+    assert (out / "metrics.json").is_file()
+
+
+def _user_ids(proc, ws):
+    _run_ok(proc, ws)
+    assert {s["id"] for s in samples(run_dir(proc))} == {"rcpt-001", "rx-ko-002"}
+
+
+def _four_runs(proc, ws):
+    runs = [p for p in (ws / "multirun" / "2x2").iterdir() if (p / "run_info.json").is_file()]
+    choices = {(json.loads((r / "run_info.json").read_text())["choices"]["quant"],
+                json.loads((r / "run_info.json").read_text())["choices"]["scope"]) for r in runs}
+    assert choices == {("nf4", "llm"), ("nf4", "all"), ("bf16", "llm"), ("bf16", "all")}
+
+
+def _report(proc, ws):
+    assert (ws / "multirun" / "2x2" / "report" / "summary.md").is_file()
+
+
+def _check_ok(proc, ws):
+    assert "2 usable records" in proc.stdout and "0 skipped" in proc.stdout
+
+
+def _rendered(proc, ws):
+    assert "rendered 3 samples" in proc.stdout
+
+
+def _sroie(proc, ws):
+    assert (ws / "data" / "sroie" / "manifest.jsonl").is_file() and "1 SROIE receipts" in proc.stdout
+
+
+def _memory(proc, ws):
+    assert all(f"exp{i}" in proc.stdout for i in range(1, 5))
+
+
+CHECKS = {"run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
+          "rendered": _rendered, "sroie": _sroie, "memory": _memory}

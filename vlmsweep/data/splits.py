@@ -1,0 +1,78 @@
+"""Where each split of a run comes from: the user's manifest, the synthetic mix, or both on purpose."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import DataConfig, DataMixConfig
+from .build import build_split
+from .manifest import read_manifest
+from .record import Record
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "test", "mining", "regression")
+
+
+def needed_splits(train: bool, evaluate: bool, loop: bool) -> tuple[str, ...]:
+    """The splits a run reads: a loop also needs its mining pool and regression set; nothing else is built."""
+    names = [n for n, used in (("train", train or loop), ("test", evaluate or loop)) if used]
+    return tuple(names + (["mining", "regression"] if loop else []))
+
+
+@dataclass
+class Splits:
+    records: dict[str, list[Record]]
+    # split -> {"manifest": path or None, "from_manifest": n, "skipped": [[line, reason], ...], "synthetic": n}
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __getitem__(self, split: str) -> list[Record]:
+        return self.records.get(split, [])
+
+
+def load_splits(data: DataConfig, mix: DataMixConfig, cache_dir: Path, names: tuple[str, ...]) -> Splits:
+    """Each named split from data.<split>_manifest, else `data.<split>_size` synthetic samples from the mix.
+
+    With data.add_synthetic=true a split that has a manifest also gets its synthetic samples (data_mix
+    applies to that share); every record keeps its origin (manifest or base) so the run can tell them
+    apart. Manifests are validated here, before any model is loaded; a training manifest's images are
+    also decoded and checked against the processor's limits (an unusable one is a bad line).
+    """
+    splits = Splits(records={})
+    for split in SPLIT_NAMES:
+        manifest = getattr(data, f"{split}_manifest")
+        if split not in names:
+            if manifest:
+                log.warning("data.%s_manifest=%s is not read: this run does not use a %s split", split, manifest, split)
+            continue
+        size = int(getattr(data, f"{split}_size"))
+        records: list[Record] = []
+        source: dict[str, Any] = {"manifest": None, "from_manifest": 0, "skipped": [], "synthetic": 0}
+        if manifest:
+            result = read_manifest(Path(manifest).expanduser(), skip_bad_lines=data.skip_bad_lines,
+                                   check_images=split == "train")
+            records += result
+            source |= {"manifest": str(result.path.resolve()), "from_manifest": len(result),
+                       "skipped": [[n, r] for n, r in result.skipped]}
+        if (not manifest or data.add_synthetic) and size > 0:
+            synthetic = build_split(split, size, mix, data.seed, cache_dir, noise=data.noise)
+            records += synthetic
+            source["synthetic"] = len(synthetic)
+        _check_unique_ids(records, split, manifest)
+        splits.records[split] = records
+        splits.sources[split] = source
+        log.info("data: %s = %d from %s + %d synthetic%s", split, source["from_manifest"], manifest or "no manifest",
+                 source["synthetic"], f" ({len(source['skipped'])} bad lines skipped)" if source["skipped"] else "")
+    return splits
+
+
+def _check_unique_ids(records: list[Record], split: str, manifest: str | None) -> None:
+    seen: set[str] = set()
+    for r in records:
+        if r.id in seen:
+            raise ValueError(f"{split} split: id {r.id!r} appears twice (manifest {manifest} and the synthetic share "
+                             "share ids); rename it in the manifest")
+        seen.add(r.id)
