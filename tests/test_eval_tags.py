@@ -172,8 +172,21 @@ def test_tags_are_the_one_taxonomy():
     assert TAGS == (
         "parse_fail", "wrong_keys", "type_mismatch", "run_on", "repetition_loop", "instruction_echo",
         "digit_flip", "near_miss_spelling", "unit_confusion", "missing_value", "hallucinated_value",
-        "domain_leakage",
+        "domain_leakage", "unreadable_input",
     )
+
+
+def test_an_unreadable_image_is_a_scored_failure_tagged_alone():
+    from vlmsweep.data import empty_target
+    from vlmsweep.evaluate import score_outputs
+
+    records = [{"id": "a", "domain": "receipt", "target": empty_target("receipt")},
+               {"id": "b", "domain": "receipt", "target": empty_target("receipt")}]
+    good = json.dumps(empty_target("receipt"))
+    metrics, samples = score_outputs([good, ""], records, input_errors=[None, "id 'b': x.jpg: truncated or corrupt image"])
+    assert samples[0]["tags"] == [] and "input_error" not in samples[0]
+    assert samples[1]["tags"] == ["unreadable_input"] and samples[1]["input_error"].startswith("id 'b'")
+    assert metrics["contract.strict_parse_rate"] == 0.5 and metrics["tags.unreadable_input"] == 1.0
 
 
 @pytest.mark.parametrize(
