@@ -8,6 +8,7 @@ import pytest
 from vlmsweep.config import DataMixConfig
 from vlmsweep.data import build, build_split, empty_target, generate_targeted, load_image, read_manifest, schema_errors
 from vlmsweep.data.__main__ import main as cli
+from vlmsweep.data.record import RECEIPT_DOMAINS
 
 MIX = DataMixConfig(name="rx_receipt_1_1_1", hard_negatives=0.25)
 
@@ -17,11 +18,11 @@ def test_build_split_renders_valid_records_and_reuses_the_cache(tmp_path, monkey
     assert [r.id for r in recs] == [f"test-{i:05d}" for i in range(8)]
     assert Counter((r.domain == r.image_domain) for r in recs) == {True: 6, False: 2}  # 25% hard negatives
     for r in recs:
-        schema = "receipt" if r.domain == "receipt" else "prescription"
+        schema = "receipt" if r.domain in RECEIPT_DOMAINS else "prescription"
         assert schema_errors(schema, r.target) == [] and r.origin == "base" and isinstance(r.seed, int)
         assert load_image(r.image).mode == "RGB" and r.image.is_absolute()
         if r.domain != r.image_domain:
-            assert r.image_domain == "receipt" and r.target == empty_target("prescription")
+            assert r.image_domain in RECEIPT_DOMAINS and r.target == empty_target("prescription")
     # Nothing half-written is left beside the cache entry.
     entries = list((tmp_path / "datasets").iterdir())
     assert len(entries) == 1 and not entries[0].name.startswith(".tmp")
@@ -67,7 +68,8 @@ def test_lost_race_uses_the_winners_copy(tmp_path, monkeypatch):
 def test_generate_targeted_focuses(tmp_path):
     hn = generate_targeted("hard_negative", 4, seed=2, cache_dir=tmp_path)
     assert [r.domain for r in hn] == ["prescription_ko", "prescription_zh"] * 2
-    assert all(r.image_domain == "receipt" and r.target == empty_target("prescription") for r in hn)
+    assert [r.image_domain for r in hn] == ["receipt", "receipt_ko", "receipt_zh", "receipt"]  # languages in turn
+    assert all(r.target == empty_target("prescription") for r in hn)
     units = generate_targeted("units", 3, seed=2, cache_dir=tmp_path, domains=("prescription_zh",))
     assert all(r.domain == "prescription_zh" and r.origin == "base" and r.seed is not None for r in units)
     assert len({r.id for r in hn} | {r.id for r in units}) == 7

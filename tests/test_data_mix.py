@@ -9,24 +9,41 @@ from vlmsweep.data import SPLITS, domain_weights
 from vlmsweep.data.build import split_jobs, targeted_jobs
 from vlmsweep.data.mix import assign_domains
 
-KO, ZH, RC = "prescription_ko", "prescription_zh", "receipt"
+KO, ZH, RC, RK, RZ = "prescription_ko", "prescription_zh", "receipt", "receipt_ko", "receipt_zh"
+NO_RECEIPTS = {RC: 0.0, RK: 0.0, RZ: 0.0}
 
 
 def test_preset_weights_and_explicit_weights():
-    assert domain_weights(DataMixConfig(name="rx_receipt_1_1_1")) == pytest.approx({KO: 1 / 3, ZH: 1 / 3, RC: 1 / 3})
-    assert domain_weights(DataMixConfig(name="medical_only")) == pytest.approx({KO: 0.5, ZH: 0.5, RC: 0.0})
-    assert domain_weights(DataMixConfig(name="medical_heavy")) == pytest.approx({KO: 0.4, ZH: 0.4, RC: 0.2})
+    # 1:1:1 between Korean prescriptions, Chinese prescriptions and receipts; receipts a third per language.
+    assert domain_weights(DataMixConfig(name="rx_receipt_1_1_1")) == pytest.approx(
+        {KO: 1 / 3, ZH: 1 / 3, RC: 1 / 9, RK: 1 / 9, RZ: 1 / 9})
+    assert domain_weights(DataMixConfig(name="medical_only")) == pytest.approx({KO: 0.5, ZH: 0.5, **NO_RECEIPTS})
+    assert domain_weights(DataMixConfig(name="medical_heavy")) == pytest.approx(
+        {KO: 0.4, ZH: 0.4, RC: 0.2 / 3, RK: 0.2 / 3, RZ: 0.2 / 3})
     mix = DataMixConfig(name="custom", weights={KO: 3, ZH: 1, RC: 0})
-    assert domain_weights(mix) == pytest.approx({KO: 0.75, ZH: 0.25, RC: 0.0})
+    assert domain_weights(mix) == pytest.approx({KO: 0.75, ZH: 0.25, **NO_RECEIPTS})
+    mix = DataMixConfig(name="custom", weights={KO: 1, ZH: 1, RK: 1, RZ: 1})  # Korean and Chinese receipts only
+    assert domain_weights(mix) == pytest.approx({KO: 0.25, ZH: 0.25, RC: 0.0, RK: 0.25, RZ: 0.25})
 
 
-def test_receipt_ratio_takes_its_share_and_medical_weights_split_the_rest():
+def test_the_config_presets_match_the_built_in_weights():
+    import yaml
+    from importlib import resources
+    from vlmsweep.data.mix import PRESET_WEIGHTS
+    for name, weights in PRESET_WEIGHTS.items():
+        conf = yaml.safe_load(resources.files("vlmsweep").joinpath(f"conf/data_mix/{name}.yaml").read_text("utf-8"))
+        assert conf["weights"] == weights, name
+
+
+def test_receipt_ratio_takes_its_share_split_by_language_and_medical_weights_split_the_rest():
     mix = DataMixConfig(name="x", weights={KO: 3, ZH: 1, RC: 5}, receipt_ratio=0.2)
-    assert domain_weights(mix) == pytest.approx({KO: 0.6, ZH: 0.2, RC: 0.2})
-    mix = DataMixConfig(name="medical_only", receipt_ratio=0.5)
-    assert domain_weights(mix) == pytest.approx({KO: 0.25, ZH: 0.25, RC: 0.5})
+    assert domain_weights(mix) == pytest.approx({KO: 0.6, ZH: 0.2, RC: 0.2, RK: 0.0, RZ: 0.0})
+    mix = DataMixConfig(name="x", weights={KO: 1, ZH: 1, RC: 2, RK: 1, RZ: 1}, receipt_ratio=0.4)
+    assert domain_weights(mix) == pytest.approx({KO: 0.3, ZH: 0.3, RC: 0.2, RK: 0.1, RZ: 0.1})
+    mix = DataMixConfig(name="medical_only", receipt_ratio=0.6)  # no receipt weights: equal languages
+    assert domain_weights(mix) == pytest.approx({KO: 0.2, ZH: 0.2, RC: 0.2, RK: 0.2, RZ: 0.2})
     mix = DataMixConfig(name="x", weights={RC: 1}, receipt_ratio=0.4)  # no medical weights: equal split
-    assert domain_weights(mix) == pytest.approx({KO: 0.3, ZH: 0.3, RC: 0.4})
+    assert domain_weights(mix) == pytest.approx({KO: 0.3, ZH: 0.3, RC: 0.4, RK: 0.0, RZ: 0.0})
 
 
 @pytest.mark.parametrize("mix, message", [
@@ -43,12 +60,14 @@ def test_bad_mix_is_an_error(mix, message):
 
 
 @pytest.mark.parametrize("mix, expected", [
-    (DataMixConfig(name="rx_receipt_1_1_1"), {(KO, KO): 1000, (ZH, ZH): 1000, (RC, RC): 1000}),
+    (DataMixConfig(name="rx_receipt_1_1_1"), {(KO, KO): 1000, (ZH, ZH): 1000, (RC, RC): 333, (RK, RK): 333, (RZ, RZ): 333}),
     (DataMixConfig(name="medical_only"), {(KO, KO): 1500, (ZH, ZH): 1500}),
-    (DataMixConfig(name="medical_heavy", receipt_ratio=0.1), {(KO, KO): 1350, (ZH, ZH): 1350, (RC, RC): 300}),
-    # 10% hard negatives: 300 receipt images asked as prescriptions, the other 2700 by the weights.
+    (DataMixConfig(name="medical_heavy", receipt_ratio=0.1),
+     {(KO, KO): 1350, (ZH, ZH): 1350, (RC, RC): 100, (RK, RK): 100, (RZ, RZ): 100}),
+    # 10% hard negatives: 300 receipt images (a third per language) asked as prescriptions, the other 2700 by the weights.
     (DataMixConfig(name="rx_receipt_1_1_1", hard_negatives=0.1),
-     {(KO, KO): 900, (ZH, ZH): 900, (RC, RC): 900, (KO, RC): 150, (ZH, RC): 150}),
+     {(KO, KO): 900, (ZH, ZH): 900, (RC, RC): 300, (RK, RK): 300, (RZ, RZ): 300,
+      (KO, RC): 50, (KO, RK): 50, (KO, RZ): 50, (ZH, RC): 50, (ZH, RK): 50, (ZH, RZ): 50}),
 ])
 def test_mixing_ratios_over_3000_draws(mix, expected):
     counts = Counter(assign_domains(3000, mix, base_seed=0, stream="train"))
@@ -58,8 +77,9 @@ def test_mixing_ratios_over_3000_draws(mix, expected):
 
 
 def test_small_splits_still_hold_every_domain_and_order_is_seeded():
+    pairs = assign_domains(9, DataMixConfig(name="rx_receipt_1_1_1"), 0, "test")
+    assert Counter(d for d, _ in pairs) == {KO: 3, ZH: 3, RC: 1, RK: 1, RZ: 1}
     pairs = assign_domains(7, DataMixConfig(name="rx_receipt_1_1_1"), 0, "test")
-    assert sorted(Counter(d for d, _ in pairs).values()) == [2, 2, 3]
     assert pairs == assign_domains(7, DataMixConfig(name="rx_receipt_1_1_1"), 0, "test")
     orders = {tuple(assign_domains(30, DataMixConfig(name="rx_receipt_1_1_1"), s, "test")) for s in range(5)}
     assert len(orders) > 1

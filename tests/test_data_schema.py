@@ -52,16 +52,33 @@ def test_every_generated_target_is_valid_and_compact(focus):
             t, _ = prescription.sample_target(random.Random(seed), lang, focus)
             assert schema_errors("prescription", t) == [], (seed, lang, focus)
             assert 1 <= len(t["medications"]) <= 4 and len(t["diagnosis_codes"]) <= 3
-        t, _ = receipt.sample_target(random.Random(seed), focus)
-        assert schema_errors("receipt", t) == [], (seed, focus)
-        assert 2 <= len(t["items"]) <= 6
+        for lang in ("en", "ko", "zh"):
+            t, _ = receipt.sample_target(random.Random(seed), lang, focus)
+            assert schema_errors("receipt", t) == [], (seed, lang, focus)
+            assert (2 if lang == "en" else 1) <= len(t["items"]) <= 6
 
 
 def test_receipt_arithmetic_is_consistent():
+    cents = lambda s: round(float(s.replace(",", "")) * 100)  # noqa: E731
     for seed in range(100):
-        t, _ = receipt.sample_target(random.Random(seed))
-        cents = lambda s: round(float(s.replace(",", "")) * 100)  # noqa: E731
+        # English: tax added on top of the subtotal.
+        t, _ = receipt.sample_target(random.Random(seed), "en")
         items = sum(cents(i["price"]) for i in t["items"])
         if t["subtotal"] is not None:
             assert cents(t["subtotal"]) == items
         assert cents(t["total"]) == items + (cents(t["tax"]) if t["tax"] is not None else 0)
+        # Korean: whole won, prices include 10% VAT; 과세물품가액 + 부가세 = 합계.
+        t, _ = receipt.sample_target(random.Random(seed), "ko")
+        assert all("." not in v for v in (t["total"], t["subtotal"] or "", t["tax"] or ""))
+        assert cents(t["total"]) == sum(cents(i["price"]) for i in t["items"])
+        if t["subtotal"] is not None and t["tax"] is not None:
+            assert cents(t["subtotal"]) + cents(t["tax"]) == cents(t["total"])
+            assert abs(cents(t["tax"]) * 10 - cents(t["subtotal"])) <= 1000  # 10% of the supply value, to the won
+        # Chinese: 小计 = the lines, 合计 = 小计 - 优惠, the VAT inside the 合计.
+        t, ex = receipt.sample_target(random.Random(seed), "zh")
+        items = sum(cents(i["price"]) for i in t["items"])
+        if t["subtotal"] is not None:
+            assert cents(t["subtotal"]) == items
+        assert cents(t["total"]) == items - (cents(ex["discount"]) if ex["discount"] else 0)
+        if t["tax"] is not None:
+            assert abs(cents(t["tax"]) - cents(t["total"]) * ex["vat"] / (100 + ex["vat"])) <= 0.5

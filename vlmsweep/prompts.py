@@ -11,7 +11,9 @@ SCHEMA_OF_DOMAIN = {
     "prescription_ko": "prescription",
     "prescription_zh": "prescription",
     "prescription_en": "prescription",
-    "receipt": "receipt",
+    "receipt": "receipt",  # English receipts (synthetic and SROIE)
+    "receipt_ko": "receipt",
+    "receipt_zh": "receipt",
 }
 
 DOMAIN_TAGS = {"prescription": "[PRESCRIPTION]", "receipt": "[RECEIPT]"}

@@ -21,11 +21,12 @@ from . import noise as noise_mod
 from . import prescription, receipt
 from .manifest import read_manifest, write_manifest
 from .mix import assign_domains, domain_weights, sample_seed
-from .record import DOMAINS, SPLITS, Record
+from .record import DOMAINS, RECEIPT_DOMAINS, SPLITS, Record
 from .schema import empty_target
 
 GENERATOR_VERSION = 1  # bump by hand for changes the source hash below cannot see (e.g. font files)
 FOCUSES = ("digits", "units", "near_miss", "hard_negative", "sparse")
+LANG_OF_DOMAIN = {"prescription_ko": "ko", "prescription_zh": "zh", "receipt": "en", "receipt_ko": "ko", "receipt_zh": "zh"}
 _SOURCES = ("prescription.py", "receipt.py", "canvas.py", "noise.py", "vocab.py", "fonts.py", "build.py")
 
 
@@ -54,16 +55,16 @@ def render_sample(seed: int, domain: str, image_domain: str | None = None, focus
     if image_domain not in DOMAINS:
         raise ValueError(f"image_domain={image_domain!r}: the generators draw {list(DOMAINS)}")
     rng = random.Random(seed)
-    if image_domain == "receipt":
-        target, extras = receipt.sample_target(rng, focus)
+    lang = LANG_OF_DOMAIN[image_domain]
+    if image_domain in RECEIPT_DOMAINS:
+        target, extras = receipt.sample_target(rng, lang, focus)
         image = receipt.render(target, extras, rng)
     else:
-        lang = "ko" if image_domain == "prescription_ko" else "zh"
         target, extras = prescription.sample_target(rng, lang, focus)
         image = (prescription.render_ko if lang == "ko" else prescription.render_zh)(target, extras, rng)
     image, quality = noise_mod.apply(image, rng, noise)
     if domain != image_domain:
-        if domain == "receipt" or image_domain != "receipt":
+        if domain in RECEIPT_DOMAINS or image_domain not in RECEIPT_DOMAINS:
             raise ValueError(f"hard negatives ask a receipt image as a prescription; got {domain=} {image_domain=}")
         target = empty_target("prescription")  # nothing on a receipt answers a prescription field
     return Sample(image, quality, target, domain, image_domain)
@@ -166,8 +167,9 @@ def targeted_jobs(focus: str, n: int, seed: int, domains) -> list[tuple]:
         s = sample_seed(seed, stream, i)
         d = domains[i % len(domains)]
         if focus == "hard_negative":
-            asked = d if d != "receipt" else ("prescription_ko", "prescription_zh")[i % 2]
-            jobs.append((f"targeted-{focus}-{seed}-{i:05d}", s, asked, "receipt", None))
+            # Receipts of every language, in turn, asked as the given prescription domains.
+            asked = d if d not in RECEIPT_DOMAINS else ("prescription_ko", "prescription_zh")[i % 2]
+            jobs.append((f"targeted-{focus}-{seed}-{i:05d}", s, asked, RECEIPT_DOMAINS[i % len(RECEIPT_DOMAINS)], None))
         else:
             jobs.append((f"targeted-{focus}-{seed}-{i:05d}", s, d, d, focus))
     return jobs
@@ -179,7 +181,7 @@ def generate_targeted(focus: str, n: int, seed: int, cache_dir: Path, noise: str
 
     focus: digits (confusable 5/8, 6/0, 1/7 in ids, strengths, doses), units (μg, IU, mL, g),
     near_miss (look-alike drug names on one form), hard_negative (receipt images asked as the
-    given prescription domains, all-null target), sparse (many blank fields). `seed` names the
+    given prescription domains, all-null target; the receipt's language cycles en, ko, zh), sparse (many blank fields). `seed` names the
     stream (e.g. the cycle number): seeds come from "targeted/<focus>", disjoint from every split.
     Domains cycle in the given order. origin is "base"; the loop sets its own lineage.
     """

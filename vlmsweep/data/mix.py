@@ -6,14 +6,15 @@ import hashlib
 import random
 
 from ..config import DataMixConfig
-from .record import DOMAINS
+from .record import DOMAINS, RECEIPT_DOMAINS
 
 MEDICAL = ("prescription_ko", "prescription_zh")
 # Used when a DataMixConfig names a preset but carries no weights (vlmsweep/conf/data_mix/*.yaml normally sets them).
+# Receipts split evenly between English, Korean and Chinese: 3:3:1:1:1 is prescriptions ko : zh : receipts = 1:1:1.
 PRESET_WEIGHTS = {
-    "rx_receipt_1_1_1": {"prescription_ko": 1.0, "prescription_zh": 1.0, "receipt": 1.0},
-    "medical_only": {"prescription_ko": 1.0, "prescription_zh": 1.0, "receipt": 0.0},
-    "medical_heavy": {"prescription_ko": 2.0, "prescription_zh": 2.0, "receipt": 1.0},
+    "rx_receipt_1_1_1": {"prescription_ko": 3.0, "prescription_zh": 3.0, "receipt": 1.0, "receipt_ko": 1.0, "receipt_zh": 1.0},
+    "medical_only": {"prescription_ko": 1.0, "prescription_zh": 1.0, "receipt": 0.0, "receipt_ko": 0.0, "receipt_zh": 0.0},
+    "medical_heavy": {"prescription_ko": 6.0, "prescription_zh": 6.0, "receipt": 1.0, "receipt_ko": 1.0, "receipt_zh": 1.0},
 }
 
 
@@ -24,9 +25,16 @@ def sample_seed(base_seed: int, stream: str, index: int) -> int:
     return int.from_bytes(h[:8], "big") >> 1
 
 
+def _split(w: dict[str, float], group: tuple[str, ...]) -> dict[str, float]:
+    """Shares within a group by its own weights; equal shares when they are all zero."""
+    total = sum(w[d] for d in group)
+    return {d: (w[d] / total if total > 0 else 1 / len(group)) for d in group}
+
+
 def domain_weights(mix: DataMixConfig) -> dict[str, float]:
-    """Share of each generator domain, summing to 1; with receipt_ratio set, receipts get exactly that
-    share and the prescriptions split the rest by their own weights (equally if those are all zero)."""
+    """Share of each generator domain, summing to 1; with receipt_ratio set, the receipts together get
+    exactly that share, split between their languages by their own weights (equally if those are all
+    zero), and the prescriptions split the rest likewise."""
     raw = dict(mix.weights) if mix.weights else PRESET_WEIGHTS.get(mix.name)
     if raw is None:
         raise ValueError(f"data_mix {mix.name!r} has no weights: set data_mix.weights or use one of {sorted(PRESET_WEIGHTS)}")
@@ -40,9 +48,8 @@ def domain_weights(mix: DataMixConfig) -> dict[str, float]:
         r = float(mix.receipt_ratio)
         if not 0.0 <= r <= 1.0:
             raise ValueError(f"data_mix.receipt_ratio={r}: expected a value in [0, 1]")
-        med = sum(w[d] for d in MEDICAL)
-        split = {d: (w[d] / med if med > 0 else 1 / len(MEDICAL)) for d in MEDICAL}
-        return {**{d: (1 - r) * split[d] for d in MEDICAL}, "receipt": r}
+        med, rec = _split(w, MEDICAL), _split(w, RECEIPT_DOMAINS)
+        return {d: (1 - r) * med[d] if d in MEDICAL else r * rec[d] for d in DOMAINS}
     total = sum(w.values())
     if total <= 0:
         raise ValueError(f"data_mix.weights sum to zero: {w}")
@@ -64,7 +71,8 @@ def assign_domains(n: int, mix: DataMixConfig, base_seed: int, stream: str) -> l
 
     Counts are exact quotas rather than independent draws so a small test split still holds every
     domain in proportion. Hard negatives (mix.hard_negatives of n) are receipt images asked as a
-    prescription, split between Korean and Chinese by the medical weights.
+    prescription: asked Korean or Chinese by the medical weights, the receipt's language drawn by the
+    receipt weights (equally when the mix has no receipts).
     """
     hn = float(mix.hard_negatives)
     if not 0.0 <= hn < 1.0:
@@ -74,9 +82,9 @@ def assign_domains(n: int, mix: DataMixConfig, base_seed: int, stream: str) -> l
     pairs: list[tuple[str, str]] = []
     for d, k in _quota(n - n_hn, weights).items():
         pairs += [(d, d)] * k
-    med = sum(weights[d] for d in MEDICAL)
-    hn_weights = {d: (weights[d] / med if med > 0 else 0.5) for d in MEDICAL}
-    for d, k in _quota(n_hn, hn_weights).items():
-        pairs += [(d, "receipt")] * k
+    med, rec = _split(weights, MEDICAL), _split(weights, RECEIPT_DOMAINS)
+    hn_weights = {(d, r): med[d] * rec[r] for d in MEDICAL for r in RECEIPT_DOMAINS}
+    for pair, k in _quota(n_hn, hn_weights).items():
+        pairs += [pair] * k
     random.Random(sample_seed(base_seed, stream, -1)).shuffle(pairs)
     return pairs

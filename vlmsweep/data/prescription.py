@@ -12,11 +12,14 @@ from . import vocab
 from .canvas import Canvas, as_number, digits, fmt_num, maybe_null
 
 PAGE = (840, 1188)  # A4 portrait at ~100 dpi: the size a phone scan is usually downscaled to
-TABLET_DOSES = [1, 1, 1, 1, 2, 0.5, 1.5]
+TABLET_DOSES = [1, 1, 1, 1, 2, 0.5, 1.5]  # scored tablets split in halves
+WHOLE_DOSES = [1, 1, 1, 1, 2]  # capsules, sachets: never split
+WHOLE_UNITS = ("캡슐", "C", "粒", "袋")
 LIQUID_DOSES = [5, 10, 7.5, 3, 2.5, 15]
 IU_DOSES = [6, 8, 10, 12, 16, 18]
 DIGIT_DOSES = [0.5, 1.5, 8, 6, 5, 1, 7]  # doses whose digits are the confusable ones
-DAYS = [3, 3, 5, 5, 7, 7, 10, 14, 28, 30, 60, 90]
+DAYS = [3, 3, 5, 5, 7, 7, 10, 14]  # acute courses
+LONG_DAYS = [14, 28, 30, 30, 60, 90]  # once-daily maintenance drugs (blood pressure, statins, thyroid)
 DIGIT_DAYS = [5, 6, 7, 8, 10, 15, 16, 17, 18, 28, 60, 70, 80]
 
 
@@ -33,24 +36,27 @@ def _pick_drugs(rng: random.Random, drugs, lasa, focus: str | None, k: int) -> l
     pool = [d for d in drugs if d not in chosen]
     if focus == "units":
         rich = [d for d in pool if any(s.split(" ")[-1] in vocab.UNIT_RICH for s in d[1])]
-        pool = rich if rng.random() < 0.8 else pool
-    while len(chosen) < k:
-        d = rng.choice(pool)
-        if d not in chosen:
-            chosen.append(d)
+        pool = rich if rng.random() < 0.8 and len(rich) >= k - len(chosen) else pool
+    chosen += rng.sample(pool, k - len(chosen))
     rng.shuffle(chosen)
     return chosen
 
 
-def _usage(rng: random.Random, lang: str, unit: str) -> str:
-    """How to take it, consistent with the dosage form (no nasal spray taken with meals)."""
-    if lang == "ko":
-        return rng.choice(vocab.KO_USAGE)
+def _schedule(rng: random.Random, lang: str, name: str, unit: str) -> tuple[int, str]:
+    """(times a day, timing) drawn together so they never contradict ("每日 4 次 睡前口服" cannot occur);
+    once-daily drugs keep their labelled time, and the dosage form decides the route."""
     if unit == "喷":
-        return "喷鼻"
+        return rng.choice([1, 2]), "喷鼻"
     if unit == "IU":
-        return "皮下注射"
-    return rng.choice(vocab.ZH_ROUTE_ORAL)
+        return 1, "皮下注射"
+    if name in vocab.ONCE_DAILY:
+        return 1, vocab.ONCE_DAILY[name]
+    freq = rng.choice(vocab.FREQUENCIES)
+    return freq, rng.choice((vocab.KO_TIMINGS if lang == "ko" else vocab.ZH_TIMINGS)[freq])
+
+
+def _phone(rng: random.Random, area: str, focus: str | None) -> str:
+    return f"{area}-{digits(rng, rng.choice([3, 4]), focus)}-{digits(rng, 4, focus)}"
 
 
 def _dose(rng: random.Random, unit: str, focus: str | None) -> float | int:
@@ -60,7 +66,7 @@ def _dose(rng: random.Random, unit: str, focus: str | None) -> float | int:
         return as_number(rng.choice(LIQUID_DOSES))
     if unit == "IU":
         return rng.choice(IU_DOSES)
-    return as_number(rng.choice(TABLET_DOSES))
+    return as_number(rng.choice(WHOLE_DOSES if unit in WHOLE_UNITS else TABLET_DOSES))
 
 
 def sample_target(rng: random.Random, lang: str, focus: str | None = None) -> tuple[dict[str, Any], dict]:
@@ -69,42 +75,81 @@ def sample_target(rng: random.Random, lang: str, focus: str | None = None) -> tu
     p_null_med = 0.3 if focus == "sparse" else 0.03
     drugs, lasa = (vocab.KO_DRUGS, vocab.KO_LASA) if lang == "ko" else (vocab.ZH_DRUGS, vocab.ZH_LASA)
     k = rng.choice([1, 2, 2, 3, 3, 4]) if focus != "near_miss" else rng.choice([2, 3, 4])
+    # A child's form holds only drugs that suit a child (and children's products only go to children);
+    # the diagnoses and the clinic or ward follow below.
+    child = rng.random() < 0.2
+    allowed = (lambda n: n in vocab.CHILD_DRUGS) if child else (lambda n: n not in vocab.CHILD_ONLY_DRUGS)
+    drugs = [d for d in drugs if allowed(d[0])]
+    lasa = [g for g in ([n for n in group if allowed(n)] for group in lasa) if len(g) >= 2]
     meds, units, usage = [], [], []
     for name, strengths, unit in _pick_drugs(rng, drugs, lasa, focus, k):
         strength = rng.choice(strengths)
         if focus == "digits" and rng.random() < 0.5:
             # Confusable strengths, still in the drug's own unit (50 vs 80 mg, 0.6 vs 0.8 g).
             strength = rng.choice(["5", "8", "50", "80", "60", "160", "100", "0.5", "1.5", "750"]) + " " + strength.split(" ")[1]
+        freq, timing = _schedule(rng, lang, name, unit)
+        days = rng.choice(DIGIT_DAYS if focus == "digits" else LONG_DAYS if name in vocab.ONCE_DAILY else DAYS)
         meds.append({
             "name": name,
             "strength": maybe_null(rng, strength, p_null_med),
             "dose": maybe_null(rng, _dose(rng, unit, focus), p_null_med),
-            "frequency": maybe_null(rng, rng.choice([1, 2, 3, 3, 3, 4]) if unit != "IU" else 1, p_null_med),
-            "days": maybe_null(rng, rng.choice(DIGIT_DAYS if focus == "digits" else DAYS), p_null_med),
+            "frequency": maybe_null(rng, freq, p_null_med),
+            "days": maybe_null(rng, days, p_null_med),
         })
         units.append(unit)
-        usage.append(_usage(rng, lang, unit))
-    n_dx = rng.choice([1, 1, 2, 2, 3])
-    dx = rng.sample(vocab.DIAGNOSES, n_dx)
+        usage.append(timing)
+    age = rng.randint(1, 14 if lang == "zh" else 18) if child else rng.randint(19, 88)
+    dx_pool = [d for d in vocab.DIAGNOSES if d[0] in vocab.PEDIATRIC_CODES] if child else vocab.DIAGNOSES
+    dx = rng.sample(dx_pool, rng.choice([1, 1, 2, 2, 3]))
     date = _date(rng)
     if lang == "ko":
+        province, city, area, districts = rng.choice(vocab.KO_PLACES)
         name = rng.choice(vocab.KO_SURNAMES) + rng.choice(vocab.KO_GIVEN)
-        birth = _date(rng) - dt.timedelta(days=365 * rng.randint(2, 80))
+        # Born `age` full years before the issue date; the 주민등록번호 starts with that birth date.
+        birth = date - dt.timedelta(days=round(365.25 * age) + rng.randrange(0, 360))
         sex = rng.choice("12") if birth.year < 2000 else rng.choice("34")
         pid = f"{birth:%y%m%d}-{sex}******"  # 주민등록번호, masked after the sex digit as issued
         if focus == "digits":
             pid = digits(rng, 6, focus) + "-" + rng.choice("1234") + "******"
-        stem = rng.choice(vocab.KO_CLINIC_STEMS) + rng.choice(vocab.KO_CLINIC_KINDS)
-        institution = (rng.choice(vocab.KO_CITIES) + stem) if rng.random() < 0.3 else stem
+        codes = {d[0] for d in dx}
+        kinds = [k for k in vocab.KO_CLINIC_KINDS if (child or k != vocab.KO_PEDIATRIC_KIND)
+                 and (vocab.KO_CODES_OF_KIND[k] is None or codes <= vocab.KO_CODES_OF_KIND[k])]
+        kind = vocab.KO_PEDIATRIC_KIND if child and rng.random() < 0.6 else rng.choice(kinds)
+        stem = rng.choice(vocab.KO_CLINIC_STEMS) + kind
+        institution = (city + stem) if rng.random() < 0.3 else stem
         date_s = rng.choice([f"{date:%Y-%m-%d}", f"{date.year}년 {date:%m}월 {date:%d}일", f"{date:%Y.%m.%d}"])
         prescriber = rng.choice(vocab.KO_SURNAMES) + rng.choice(vocab.KO_GIVEN)
+        sex_zh, form_kind, dept, address, phone = None, None, None, None, _phone(rng, area, focus)
     else:
+        province, city, area, districts = rng.choice(vocab.ZH_PLACES)
         name = rng.choice(vocab.ZH_SURNAMES) + rng.choice(vocab.ZH_GIVEN)
         pid = rng.choice(["", "MZ"]) + digits(rng, rng.choice([8, 10]), focus)  # 门诊号
-        city = rng.choice(vocab.ZH_CITIES)
-        institution = city + (rng.choice(vocab.ZH_DISTRICTS) if rng.random() < 0.5 else "") + rng.choice(vocab.ZH_HOSPITAL_KINDS)
+        sex_zh = rng.choice(["男", "女"])
+        # A 妇幼保健院 (maternal and child health hospital) sees women and children only.
+        kinds = [k for k in vocab.ZH_HOSPITAL_KINDS if child or sex_zh == "女" or k != "妇幼保健院"]
+        kind = rng.choice(kinds)
+        district = rng.choice(districts)
+        if kind == "社区卫生服务中心":  # named after its district and 街道
+            institution = city + district + rng.choice(vocab.ZH_SUBDISTRICTS) + "街道" + kind
+        else:
+            institution = city + (district if rng.random() < 0.5 else "") + kind
+        # Children's prescriptions are written on the 儿科 form by the paediatric ward (or the ER).
+        if child:
+            form_kind = rng.choice(["儿科"] * 4 + ["急诊"])
+        else:
+            form_kind = rng.choice(["普通"] * 5 + ["急诊"])
+        if form_kind == "急诊":
+            dept = "急诊科"
+        elif child:
+            dept = "儿科"
+        else:
+            dept = vocab.ZH_DEPT_OF_CODE[dx[0][0]]
         date_s = rng.choice([f"{date:%Y-%m-%d}", f"{date.year}年{date:%m}月{date:%d}日", f"{date.year}.{date.month}.{date.day}"])
         prescriber = rng.choice(vocab.ZH_SURNAMES) + rng.choice(vocab.ZH_GIVEN)
+        # The patient lives in the hospital's city: same districts, that city's area code or a mobile.
+        address = f"{city}{rng.choice(districts)}{rng.choice(vocab.ZH_ROADS)}{rng.randint(1, 399)}号"
+        phone = (f"1{rng.choice('3578')}{digits(rng, 9, focus)}" if rng.random() < 0.6
+                 else f"{area}-{digits(rng, 8, focus)}")
     target = {
         "patient_name": maybe_null(rng, name, p_null / 2),
         "patient_id": maybe_null(rng, pid, p_null),
@@ -120,14 +165,15 @@ def sample_target(rng: random.Random, lang: str, focus: str | None = None) -> tu
         "usage": usage,
         "serial": digits(rng, 5, focus),
         "code": digits(rng, 8, focus),
-        "phone": f"0{rng.randint(2, 64)}-{digits(rng, rng.choice([3, 4]), focus)}-{digits(rng, 4, focus)}",
-        "fax": f"0{rng.randint(2, 64)}-{digits(rng, 3, focus)}-{digits(rng, 4, focus)}",
+        "phone": phone,
+        "fax": _phone(rng, area, focus),
+        "address": address,
         "license": digits(rng, 5, focus),
-        "sex": rng.choice(["男", "女"]),
-        "age": rng.randint(1, 90),
-        "dept": rng.choice(vocab.ZH_DEPARTMENTS),
+        "sex": sex_zh,
+        "age": age,
+        "dept": dept,
         "fee": rng.choice(["自费", "医保", "公费"]),
-        "kind": rng.choice(["普通"] * 4 + ["急诊", "儿科"]),
+        "kind": form_kind,
         "amount": f"{rng.randint(8, 480)}.{rng.randint(0, 99):02d}",
         "pharmacist": rng.choice(vocab.ZH_SURNAMES) + rng.choice(vocab.ZH_GIVEN),
         "stamp": rng.random() < 0.85,
@@ -258,7 +304,7 @@ def render_zh(target: dict, extras: dict, rng: random.Random) -> Image.Image:
         c.text((L, y), line, 18, anchor="lm")
     c.hline(L, R, y + 22, dash=4)
     y += 46
-    c.text((L, y), f"住址/电话: {extras['phone']}", 16, anchor="lm")
+    c.text((L, y), f"住址/电话: {extras['address']}  {extras['phone']}", 16, anchor="lm")
     c.hline(L, R, y + 24, width=3)
     y += 62
     c.text((L, y), "Rp", 40, "Bold", anchor="lm")

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-DOMAINS = ("prescription_ko", "prescription_zh", "receipt")  # what the generators draw
+# What the generators draw. "receipt" is the English (SROIE-style) receipt, as real SROIE data is
+# labelled; receipt_ko / receipt_zh are Korean and Chinese ones. All three answer the receipt schema.
+DOMAINS = ("prescription_ko", "prescription_zh", "receipt", "receipt_ko", "receipt_zh")
+RECEIPT_DOMAINS = ("receipt", "receipt_ko", "receipt_zh")
 SPLITS = ("train", "mining", "test", "regression")
 
 
