@@ -197,3 +197,87 @@ def test_bad_outputs_score_without_crashing(raw):
     s = tags_of(raw)
     assert s["tags"][0] == "parse_fail"
     assert s["scores"]["contract.strict_parse_rate"] == 0.0
+
+
+def _rx_named(name):
+    return with_(medications=[{"name": name, "strength": "5 mg", "dose": None, "frequency": None, "days": None}])
+
+
+@pytest.mark.parametrize("target, one_wrong, two_wrong", [
+    ("김민준", "김민순", "김수순"),  # Korean patient name: one syllable misread, then two
+    ("王建国", "王建图", "汪建图"),  # Chinese name, look-alike characters
+    ("泼尼松", "泼尼公", "波尼公"),
+])
+def test_near_miss_on_3_character_cjk_names_one_wrong_tags_two_do_not(target, one_wrong, two_wrong):
+    rx = with_(patient_name=target)
+    assert tags_of(serialize(with_(patient_name=one_wrong)), target=rx)["tags"] == ["near_miss_spelling"]
+    assert tags_of(serialize(with_(patient_name=two_wrong)), target=rx)["tags"] == []
+    # The same in a drug name field, and in prose (no JSON object) where 3 characters now suffice.
+    assert "near_miss_spelling" in tags_of(serialize(_rx_named(one_wrong)), target=_rx_named(target))["tags"]
+    assert "near_miss_spelling" not in tags_of(serialize(_rx_named(two_wrong)), target=_rx_named(target))["tags"]
+    assert "near_miss_spelling" in tags_of(f"환자 {one_wrong}", target=rx)["tags"]
+    assert "near_miss_spelling" not in tags_of(f"환자 {two_wrong}", target=rx)["tags"]
+
+
+def test_near_miss_thresholds_stay_apart_by_script():
+    # Two-character CJK names: one wrong character is half the name, no longer a misspelling.
+    assert tags_of(serialize(with_(patient_name="王传")), target=with_(patient_name="王伟"))["tags"] == []
+    # Latin keeps 80: one wrong letter in a 3-letter word (67) is not tagged, as before.
+    assert tags_of(serialize(with_(patient_name="Tam")), target=with_(patient_name="Tom"))["tags"] == []
+    # A longer CJK name with one wrong character still tags (it did at 80 too).
+    rx = _rx_named("奥美拉唑肠溶胶囊")
+    assert "near_miss_spelling" in tags_of(serialize(_rx_named("奥美拉唑肠溶胶襄")), target=rx)["tags"]
+
+
+def test_leakage_lists_are_package_files_covering_korean_and_chinese_receipts(tmp_path):
+    from vlmsweep.data import vocab
+    from vlmsweep.evaluate.tags import DEFAULT_LEAKAGE_KEYWORDS, builtin_leakage_keywords, resolve_leakage_keywords
+    ko, zh = builtin_leakage_keywords("ko"), builtin_leakage_keywords("zh")
+    assert {"합계", "부가세", "카드승인"} <= set(ko) and {"合计", "小计", "找零"} <= set(zh)
+    assert set(ko) | set(zh) | set(builtin_leakage_keywords("en")) == set(DEFAULT_LEAKAGE_KEYWORDS)
+    # Every total, subtotal and tax label the receipt generators print is caught.
+    for labels in (vocab.KO_RECEIPT_LABELS, vocab.ZH_RECEIPT_LABELS):
+        for label in (*labels["subtotal"], *labels["tax"], *labels["total"]):
+            assert any(k in label for k in DEFAULT_LEAKAGE_KEYWORDS), label
+    # No keyword is part of what a prescription legitimately says (names, drugs, places, form labels).
+    rx_words = [*vocab.KO_LABELS, *vocab.ZH_LABELS, *[d[0] for d in vocab.KO_DRUGS + vocab.ZH_DRUGS],
+                *[w for d in vocab.DIAGNOSES for w in d], *vocab.KO_CLINIC_KINDS, *vocab.ZH_HOSPITAL_KINDS,
+                *vocab.ZH_DEPARTMENTS, *[t for ts in (*vocab.KO_TIMINGS.values(), *vocab.ZH_TIMINGS.values()) for t in ts],
+                *vocab.KO_GIVEN, *vocab.ZH_GIVEN, *vocab.ZH_ROADS, *vocab.KO_ROADS]
+    clashes = [(k, w) for k in ko + zh for w in rx_words if k in w]
+    assert clashes == []
+    # Extending and replacing through eval.leakage_keywords.
+    mine = tmp_path / "mine.txt"
+    mine.write_text("# pharmacy words\n약국\n\n药房\n", encoding="utf-8")
+    assert resolve_leakage_keywords(("@ko", f"@{mine}", "pharmacy")) == (*ko, "약국", "药房", "pharmacy")
+    assert resolve_leakage_keywords(("pharmacy",)) == ("pharmacy",)
+    s = tags_of("약국 합계", leakage_keywords=["@en", f"@{mine}"])
+    assert s["tag_evidence"]["domain_leakage"] == "receipt words ['약국']"
+    with pytest.raises(ValueError, match=r"eval.leakage_keywords: '@nope.txt': no such file .*@PATH"):
+        resolve_leakage_keywords(("@nope.txt",))
+
+
+def test_leakage_rate_counts_words_read_off_korean_and_chinese_receipts():
+    from vlmsweep.data.build import render_sample
+    from vlmsweep.data.canvas import Canvas
+    records, raws = [], []
+    for domain in ("receipt_ko", "receipt_zh"):
+        Canvas.drawn_strings = []
+        try:
+            render_sample(3, domain, noise="none")
+            printed = list(Canvas.drawn_strings)
+        finally:
+            Canvas.drawn_strings = None
+        # A prescription answer that copied the receipt's labels into the medication list.
+        labels = [s for s in printed if not any(ch.isdigit() for ch in s)]
+        rx = dict(EMPTY_RX, medications=[{"name": w, "strength": None, "dose": None, "frequency": None, "days": None}
+                                          for w in labels])
+        records.append({"id": domain, "domain": "prescription_ko", "target": EMPTY_RX})
+        raws.append(serialize(rx))
+    records.append({"id": "clean", "domain": "prescription_zh", "target": EMPTY_RX})
+    raws.append(serialize(EMPTY_RX))
+    metrics, samples = score_outputs(raws, records)
+    assert metrics["rate.leakage"] == pytest.approx(2 / 3)
+    ko_words, zh_words = (s["tag_evidence"]["domain_leakage"] for s in samples[:2])
+    assert "합계" in ko_words and any(w in zh_words for w in ("合计", "小计"))
+    assert "domain_leakage" not in samples[2]["tags"]

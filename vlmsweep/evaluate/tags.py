@@ -14,18 +14,21 @@ reported in the evidence when the text is longer).
 | repetition_loop | some unit of 1-100 characters repeats at least 4 times back to back, the run is at least 40 characters long, and the same run is not in the canonical target text |
 | instruction_echo | the output holds 6 consecutive words of the instruction (a whole instruction sentence if shorter), a request phrase (`please tell/give/show/provide/read/extract/return/list/output/describe/identify/find`, `tell/show/give me`, `can/could/would you`, `알려/말해/읽어/추출해/작성해 주세요`, `请告诉/提供/列出/给出/读取/提取/返回/识别`), or a domain tag such as `[PRESCRIPTION]` |
 | digit_flip | a field whose target holds digits (a digit field, or any field with 3+ digits) is wrong, and the predicted digits have the target's length and differ in 1 or 2 places (fewer than all when 2+ digits). *prose*: the target's digit string (3+ digits) is absent but a number token of the raw text, not itself another target value, has the same length and differs in 1 digit (2 when the target has 5+ digits), and is not one digit repeated ("111", a repetition artifact) unless the target is |
-| near_miss_spelling | a text field (not an id, not a unit field) with letters is wrong but rapidfuzz ratio(normalised pred, normalised target) >= 80, and the difference is not only in digits. *prose*: the target (4+ letters) is absent from the normalised raw text but its best window there (rapidfuzz partial_ratio_alignment) scores >= 80 |
+| near_miss_spelling | a text field (not an id, not a unit field) with letters is wrong but rapidfuzz ratio(normalised pred, normalised target) reaches the target script's threshold (80 for Latin, 65 when the target holds Hangul or Han: one wrong character in a 3-character name scores 66.7, two score 33), and the difference is not only in digits. *prose*: the target (4+ letters, 3+ for Hangul/Han) is absent from the normalised raw text but its best window there (rapidfuzz partial_ratio_alignment) reaches the same threshold |
 | unit_confusion | a unit field (strength, dose) has a unit in both prediction and target and the folded units differ (mg vs mcg). *prose*: the target's number appears with a unit, never with the target's unit |
 | missing_value | an answer object exists and a target value that is not null has a null, absent or unpaired prediction |
 | hallucinated_value | an answer object exists and a prediction that is not null stands where the target is null, or in an extra list item |
-| domain_leakage | the asked schema is prescription and the raw output holds a leakage keyword (ASCII ones as whole words, case-insensitive; CJK ones as substrings) that the canonical target text does not hold |
+| domain_leakage | the asked schema is prescription and the raw output holds a leakage keyword (ASCII ones as whole words, case-insensitive; CJK ones as substrings) that the canonical target text does not hold. Keywords: the package's lists `leakage_keywords/{en,ko,zh}.txt`, or `eval.leakage_keywords` (see `resolve_leakage_keywords`) |
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
 
 from rapidfuzz import fuzz
 
@@ -60,19 +63,63 @@ TAGS = (
     "unreadable_input",  # the image could not be decoded or processed: scored as a failure, never dropped
 )
 
-# Receipt vocabulary that should never appear in a prescription answer (EvalConfig.leakage_keywords
-# replaces it when non-empty).
-DEFAULT_LEAKAGE_KEYWORDS = (
-    "subtotal", "sub total", "total", "tax", "vat", "gst", "cash", "change", "receipt", "cashier",
-    "invoice", "price", "qty", "discount", "rounding", "cheese", "burger", "tart", "coffee", "latte",
-    "americano", "sandwich", "pizza", "fries",
-    "합계", "소계", "부가세", "영수증", "거스름돈", "현금", "결제", "할인", "커피", "버거",
-    "小计", "合计", "找零", "收银", "发票", "现金", "税额", "折扣", "咖啡", "汉堡",
-)
+# Receipt vocabulary that should never appear in a prescription answer: one package data file per
+# receipt language (vlmsweep/evaluate/leakage_keywords/<lang>.txt, one keyword a line, # comments).
+LEAKAGE_LANGS = ("en", "ko", "zh")
+
+
+def read_keyword_file(path: Path | str, source: str | None = None) -> tuple[str, ...]:
+    """Keywords of a list file: one a line; blank lines and lines starting with # are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8") if source is None else source
+    except OSError as e:
+        raise ValueError(f"leakage keyword file {path}: {e.strerror or e}; give an existing UTF-8 text file "
+                         "with one keyword a line") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+@lru_cache(maxsize=None)
+def builtin_leakage_keywords(lang: str) -> tuple[str, ...]:
+    if lang not in LEAKAGE_LANGS:
+        raise ValueError(f"no built-in leakage keyword list {lang!r}: expected one of {list(LEAKAGE_LANGS)}")
+    f = resources.files("vlmsweep.evaluate").joinpath("leakage_keywords", f"{lang}.txt")
+    return read_keyword_file(f"leakage_keywords/{lang}.txt", f.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=64)
+def resolve_leakage_keywords(entries: tuple[str, ...]) -> tuple[str, ...]:
+    """eval.leakage_keywords as matched: empty means the three built-in lists; otherwise exactly the
+    entries, where `@en`, `@ko`, `@zh` stand for a built-in list and `@PATH` for a file of yours (one
+    keyword a line, relative to the working directory). So `[@en, @ko, @zh, pharmacy]` extends the
+    built-in lists and `[pharmacy]` replaces them."""
+    if not entries:
+        entries = tuple(f"@{lang}" for lang in LEAKAGE_LANGS)
+    out: list[str] = []
+    for entry in entries:
+        if entry.startswith("@") and entry[1:] in LEAKAGE_LANGS:
+            out += builtin_leakage_keywords(entry[1:])
+        elif entry.startswith("@"):
+            path = Path(entry[1:]).expanduser()
+            if not path.is_file():
+                raise ValueError(f"eval.leakage_keywords: {entry!r}: no such file {path.resolve()}; "
+                                 f"use @en, @ko, @zh for a built-in list or @PATH to an existing keyword file")
+            out += read_keyword_file(path)
+        elif entry.strip():
+            out.append(entry.strip())
+    return tuple(dict.fromkeys(out))  # first occurrence wins; evidence lists keywords in this order
+
+
+DEFAULT_LEAKAGE_KEYWORDS = resolve_leakage_keywords(())
 
 PROSE_WINDOW = 20_000
 ECHO_NGRAM = 6
+# Near-miss threshold per script (rapidfuzz ratio, 0-100). A Latin letter is a small part of a name:
+# one wrong letter in five (80) is a misreading. A Hangul syllable or Han character is a large part:
+# one wrong character in a 3-character name scores 66.7, two score 33.3, one in two 50, so 65 tags
+# one wrong character in three or more and nothing coarser.
 NEAR_MISS_RATIO = 80.0
+NEAR_MISS_RATIO_CJK = 65.0
+_CJK = re.compile(r"[\u1100-\u11ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 REPEAT_UNIT_MAX = 100
 REPEAT_MIN_COPIES = 4
 REPEAT_MIN_CHARS = 40
@@ -105,6 +152,11 @@ def _prose_flip(pred_digits: str, target_digits: str) -> bool:
         return False
     diff = sum(a != b for a, b in zip(pred_digits, target_digits))
     return _hamming_flip(pred_digits, target_digits) and diff <= (1 if len(target_digits) < 5 else 2)
+
+
+def near_miss_threshold(target: str) -> float:
+    """The ratio a wrong reading of `target` must reach to be a near miss: by the target's script."""
+    return NEAR_MISS_RATIO_CJK if _CJK.search(target) else NEAR_MISS_RATIO
 
 
 def _letters(text: str) -> str:
@@ -171,9 +223,9 @@ def _keyword_pattern(keyword: str) -> re.Pattern:
     return re.compile(re.escape(keyword))
 
 
-def domain_leakage(raw: str, target_text: str, keywords: tuple[str, ...]) -> str | None:
+def domain_leakage(raw: str, target_text: str, keywords: Sequence[str]) -> str | None:
     found = []
-    for kw in keywords:
+    for kw in resolve_leakage_keywords(tuple(keywords)):
         pat = _keyword_pattern(kw)
         if pat.search(raw) and not pat.search(target_text):
             found.append(kw)
@@ -202,10 +254,10 @@ def _prose_near_miss(raw: str, target: Any, schema_name: str) -> str | None:
         if kind_of(schema_name, pattern) != "text" or not isinstance(value, str):
             continue
         t = norm_text(value)
-        if sum(ch.isalpha() for ch in t) < 4 or t in text:
+        if sum(ch.isalpha() for ch in t) < (3 if _CJK.search(t) else 4) or t in text:
             continue
         best = fuzz.partial_ratio_alignment(t, text)
-        if best is not None and best.score >= NEAR_MISS_RATIO:
+        if best is not None and best.score >= near_miss_threshold(t):
             window = text[best.dest_start : best.dest_end]
             return f"{path}: {value!r} ~ {window!r} ({best.score:.0f})"
     return None
@@ -259,7 +311,7 @@ def _field_rules(pairs: list[FieldPair], schema_name: str) -> dict[str, str]:
                 hits.setdefault("unit_confusion", []).append(change)
         elif kind == "text" and isinstance(fp.target, str) and isinstance(fp.pred, str):
             p, t = norm_text(fp.pred), norm_text(fp.target)
-            if any(ch.isalpha() for ch in t) and _letters(p) != _letters(t) and fuzz.ratio(p, t) >= NEAR_MISS_RATIO:
+            if any(ch.isalpha() for ch in t) and _letters(p) != _letters(t) and fuzz.ratio(p, t) >= near_miss_threshold(t):
                 hits.setdefault("near_miss_spelling", []).append(change)
     return {tag: "; ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "") for tag, items in hits.items()}
 
