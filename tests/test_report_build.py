@@ -240,3 +240,30 @@ def test_sweep_folder_with_timestamped_trials_read_with_its_study(tmp_path):
     assert "CUDA out of memory" in md and "no run folder under" in md
     assert (root / "report" / "plots" / "visual_budget.png").stat().st_size > 1000
     assert "max_pixels=512tok" in html_path.read_text()
+
+
+def test_a_runs_report_md_says_what_was_evaluated(tmp_path):
+    """report.md opens with model, adapter, data and decoding from the run's config.yaml; on the embedded
+    model one sentence on what its numbers mean. Without a config (outputs scored elsewhere) no header."""
+    import yaml
+
+    from vlmsweep.evaluate.outputs import EMBEDDED_MEANING, describe_evaluation, render_report, write_outputs
+
+    cfg = {"model": {"name": "tiny", "source": "tiny", "path": None, "adapter": None}, "quant": {"name": "nf4"},
+           "scope": {"name": "all"}, "train": {"enabled": True}, "eval": {"max_new_tokens": 64},
+           "data": {"seed": 3, "test_size": 8, "mining_size": 4, "noise": "scan", "test_manifest": None},
+           "data_mix": {"name": "medical_only"}, "decoding": {"name": "json_schema"}, "domain_tag": {"name": "none"},
+           "max_pixels": {"visual_tokens": 512}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_outputs(tmp_path / "cycle_1" / "mining", {}, [], worst_per_tag=1)  # a loop cycle's mining pool
+    text = (tmp_path / "cycle_1" / "mining" / "report.md").read_text()
+    assert "- model: tiny (built locally), quant nf4, scope all" in text
+    assert "- adapter: LoRA trained in this run" in text
+    assert "- data: synthetic mining split: 4 samples, data seed 3, mix medical_only, noise scan" in text
+    assert "- decoding: json_schema, greedy, at most 64 new tokens; at most 512 visual tokens per image" in text
+    assert EMBEDDED_MEANING in text
+    real = dict(cfg, model={"name": "qwen2_vl_2b", "source": "pretrained", "path": "/models/q", "adapter": "/a"},
+                train={"enabled": False}, data=dict(cfg["data"], test_manifest="my/test.jsonl"))
+    lines = describe_evaluation(real, "test")
+    assert "- adapter: /a" in lines and "- data: manifest my/test.jsonl" in lines and EMBEDDED_MEANING not in lines
+    assert render_report({}, []).startswith("# Evaluation\n\n0 samples")

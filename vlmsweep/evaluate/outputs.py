@@ -51,9 +51,65 @@ def _severity(sample: dict) -> tuple:
     return (f1 if f1 is not None else 0.0, -sample["scores"].get("text.raw_cer", 0.0), sample["id"])
 
 
-def render_report(metrics: dict[str, float], samples: Sequence[dict], worst_per_tag: int = 3, title: str = "Evaluation") -> str:
+EMBEDDED_MEANING = (
+    "**The model is the embedded tiny Qwen2-VL** (built locally, it reads no document content): these numbers "
+    "show that every stage runs and how the JSON-contract metrics move; its content metrics are noise by "
+    "construction and say nothing about how well a real checkpoint reads documents."
+)
+
+
+def _run_config(out_dir: Path) -> tuple[dict, str]:
+    """The resolved config.yaml the run wrote before evaluating, and which split this folder holds: a run
+    folder holds the test split, a loop's cycle_N/ too, cycle_N/mining/ and cycle_N/regression/ theirs."""
+    import yaml
+
+    split = out_dir.name if out_dir.name in ("mining", "regression") else "test"
+    for folder in (out_dir, out_dir.parent, out_dir.parent.parent):
+        path = folder / "config.yaml"
+        if path.is_file():
+            try:
+                loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError):
+                return {}, split
+            return (loaded if isinstance(loaded, dict) else {}), split
+    return {}, split
+
+
+def describe_evaluation(cfg: dict, split: str) -> list[str]:
+    """What was evaluated, from the run's resolved config: model, adapter, data, decoding (empty when the
+    folder has no config.yaml, e.g. outputs scored outside a run)."""
+    if not cfg:
+        return []
+    model, data, ev = cfg.get("model", {}), cfg.get("data", {}), cfg.get("eval", {})
+    name = lambda group: (cfg.get(group) or {}).get("name", "?")  # noqa: E731
+    where = model.get("path") or ("built locally" if model.get("source") == "tiny" else "?")
+    if cfg.get("train", {}).get("enabled"):
+        adapter = "LoRA trained in this run" + (f", starting from {model['adapter']}" if model.get("adapter") else "")
+    else:
+        adapter = model.get("adapter") or "none (the base model as loaded)"
+    manifest = data.get(f"{split}_manifest")
+    dataset = (f"manifest {manifest}" if manifest else
+               f"synthetic {split} split: {data.get(f'{split}_size', '?')} samples, data seed {data.get('seed', '?')}, "
+               f"mix {name('data_mix')}, noise {data.get('noise', '?')}")
+    lines = [
+        f"- model: {name('model')} ({where}), quant {name('quant')}, scope {name('scope')}",
+        f"- adapter: {adapter}",
+        f"- data: {dataset}",
+        f"- decoding: {name('decoding')}, greedy, at most {ev.get('max_new_tokens', '?')} new tokens; "
+        f"at most {(cfg.get('max_pixels') or {}).get('visual_tokens', '?')} visual tokens per image; "
+        f"domain tag {name('domain_tag')}",
+        "",
+    ]
+    if model.get("source") == "tiny":
+        lines += [EMBEDDED_MEANING, ""]
+    return lines
+
+
+def render_report(metrics: dict[str, float], samples: Sequence[dict], worst_per_tag: int = 3, title: str = "Evaluation",
+                  about: Sequence[str] = ()) -> str:
+    """report.md; `about`: the lines that say what was evaluated (describe_evaluation), right under the title."""
     domains = sorted({s["domain"] for s in samples})
-    lines = [f"# {title}", ""]
+    lines = [f"# {title}", "", *about]
     n_obj = sum(s["parsed"] is not None for s in samples)
     counts = ", ".join(f"{d}: {sum(s['domain'] == d for s in samples)}" for d in domains)
     lines += [
@@ -107,5 +163,5 @@ def write_outputs(out_dir: Path, metrics: dict[str, float], samples: Sequence[di
     out_dir.mkdir(parents=True, exist_ok=True)
     write_samples(out_dir / "samples.jsonl", samples)
     write_metrics(out_dir / "metrics.json", metrics)
-    report = render_report(metrics, samples, worst_per_tag)
+    report = render_report(metrics, samples, worst_per_tag, about=describe_evaluation(*_run_config(out_dir)))
     (out_dir / "report.md").write_text(report.encode("utf-8", errors="replace").decode("utf-8"), encoding="utf-8")
