@@ -192,7 +192,9 @@ def _sample_ko(rng: random.Random, focus: str | None) -> tuple[dict[str, Any], d
     kind = rng.choice(sorted(vocab.KO_STORES))
     province, city, area, districts = rng.choice(vocab.KO_PLACES)
     district = rng.choice(districts)
-    branch = rng.choice([f"{district[:-1]}점", f"{city}{rng.choice(vocab.KO_BRANCHES)}", "본점"])
+    stem = district[:-1]  # 강남구 -> 강남점; not 북구 -> 북점 or 일산서구 -> 일산서점 (a bookshop)
+    branches = [f"{city}{rng.choice(vocab.KO_BRANCHES)}", "본점"] + ([f"{stem}점"] if len(stem) > 1 and stem[-1] not in "동서남북중" else [])
+    branch = rng.choice(branches)
     store = f"{rng.choice(vocab.KO_STORE_STEMS)}{kind} {branch}"
     address = f"{province} {district} {rng.choice(vocab.KO_ROADS)} {rng.randint(1, 299)}"
     date = _date(rng)
