@@ -198,6 +198,7 @@ def evaluate(
             schemas=row_schemas,
             extra_logits_processors=extra_logits_processors,
             token_text=token_text,
+            sample_ids=[str(_field(records[i], "id", i)) for i in rows],  # named when a logit is NaN/inf
         )
         for i, g in zip(rows, gens):
             raws[i], stops[i] = g.text, g.stop_reason
