@@ -83,7 +83,7 @@ def test_every_character_the_generators_emit_has_a_glyph():
     for lang, lists in (("ko", [vocab.KO_SURNAMES, vocab.KO_GIVEN, places["ko"], vocab.KO_ROADS, vocab.KO_CLINIC_STEMS,
                                 vocab.KO_CLINIC_KINDS, *vocab.KO_TIMINGS.values(), vocab.KO_LABELS,
                                 vocab.KO_STORE_STEMS, vocab.KO_STORES, [n for items in vocab.KO_STORES.values() for n, _ in items],
-                                vocab.KO_BRANCHES, vocab.KO_CARD_ISSUERS, *vocab.KO_RECEIPT_LABELS.values()]),
+                                vocab.KO_CARD_ISSUERS, *vocab.KO_RECEIPT_LABELS.values()]),
                         ("zh", [vocab.ZH_SURNAMES, vocab.ZH_GIVEN, places["zh"], vocab.ZH_ROADS, vocab.ZH_SUBDISTRICTS,
                                 vocab.ZH_HOSPITAL_KINDS, vocab.ZH_DEPARTMENTS, *vocab.ZH_TIMINGS.values(), vocab.ZH_LABELS,
                                 vocab.ZH_STORE_STEMS, vocab.ZH_STORES, [n for items, _ in vocab.ZH_STORES.values() for n, _ in items],

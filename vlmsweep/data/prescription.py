@@ -56,7 +56,8 @@ def _schedule(rng: random.Random, lang: str, name: str, unit: str) -> tuple[int,
 
 
 def _phone(rng: random.Random, area: str, focus: str | None) -> str:
-    return f"{area}-{digits(rng, rng.choice([3, 4]), focus)}-{digits(rng, 4, focus)}"
+    """A Korean landline of that area code; exchanges never start with 0 or 1 (those are prefixes)."""
+    return f"{area}-{rng.randint(2, 9)}{digits(rng, rng.choice([2, 3]), focus)}-{digits(rng, 4, focus)}"
 
 
 def _dose(rng: random.Random, unit: str, focus: str | None) -> float | int:
@@ -149,7 +150,7 @@ def sample_target(rng: random.Random, lang: str, focus: str | None = None) -> tu
         # The patient lives in the hospital's city: same districts, that city's area code or a mobile.
         address = f"{city}{rng.choice(districts)}{rng.choice(vocab.ZH_ROADS)}{rng.randint(1, 399)}号"
         phone = (f"1{rng.choice('3578')}{digits(rng, 9, focus)}" if rng.random() < 0.6
-                 else f"{area}-{digits(rng, 8, focus)}")
+                 else f"{area}-{rng.randint(2, 8)}{digits(rng, 7, focus)}")
     target = {
         "patient_name": maybe_null(rng, name, p_null / 2),
         "patient_id": maybe_null(rng, pid, p_null),

@@ -192,8 +192,10 @@ def _sample_ko(rng: random.Random, focus: str | None) -> tuple[dict[str, Any], d
     kind = rng.choice(sorted(vocab.KO_STORES))
     province, city, area, districts = rng.choice(vocab.KO_PLACES)
     district = rng.choice(districts)
-    stem = district[:-1]  # 강남구 -> 강남점; not 북구 -> 북점 or 일산서구 -> 일산서점 (a bookshop)
-    branches = [f"{city}{rng.choice(vocab.KO_BRANCHES)}", "본점"] + ([f"{stem}점"] if len(stem) > 1 and stem[-1] not in "동서남북중" else [])
+    # The branch is named after the city or the district of the address (강남구 -> 강남점), never after a
+    # place elsewhere; not 북구 -> 북점 or 일산서구 -> 일산서점 (which reads "Ilsan bookshop").
+    stem = district[:-1]
+    branches = [f"{city}점", "본점"] + ([f"{stem}점"] if len(stem) > 1 and stem[-1] not in "동서남북중" else [])
     branch = rng.choice(branches)
     store = f"{rng.choice(vocab.KO_STORE_STEMS)}{kind} {branch}"
     address = f"{province} {district} {rng.choice(vocab.KO_ROADS)} {rng.randint(1, 299)}"
@@ -229,7 +231,7 @@ def _sample_ko(rng: random.Random, focus: str | None) -> tuple[dict[str, Any], d
         "total_label": rng.choice(labels["total"]),
         "biz_no": f"{digits(rng, 3, focus)}-{digits(rng, 2, focus)}-{digits(rng, 5, focus)}",
         "owner": rng.choice(vocab.KO_SURNAMES) + rng.choice(vocab.KO_GIVEN),
-        "tel": f"{area}-{digits(rng, rng.choice([3, 4]), focus)}-{digits(rng, 4, focus)}",
+        "tel": f"{area}-{rng.randint(2, 9)}{digits(rng, rng.choice([2, 3]), focus)}-{digits(rng, 4, focus)}",
         "time": _time(rng),
         "pos": f"{rng.randint(1, 4):02d}",
         "receipt_no": f"{date:%Y%m%d}-{digits(rng, 4, focus)}",
@@ -292,7 +294,7 @@ def _sample_zh(rng: random.Random, focus: str | None) -> tuple[dict[str, Any], d
         "total_label": rng.choice(labels["total"]),
         "vat": vat,
         "discount": _yuan(discount) if discount else None,
-        "tel": f"{area}-{digits(rng, 8 if len(area) == 3 else 7, focus)}",
+        "tel": f"{area}-{rng.randint(2, 8)}{digits(rng, 7, focus)}",  # 8-digit local numbers in these cities
         "time": _time(rng),
         "cashier": f"{rng.randint(1, 30):03d}",
         "till": f"{rng.randint(1, 8):02d}",
@@ -379,8 +381,8 @@ def _render_ko(target: dict, extras: dict, rng: random.Random) -> Image.Image:
     if extras["card"]:
         y = _kv(c, y, "신용카드", t["total"], 16, ink)
     else:
-        y = _kv(c, y, "현금", extras["paid"], 16, ink)
-        y = _kv(c, y, "받은금액", extras["paid"], 16, ink)
+        y = _kv(c, y, "받을금액", t["total"], 16, ink)
+        y = _kv(c, y, "현금", extras["paid"], 16, ink)  # handed over
         y = _kv(c, y, "거스름돈", extras["change"], 16, ink)
     c.hline(L, R, y, dash=5, fill=ink)
     y += 22
