@@ -215,7 +215,8 @@ def _attach_trials(runs: list[RunResult], study, sweep_dir: Path) -> list[RunRes
     by_folder = study.by_folder()
     seen = set()
     for run in runs:
-        trial = by_folder.get(run.path.name)
+        folder = run.path.parent if _CYCLE.match(run.path.name) else run.path  # a loop trial: its last cycle
+        trial = by_folder.get(folder.name)
         if trial is None:
             continue
         seen.add(trial.number)
@@ -262,10 +263,10 @@ def same_partition(runs: list[RunResult], x: str, y: str) -> bool:
 def _load_folders(sweep_dir: Path) -> list[RunResult]:
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: not a folder (give a multirun folder such as outputs/multirun/DATE/TIME)")
-    numbered = _run_dirs(sweep_dir)
-    if numbered:
+    jobs = _run_dirs(sweep_dir)
+    if jobs:
         runs = []
-        for path in numbered:
+        for path in jobs:
             cycles = _cycles(path)
             if not (path / "metrics.json").exists() and cycles:
                 # a loop run inside a multirun: its last cycle stands for it
