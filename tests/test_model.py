@@ -120,3 +120,17 @@ def test_hub_id_without_network_fails_in_seconds_with_the_download_command(monke
     assert time.perf_counter() - start < 10
     with pytest.raises(CheckpointNotFound, match="no such folder"):
         resolve_path(ModelConfig(name="qwen2_vl_2b", source="pretrained", path=str(tmp_path / "nope")), str(tmp_path))
+
+
+@pytest.mark.parametrize("exp", ["exp1", "exp2", "exp3", "exp4"])
+def test_presets_on_a_real_checkpoint_get_real_training_settings_and_tiny_keeps_its_own(exp):
+    from conftest import compose
+
+    real = compose([f"+experiment={exp}"])
+    assert 1e-4 <= real.train.lr <= 2e-4 and real.train.grad_checkpointing
+    assert real.train.max_steps >= 1000 and real.train.grad_accum > 1 and real.train.lr_scheduler == "cosine"
+    tiny = compose([f"+experiment={exp}", "model=tiny_bnb4" if exp in ("exp1", "exp2") else "model=tiny"])
+    default = compose([])
+    assert (tiny.train.lr, tiny.train.max_steps, tiny.train.grad_checkpointing) == (
+        default.train.lr, default.train.max_steps, default.train.grad_checkpointing)
+    assert compose([f"+experiment={exp}", "train.lr=3e-4"]).train.lr == 3e-4  # the command line wins
