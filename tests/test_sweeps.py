@@ -107,3 +107,43 @@ def read_json_yaml(path):
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def test_a_tie_is_reported_as_a_tie():
+    from vlmsweep.sweeps import best_or_tie
+
+    assert best_or_tie([(0, 0.0, "max_pixels=256tok"), (1, 0.0, "max_pixels=512tok")], True) == "all 2 trials score 0: no best"
+    assert best_or_tie([(0, 0.5, "a=1"), (1, 0.7, "a=2"), (2, 0.7, "a=3")], True).startswith("a=2, a=3 tie at 0.7")
+    assert best_or_tie([(0, 0.5, "a=1"), (1, 0.7, "a=2")], False) == "best: a=1 (trial 0) with 0.5"
+    # the same setting twice is one setting, not a tie
+    assert best_or_tie([(0, 0.7, "a=2"), (1, 0.5, "a=1"), (2, 0.7, "a=2")], True) == "best: a=2 (trials 0, 2) with 0.7"
+
+
+def test_a_sweep_through_the_command_line_then_its_report_and_a_resumed_invocation(tmp_path):
+    """The user's two commands: an Optuna sweep over named budgets, then the report on its folder; a second
+    invocation with a larger total adds its trial to the same study and the same report."""
+    sweep = ["-m", "+sweep=max_pixels", 'hydra.sweeper.params.max_pixels="choice(256tok,512tok)"', *TINY_RUN,
+             "eval.max_new_tokens=4"]
+    proc = vlmsweep(*sweep, "sweep.trials=2", cwd=tmp_path, timeout=900)
+    assert "2 trials in total, 0 finished, 2 to run" in proc.stdout
+    assert "2 of 2 trials finished" in proc.stdout or "1 of 2 trials finished" in proc.stdout
+    assert "is_gradient_checkpointing" not in proc.stderr  # a library FutureWarning the user cannot act on
+    folder = tmp_path / "outputs" / "sweeps" / "max_pixels"
+    results = read_json_yaml(folder / "optimization_results.yaml")
+    # the random tiny model scores 0 everywhere: a tie, not a best picked by trial order
+    values = [read_json(p)["content.e2e_field_em"] for p in folder.glob("*/metrics.json")]
+    if len(set(values)) == 1:
+        assert results["summary"] == f"all 2 trials score {values[0]:.4g}: no best" and results["best_params"] is None
+    report = vlmsweep(str(folder), module="vlmsweep.report", cwd=tmp_path)
+    page = (folder / "report" / "report.html").read_text()
+    assert (folder / "report" / "plots" / "visual_budget.png").stat().st_size > 1000
+    assert "trial 0: max_pixels=" in page and "max_pixels=256tok" in page and "max_pixels=512tok" in page
+    assert "visual-token budget" in page and "Optuna study max_pixels: 2 trials" in page
+    assert "report.html" in report.stdout
+
+    vlmsweep(*sweep, "sweep.trials=3", cwd=tmp_path, timeout=900)  # resumed: one more trial, its own timestamped folder
+    assert len([p for p in folder.iterdir() if (p / "run_info.json").exists()]) == 3
+    vlmsweep(str(folder), module="vlmsweep.report", cwd=tmp_path)
+    md = (folder / "report" / "summary.md").read_text()
+    assert "Optuna study max_pixels: 3 trials" in md and "| trial 2 |" in md and "3 COMPLETE" in md
+    assert "sweep.trials" not in md  # 2 vs 3 trials asked for is not an axis
