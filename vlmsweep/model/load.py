@@ -9,6 +9,7 @@ import socket
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import getproxies
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -76,8 +77,12 @@ def _hub_snapshot(repo: str) -> str:
             f"model.path={repo} is a hub id, it is not in the local hub cache and HF_HUB_OFFLINE is set: {download_hint(repo)}"
         )
     endpoint = urlparse(constants.ENDPOINT)
+    # Behind a proxy the hub is reached through it: probe the proxy instead of a direct connection.
+    proxy = getproxies().get(endpoint.scheme)
+    target = urlparse(proxy if "://" in (proxy or "://") else f"http://{proxy}") if proxy else endpoint
+    default_port = 443 if target.scheme == "https" else 80
     try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=HUB_PROBE_SECONDS).close()
+        socket.create_connection((target.hostname, target.port or default_port), timeout=HUB_PROBE_SECONDS).close()
     except OSError as err:
         raise CheckpointNotFound(
             f"model.path={repo} is a hub id and the hub ({constants.ENDPOINT}) is unreachable ({err}): {download_hint(repo)}"
