@@ -100,8 +100,9 @@ PREPROCESSOR_CONFIG: dict[str, Any] = {
     "processor_class": "Qwen2VLProcessor",
 }
 
-# What is known of the release's tokenizer_config.json (its exact bytes are not recorded): the
-# slow-class name, no bos, eos <|im_end|>, pad <|endoftext|>, 32k context, the same chat template.
+# The release's tokenizer_config.json as far as it is known (its exact bytes are not recorded): the
+# slow-class name, no bos, eos <|im_end|>, pad <|endoftext|>, 32k context, the same chat template;
+# the remaining keys are the ones every Qwen2 tokenizer config carries, at their Qwen2 values.
 TOKENIZER_CONFIG: dict[str, Any] = {
     "add_prefix_space": False,
     "bos_token": None,
