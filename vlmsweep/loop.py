@@ -406,9 +406,12 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
                   cfg.data.near_duplicate_bits)
     data_mod.write_manifest(hard_next.records, d / "hard_set.jsonl")
     if not hard_next.records:
-        log.warning("loop: cycle %d mined nothing from the mining pool (no data-fixable failure tag); next cycle: %s",
-                    cycle, "trains on the base set only" if cfg.loop.on_empty_mine == "train"
-                    else "none (loop.on_empty_mine=stop)")
+        if cycle == cfg.loop.cycles:  # the last cycle: there is no next one to announce
+            log.warning("loop: cycle %d (the last) mined nothing from the mining pool (no data-fixable failure tag)", cycle)
+        else:
+            log.warning("loop: cycle %d mined nothing from the mining pool (no data-fixable failure tag); next cycle: %s",
+                        cycle, "trains on the base set only" if cfg.loop.on_empty_mine == "train"
+                        else "none (loop.on_empty_mine=stop)")
     summary = {
         "cycle": cycle,
         "train_size": len(train),
