@@ -86,7 +86,7 @@ def test_cli_render_writes_manifest_images_and_contact_sheet(tmp_path, capsys):
     line = json.loads((out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert line["image"].startswith("images/")
     assert cli(["check", str(out / "manifest.jsonl")]) == 0
-    assert "5 records" in capsys.readouterr().out
+    assert "5 usable records" in capsys.readouterr().out
     (out / "manifest.jsonl").write_text("{bad\n", encoding="utf-8")
-    assert cli(["check", str(out / "manifest.jsonl")]) == 2
-    assert "manifest.jsonl:1: not valid JSON" in capsys.readouterr().err
+    assert cli(["check", str(out / "manifest.jsonl")]) == 1  # problems found: listed, each with file:line
+    assert "manifest.jsonl:1: not valid JSON" in capsys.readouterr().out

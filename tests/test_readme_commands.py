@@ -6,6 +6,7 @@ without an entry in STEPS fails `test_every_readme_command_has_a_step`."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ README = REPO / "README.md"
 # A few steps on a couple of samples with short answers: each run is seconds of work on 2 cores.
 QUICK = ["train.max_steps=1", "train.batch_size=2", "train.logging_steps=1", "data.train_size=2", "data.test_size=1",
          "data.mining_size=2", "data.regression_size=1", "eval.batch_size=2", "eval.max_new_tokens=8", "tracker=none"]
+DATA = "data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl"  # the user's manifests
 
 
 def readme_commands(text: str) -> list[str]:
@@ -99,6 +101,16 @@ STEPS: dict[str, Step | str] = {
         "needs a SLURM cluster: tests/test_cluster.py composes the slurm preset and runs submitit_local",
     "python -m vlmsweep +experiment=exp1 model.path=DIR":
         "needs the downloaded 4-bit release; tests/test_run.py runs +experiment=exp1..exp4 on the embedded model",
+    # The README's real-checkpoint commands, on the embedded replicas: folders written as the release's
+    # (and as its pre-quantized 4-bit copy's) are, loaded by the same model.path code.
+    **{f"python -m vlmsweep +experiment=exp{i} model.path=/models/Qwen2-VL-2B-Instruct{suffix} $DATA":
+       Step(replace={f"/models/Qwen2-VL-2B-Instruct{suffix}": "{%s}" % folder, "$DATA": DATA},
+            extra=QUICK + ["max_pixels=256tok", f"hydra.run.dir={{ws}}/runs/exp{i}"], check="user_ids",
+            why="the embedded replica of the release stands in for the download; 256 visual tokens, not 1024")
+       for i, suffix, folder in ((1, "-bnb-4bit", "bnb4"), (2, "-bnb-4bit", "bnb4"), (3, "", "release"), (4, "", "release"))},
+    "python -m vlmsweep --config-dir DIR -m +sweep=NAME":
+        Step(replace={"DIR": "my_conf", "NAME": "my_budget"},
+             extra=QUICK + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/mine"], check="my_sweep"),
     "python -m vlmsweep.data render --out DIR --n 24": Step(replace={"DIR": "{ws}/rendered", "--n 24": "--n 3"},
                                                            check="rendered"),
     "python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1":
@@ -130,12 +142,23 @@ def workspace(tmp_path_factory, offline_env):
     (ws / "my_conf" / "experiment" / "my_rx.yaml").write_text(
         "# @package _global_\ndata:\n  train_manifest: my_data/train.jsonl\n  test_manifest: my_data/test.jsonl\n",
         encoding="utf-8")
+    shipped = (REPO / "vlmsweep" / "conf" / "sweep" / "max_pixels.yaml").read_text(encoding="utf-8")
+    (ws / "my_conf" / "sweep").mkdir(parents=True)
+    (ws / "my_conf" / "sweep" / "my_budget.yaml").write_text(shipped.replace("name: max_pixels", "name: my_budget"),
+                                                             encoding="utf-8")
     for sub in ("img", "key"):
         (ws / "SROIE" / sub).mkdir(parents=True)
     draw(ws / "SROIE" / "img" / "001.jpg", ["CORNER CAFE", "14/03/2025", "TOTAL 9.00"])
     (ws / "SROIE" / "key" / "001.json").write_text(json.dumps(
         {"company": "CORNER CAFE", "date": "14/03/2025", "address": "12 MAIN ST", "total": "9.00"}))
     return ws
+
+
+def replica(name: str) -> Path:
+    """Where the embedded replica of the release (tiny) or of its 4-bit copy (tiny_bnb4) was written."""
+    from vlmsweep.model.tiny import ensure_embedded_model
+
+    return ensure_embedded_model(name, os.environ["VLMSWEEP_CACHE"])
 
 
 RUNNABLE = [c for c, s in STEPS.items() if isinstance(s, Step)]
@@ -148,7 +171,10 @@ def test_readme_command_runs(command, workspace):
     line = command
     for old, new in step.replace.items():
         line = line.replace(old, new)
-    argv = shlex.split(line.format(ws=workspace)) + [x.format(ws=workspace) for x in step.extra]
+    folders = {"ws": workspace}
+    if "{release}" in line or "{bnb4}" in line:
+        folders |= {"release": replica("tiny"), "bnb4": replica("tiny_bnb4")}
+    argv = shlex.split(line.format(**folders)) + [x.format(**folders) for x in step.extra]
     assert argv[:2] == ["python", "-m"]
     proc = vlmsweep(argv[3:], workspace, module=argv[2])
     if step.check:
@@ -193,5 +219,11 @@ def _memory(proc, ws):
     assert all(f"exp{i}" in proc.stdout for i in range(1, 5))
 
 
-CHECKS = {"run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
+def _my_sweep(proc, ws):
+    infos = [json.loads((p / "run_info.json").read_text()) for p in (ws / "sweeps" / "mine").iterdir()
+             if (p / "run_info.json").is_file()]
+    assert infos and all(i["status"] == "ok" and i["choices"]["sweep"] == "my_budget" for i in infos)
+
+
+CHECKS = {"my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
           "rendered": _rendered, "sroie": _sroie, "memory": _memory}

@@ -41,14 +41,19 @@ def load_splits(data: DataConfig, mix: DataMixConfig, cache_dir: Path, names: tu
     apart. Manifests are validated here, before any model is loaded; a training manifest's images are
     also decoded and checked against the processor's limits (an unusable one is a bad line).
     """
+    options = {  # split -> (manifest, synthetic size)
+        "train": (data.train_manifest, data.train_size),
+        "test": (data.test_manifest, data.test_size),
+        "mining": (data.mining_manifest, data.mining_size),
+        "regression": (data.regression_manifest, data.regression_size),
+    }
     splits = Splits(records={})
     for split in SPLIT_NAMES:
-        manifest = getattr(data, f"{split}_manifest")
+        manifest, size = options[split]
         if split not in names:
             if manifest:
                 log.warning("data.%s_manifest=%s is not read: this run does not use a %s split", split, manifest, split)
             continue
-        size = int(getattr(data, f"{split}_size"))
         records: list[Record] = []
         source: dict[str, Any] = {"manifest": None, "from_manifest": 0, "skipped": [], "synthetic": 0}
         if manifest:
