@@ -26,8 +26,9 @@ VISUAL_TOKENS_AXES = ("max_pixels.visual_tokens", "visual_tokens")
 RECEIPT_RATIO_AXES = ("data_mix.receipt_ratio", "receipt_ratio")
 _CYCLE = re.compile(r"^cycle_(\d+)$")
 # Overrides that do not change what a run computes: never an axis, never in a label (a resumed sweep
-# may say sweep.trials=3 where the first invocation said 2).
-NOT_AXES = ("sweep", "hydra", "tracker")
+# may say sweep.trials=3 where the first invocation said 2). `recipe` is chosen by the model (config.yaml's
+# `optional recipe: ${model}`), so it varies exactly when `model` does and would repeat that axis.
+NOT_AXES = ("sweep", "hydra", "tracker", "recipe")
 
 
 @dataclass
