@@ -1,0 +1,107 @@
+"""The Instruct warm-up (vlmsweep.model.warmup): its seed streams, its restricted output layer, a short build."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlmsweep.data.mix import sample_seed
+from vlmsweep.data.record import SPLITS
+from vlmsweep.model import warmup
+from vlmsweep.model.warmup import (
+    HELDOUT_STREAM,
+    TRAIN_STREAM,
+    AnswerVocabCollator,
+    AnswerVocabHead,
+    Recipe,
+    answer_vocabulary,
+)
+
+# A build of seconds: a handful of documents, a few steps, a short decoding budget.
+SHORT = Recipe(documents=6, steps=4, full_vocab_steps=0, batch_size=2, lr=1e-2, heldout=2, max_new_tokens=8)
+EMBED = "model.embed_tokens.weight"  # the release's (4.x) name of the tied embedding in model.safetensors
+
+
+def test_warmup_seed_streams_are_disjoint_from_every_run_stream():
+    warm = {sample_seed(0, s, i) for s in (TRAIN_STREAM, HELDOUT_STREAM) for i in range(2000)}
+    runs = {sample_seed(0, s, i) for s in (*SPLITS, "targeted/digits", "targeted/sparse") for i in range(2000)}
+    assert len(warm) == 4000 and not warm & runs
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory):
+    return warmup.documents(TRAIN_STREAM, 4, tmp_path_factory.mktemp("warm-docs"), SHORT)
+
+
+def _collator(tiny_path):
+    from vlmsweep.model.load import load_processor
+    from vlmsweep.run import make_collator
+
+    return make_collator(warmup.warm_config(SHORT, tiny_path), load_processor(str(tiny_path)))
+
+
+def test_answer_vocab_head_is_the_full_head_on_its_rows(tiny_path, docs):
+    from transformers import Qwen2VLForConditionalGeneration
+
+    model = Qwen2VLForConditionalGeneration.from_pretrained(str(tiny_path), dtype=torch.float32)
+    collator = _collator(tiny_path)
+    vocab = answer_vocabulary(docs, collator)
+    im_end = collator.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert im_end in vocab.tolist() and 50 < len(vocab) < 5000  # JSON punctuation, keys, values, <|im_end|>
+
+    head = AnswerVocabHead(model.get_input_embeddings(), vocab)
+    hidden = torch.randn(3, model.config.text_config.hidden_size)
+    torch.testing.assert_close(head(hidden), model.lm_head(hidden)[:, vocab])
+
+    position = torch.full((model.config.text_config.vocab_size,), -1, dtype=torch.long)
+    position[vocab] = torch.arange(len(vocab))
+    plain = collator(docs[:2])
+    restricted = AnswerVocabCollator.like(collator, position)(docs[:2])
+    assert torch.equal(vocab[restricted["labels"]], plain["labels"])  # same targets, renumbered
+
+    position[im_end] = -1  # a supervised token outside the vocabulary is an error, never a wrong label
+    with pytest.raises(ValueError, match="answer vocabulary"):
+        AnswerVocabCollator.like(collator, position)(docs[:2])
+
+
+@pytest.fixture(scope="module")
+def warmed(cache_dir, tiny_path):
+    return warmup.ensure_warm_model(cache_dir, SHORT, raw_dir=tiny_path)
+
+
+def test_short_warm_up_trains_answer_rows_only_and_keeps_the_release_layout(warmed, tiny_path):
+    figures = json.loads((warmed / "warmup.json").read_text())["figures"]
+    assert figures["warmup.answer_vocab_loss"] < figures["warmup.first_loss"]
+    for name in ("strict_parse_rate", "key_set_rate", "salvage_rate"):
+        assert 0.0 <= figures[f"heldout.contract.{name}"] <= 1.0
+
+    raw, warm = load_file(tiny_path / "model.safetensors"), load_file(warmed / "model.safetensors")
+    assert raw.keys() == warm.keys()  # same parameter names: loads wherever the replica loads
+    vocab = torch.tensor(json.loads((warmed / "warmup.json").read_text())["answer_vocab"])
+    changed = (raw[EMBED] != warm[EMBED]).any(dim=1)
+    assert changed[vocab].float().mean() > 0.9  # the answer tokens' rows were trained
+    # With no full-vocabulary step only the answer and prompt tokens' rows move; the rest keep their values.
+    assert changed.sum() < 0.02 * len(changed)
+    trained = [k for k in raw if k != EMBED and not torch.equal(raw[k], warm[k])]
+    assert any(k.startswith("model.layers.") for k in trained) and any("visual" in k for k in trained)
+
+    raw_files = {p.name for p in tiny_path.iterdir()}
+    warm_files = {p.name for p in warmed.iterdir()}
+    assert raw_files <= warm_files and warm_files - raw_files == {"README.md", "warmup.json"}
+
+
+def test_warm_model_is_cached_with_a_card(warmed, cache_dir, tiny_path, monkeypatch):
+    card = (warmed / "README.md").read_text()
+    assert "It does not read" in card and f"{SHORT.steps} AdamW steps" in card and TRAIN_STREAM in card
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the cached warm model was built again")
+
+    monkeypatch.setattr(warmup, "warm", no_rebuild)
+    assert warmup.ensure_warm_model(cache_dir, SHORT, raw_dir=tiny_path) == warmed
+    other = Recipe(**{**SHORT.__dict__, "steps": SHORT.steps + 1})
+    with pytest.raises(AssertionError, match="built again"):  # another recipe is another cache entry
+        warmup.ensure_warm_model(cache_dir, other, raw_dir=tiny_path)

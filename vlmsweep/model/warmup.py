@@ -1,0 +1,343 @@
+"""The Instruct warm-up: full fine-tuning of the embedded replica until it answers in the JSON contract.
+
+A released Qwen2-VL-2B-Instruct already answers an extraction prompt with roughly the right JSON and
+misreads details; a random replica never emits JSON, so every quality number would be zero. The
+warm-up trains all parameters once, with the project's own collator and trainer, on synthetic
+documents of every domain drawn from a seed stream ("warmup/...") that no split, targeted set or
+evaluation uses, then measures the contract under free decoding on held-out samples of the same
+stream. It teaches the format and the marginal distribution of values, not reading: the card in the
+model folder says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vlmsweep.config import (
+    Config,
+    DataMixConfig,
+    DecodingConfig,
+    DomainTagConfig,
+    EvalConfig,
+    LossConfig,
+    MaxPixelsConfig,
+    ModelConfig,
+    QuantConfig,
+    ScopeConfig,
+    TrackerConfig,
+    TrainConfig,
+    visual_tokens_to_pixels,
+)
+from vlmsweep.data import DOMAINS, Record
+from vlmsweep.data.build import render_records
+from vlmsweep.data.mix import sample_seed
+from vlmsweep.train.collator import IGNORE, Collator, MaskError
+
+log = logging.getLogger(__name__)
+
+# Every seed of the warm-up comes from these streams: never a split name ("train", "test", ...)
+# nor "targeted/<focus>", so no document a run trains, evaluates, mines or regresses on is seen here.
+TRAIN_STREAM, HELDOUT_STREAM = "warmup/train", "warmup/heldout"
+
+# Bump when the recipe or what it writes changes: it is part of the warm model's cache key.
+WARMUP_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the replica is warmed. Defaults: the measured cheap recipe (benchmarks/bench_warmup.py)."""
+
+    documents: int = 256  # distinct rendered training documents (seed stream warmup/train)
+    steps: int = 300  # optimizer steps with the softmax over the answer vocabulary only (see AnswerVocabHead)
+    full_vocab_steps: int = 20  # then optimizer steps over the full 151,936-token softmax
+    batch_size: int = 8  # samples per step
+    lr: float = 4e-3  # peak AdamW learning rate (all parameters trainable)
+    warmup_ratio: float = 0.05  # linear warm-up share of the steps, then the schedule below
+    lr_scheduler: str = "cosine"
+    visual_tokens: int = 16  # image budget while warming (the contract does not need to read)
+    noise: str = "light"  # scan noise of the warm-up documents
+    hard_negatives: float = 0.1  # share of receipt images asked as a prescription (all-null answer)
+    heldout: int = 24  # held-out samples for the contract check (seed stream warmup/heldout)
+    max_new_tokens: int = 384  # free decoding budget of the check, as eval.max_new_tokens
+    seed: int = 0
+
+    def key(self) -> dict:
+        return {"version": WARMUP_VERSION, **dataclasses.asdict(self)}
+
+
+def _jobs(stream: str, n: int, seed: int, hard_negatives: float) -> list[tuple]:
+    """(id, seed, domain asked, image domain, focus): domains in turn, some receipts asked as prescriptions."""
+    jobs = []
+    n_hn = round(n * hard_negatives)
+    for i in range(n):
+        s = sample_seed(seed, stream, i)
+        rid = f"{stream.replace('/', '-')}-{i:05d}"
+        if i < n_hn:
+            jobs.append((rid, s, ("prescription_ko", "prescription_zh")[i % 2], "receipt", None))
+        else:
+            d = DOMAINS[i % len(DOMAINS)]
+            jobs.append((rid, s, d, d, None))
+    return jobs
+
+
+def documents(stream: str, n: int, folder: Path, recipe: Recipe) -> list[Record]:
+    return render_records(_jobs(stream, n, recipe.seed, recipe.hard_negatives), folder, recipe.noise, origin="warmup")
+
+
+def warm_config(recipe: Recipe, out_dir: Path) -> Config:
+    """The run config the project's trainer and evaluator read: fp32, full fine-tuning, free decoding."""
+    return Config(
+        model=ModelConfig(name="tiny"),
+        quant=QuantConfig(name="fp32", dtype="float32"),
+        scope=ScopeConfig(name="all", parts=["llm", "merger", "vision"]),
+        max_pixels=MaxPixelsConfig(name=f"{recipe.visual_tokens}tok", visual_tokens=recipe.visual_tokens),
+        data_mix=DataMixConfig(name="rx_receipt_1_1_1", hard_negatives=recipe.hard_negatives),
+        domain_tag=DomainTagConfig(name="none", in_prompt=False),
+        loss=LossConfig(name="assistant_only", assistant_only=True),
+        decoding=DecodingConfig(name="free", constrained=False),
+        tracker=TrackerConfig(name="none"),
+        train=TrainConfig(
+            max_steps=recipe.steps,
+            batch_size=recipe.batch_size,
+            lr=recipe.lr,
+            warmup_ratio=recipe.warmup_ratio,
+            lr_scheduler=recipe.lr_scheduler,
+            logging_steps=max(1, min(10, recipe.steps // 10)),
+            resume=False,
+        ),
+        eval=EvalConfig(batch_size=8, max_new_tokens=recipe.max_new_tokens),
+        seed=recipe.seed,
+        output_dir=str(out_dir),
+    )
+
+
+class AnswerVocabHead(torch.nn.Module):
+    """The tied output layer restricted to the tokens that occur in the warm-up answers.
+
+    The output layer over the full vocabulary dominates a CPU training step (FACTS: the 151,936 x 128
+    product per supervised token); the contract needs only the few thousand tokens its answers use.
+    Rows of tokens that occur in no answer get no gradient from the output side (the prompt's tokens
+    still train as inputs); the final full-softmax steps push their logits below the answer's. Labels arrive remapped by AnswerVocabCollator.
+    """
+
+    def __init__(self, embedding: torch.nn.Embedding, token_ids: torch.Tensor):
+        super().__init__()
+        self.embedding = embedding  # the tied weight: lm_head.weight is embed_tokens.weight
+        self.register_buffer("token_ids", token_ids, persistent=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(hidden, self.embedding.weight[self.token_ids])
+
+
+@dataclass
+class AnswerVocabCollator(Collator):
+    """The project's collator, with each label replaced by its row in AnswerVocabHead."""
+
+    position: torch.Tensor | None = None  # vocabulary id -> row of the restricted head (-1: absent)
+
+    @classmethod
+    def like(cls, collator: Collator, position: torch.Tensor) -> "AnswerVocabCollator":
+        """Same settings as `collator`, its own statistics."""
+        settings = {f.name: getattr(collator, f.name) for f in dataclasses.fields(Collator) if f.init and f.name != "stats"}
+        return cls(**settings, position=position)
+
+    def __call__(self, records):
+        batch = super().__call__(records)
+        labels = self.position[batch["labels"]]
+        if (labels < 0).any():
+            raise ValueError("a supervised token is missing from the warm-up answer vocabulary")
+        batch["labels"] = labels
+        return batch
+
+
+def answer_vocabulary(records: list[Record], collator: Collator) -> torch.Tensor:
+    """Sorted ids of every supervised token of the records; also the length check (a cut answer is an error)."""
+    ids: set[int] = set()
+    for record in records:
+        encoded = collator.encode(record)
+        if (reason := collator.check_length(encoded)) is not None:
+            raise MaskError(reason)
+        ids |= set(encoded.labels[encoded.labels != IGNORE].tolist())
+    return torch.tensor(sorted(ids), dtype=torch.long)
+
+
+def write_weights(model, raw_dir: Path, out_dir: Path) -> None:
+    """The raw replica's files as they are (release config.json layout, template, tokenizer, processor),
+    with the trained weights. transformers 5 would rewrite config.json in its nested layout and the
+    processor files under other names; the weights it writes under the release's (4.x) names."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in Path(raw_dir).iterdir():
+        if f.is_file() and not f.name.startswith("model") and f.suffix != ".safetensors":
+            shutil.copy2(f, out_dir / f.name)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+        model.save_pretrained(tmp)
+        for f in Path(tmp).glob("model*.safetensors*"):
+            shutil.move(str(f), out_dir / f.name)
+
+
+def _progress(logs: dict, step: int) -> None:
+    if "train/loss" in logs:
+        log.info("warm-up step %d: loss %.3f", step, logs["train/loss"])
+
+
+def warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None = None) -> dict[str, float]:
+    """Train the replica in `raw_dir` by `recipe`, measure it, write it (same file layout) to `out_dir`.
+
+    Returns the figures the card reports: build seconds, steps, final loss, held-out contract rates.
+    """
+    from vlmsweep.evaluate import evaluate
+    from vlmsweep.model import load as model_load
+    from vlmsweep.run import make_collator
+    from vlmsweep.train.trainer import train
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    work = Path(work_dir or tempfile.mkdtemp(prefix="vlmsweep-warmup-"))
+    cfg = warm_config(recipe, work)
+    torch.manual_seed(recipe.seed)
+    processor = model_load.load_processor(str(raw_dir))
+    model = model_load.model_class(cfg.model).from_pretrained(str(raw_dir), dtype=torch.float32)
+    model.requires_grad_(True)
+
+    t = time.perf_counter()
+    train_docs = documents(TRAIN_STREAM, recipe.documents, work / "train", recipe)
+    heldout_docs = documents(HELDOUT_STREAM, recipe.heldout, work / "heldout", recipe)
+    render_seconds = time.perf_counter() - t
+
+    collator = make_collator(cfg, processor)
+    vocab = answer_vocabulary(train_docs, collator)
+    position = torch.full((model.config.text_config.vocab_size,), -1, dtype=torch.long)
+    position[vocab] = torch.arange(len(vocab))
+    restricted = AnswerVocabCollator.like(collator, position)
+    full_head = model.lm_head
+    model.lm_head = AnswerVocabHead(model.get_input_embeddings(), vocab)
+    model.train()
+    losses, seconds = [], 0.0
+    if recipe.steps > 0:
+        trainer, m = train(model, restricted, train_docs, cfg, work / "answer_vocab", sink=_progress)
+        losses += [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        seconds += m["train.seconds"]
+        del trainer
+    model.lm_head = full_head
+    if recipe.full_vocab_steps > 0:
+        full_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=recipe.full_vocab_steps,
+                                                                      logging_steps=1))
+        trainer, m = train(model, collator, train_docs, full_cfg, work / "full_vocab", sink=_progress)
+        full_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        seconds += m["train.seconds"]
+        del trainer
+    else:
+        full_losses = []
+    supervised = restricted.stats["supervised"] + collator.stats["supervised"]
+
+    model.eval()
+    t = time.perf_counter()
+    eval_metrics, _ = evaluate(
+        model,
+        processor,
+        heldout_docs,
+        cfg.eval,
+        cfg.decoding,
+        domain_tag=False,
+        max_pixels=visual_tokens_to_pixels(recipe.visual_tokens),
+        min_pixels=visual_tokens_to_pixels(cfg.max_pixels.min_visual_tokens),
+        out_dir=None,
+    )
+    eval_seconds = time.perf_counter() - t
+    figures = {
+        "warmup.seconds": time.perf_counter() - started,
+        "warmup.render_seconds": render_seconds,
+        "warmup.cpu_seconds": time.process_time() - cpu_started,
+        "warmup.train_seconds": seconds,
+        "warmup.eval_seconds": eval_seconds,
+        "warmup.steps": float(recipe.steps + recipe.full_vocab_steps),
+        "warmup.answer_vocab": float(len(vocab)),
+        "warmup.first_loss": losses[0] if losses else math.nan,
+        "warmup.answer_vocab_loss": losses[-1] if losses else math.nan,
+        "warmup.full_vocab_first_loss": full_losses[0] if full_losses else math.nan,
+        "warmup.final_loss": (full_losses or losses or [math.nan])[-1],
+        "warmup.supervised_tokens": float(supervised),
+        **{f"heldout.{k}": float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
+    }
+    write_weights(model, raw_dir, out_dir)
+    (out_dir / "warmup.json").write_text(
+        json.dumps({"recipe": recipe.key(), "figures": figures, "answer_vocab": vocab.tolist()}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    if work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def card(recipe: Recipe, figures: dict[str, float], raw_name: str) -> str:
+    """README.md of the warmed model folder: what it was trained on, how long, what it reaches, its limits."""
+    f = figures
+
+    def rate(name: str) -> str:
+        return f"{f.get(f'heldout.contract.{name}', math.nan):.2f}"
+
+    return f"""# Embedded Qwen2-VL, warmed (vlmsweep)
+
+A tiny replica of the released Qwen2-VL-2B-Instruct files (same config layout, weight names, chat
+template, processor and generation configs; 2 LLM layers of width 128, the real 151,936-token vocabulary),
+built locally from `{raw_name}` and fully fine-tuned once so that it answers the extraction prompts in the
+JSON contract, as an Instruct model roughly does. Written by `vlmsweep.model.warmup` (version {WARMUP_VERSION}).
+
+## Training
+- Data: {recipe.documents} synthetic documents (Korean and Chinese prescriptions and receipts in turn, {recipe.hard_negatives:.0%}
+  receipts asked as prescriptions with an all-null answer), seed stream `{TRAIN_STREAM}` of data seed {recipe.seed},
+  scan noise `{recipe.noise}`; no split a run uses (train, test, mining, regression, targeted) draws from this stream.
+- Recipe: all parameters trainable; {recipe.steps} AdamW steps of {recipe.batch_size} samples with the softmax over the
+  {int(f.get('warmup.answer_vocab', 0)):,} tokens the warm-up answers use (the other rows of the tied embedding keep their random
+  values), then {recipe.full_vocab_steps} steps over the full vocabulary; lr {recipe.lr:g} ({recipe.lr_scheduler}, {recipe.warmup_ratio:.0%} warm-up),
+  {recipe.visual_tokens} visual tokens per image, loss on the assistant answer only (the project's collator and trainer).
+- Supervised tokens: {int(f.get('warmup.supervised_tokens', 0)):,}; loss {f.get('warmup.first_loss', math.nan):.2f} -> {f.get('warmup.final_loss', math.nan):.2f};
+  build {f.get('warmup.seconds', math.nan):.0f} s on this machine ({f.get('warmup.train_seconds', math.nan):.0f} s training).
+
+## What it reaches (free greedy decoding, {recipe.heldout} held-out documents of stream `{HELDOUT_STREAM}`)
+- strict parse {rate('strict_parse_rate')}, exact key set {rate('key_set_rate')}, schema valid {rate('schema_valid_rate')}, salvage {rate('salvage_rate')}
+- field exact match {f.get('heldout.content.field_em', math.nan):.2f}: values are plausible (names, institutions, codes, drugs
+  in the right script and form) but not read from the image.
+
+## What it cannot do
+It does not read. It has learned the answer format and the distribution of values, not the document in
+front of it: content metrics of any run on this model measure chance-level guessing. Use it to exercise the
+pipeline (contract metrics, failure tags, mining, retraining), never as evidence about reading quality.
+"""
+
+
+def ensure_warm_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_dir: Path | None = None) -> Path:
+    """The warmed embedded model, built once into the cache (versioned, atomic rename) and reused."""
+    from vlmsweep.model.tiny import ensure_embedded_model
+
+    recipe = recipe or Recipe()
+    cache_dir = Path(os.path.expanduser(str(cache_dir)))
+    raw_dir = Path(raw_dir or ensure_embedded_model("tiny", cache_dir))
+    key = hashlib.sha256(json.dumps([raw_dir.name, recipe.key()], sort_keys=True).encode()).hexdigest()[:12]
+    folder = cache_dir / "models" / f"tiny-warm-{key}"
+    if (folder / "config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    log.info("warming the embedded model once into %s (a few minutes on a CPU)", folder)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-warm-", dir=folder.parent))
+    try:
+        figures = warm(raw_dir, tmp / "model", recipe, work_dir=tmp / "work")
+        (tmp / "model" / "README.md").write_text(card(recipe, figures, raw_dir.name), encoding="utf-8")
+        try:
+            (tmp / "model").rename(folder)
+        except OSError:  # another process finished first
+            if not (folder / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
