@@ -105,3 +105,14 @@ def test_warm_model_is_cached_with_a_card(warmed, cache_dir, tiny_path, monkeypa
     other = Recipe(**{**SHORT.__dict__, "steps": SHORT.steps + 1})
     with pytest.raises(AssertionError, match="built again"):  # another recipe is another cache entry
         warmup.ensure_warm_model(cache_dir, other, raw_dir=tiny_path)
+
+
+def test_model_tiny_warm_resolves_to_the_warm_model(monkeypatch, tmp_path):
+    from conftest import compose
+
+    from vlmsweep.model.load import resolve_path
+
+    built = []
+    monkeypatch.setattr(warmup, "ensure_warm_model", lambda cache_dir: built.append(cache_dir) or tmp_path / "warm")
+    cfg = compose(["model=tiny_warm"])
+    assert resolve_path(cfg.model, cfg.cache_dir) == str(tmp_path / "warm") and built == [cfg.cache_dir]

@@ -45,6 +45,10 @@ def download_hint(path: str) -> str:
 def resolve_path(model: ModelConfig, cache_dir: str) -> str:
     """The folder that `from_pretrained` reads (a hub id is resolved to a local snapshot first)."""
     match model.source:
+        case "tiny" if model.path == "tiny_warm":
+            from vlmsweep.model.warmup import ensure_warm_model  # the replica, warmed once (minutes on a CPU)
+
+            return str(ensure_warm_model(cache_dir))
         case "tiny":
             return str(ensure_embedded_model(model.path or "tiny", cache_dir))
         case "shape":

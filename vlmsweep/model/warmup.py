@@ -69,6 +69,9 @@ class Recipe:
     visual_tokens: int = 16  # image budget while warming (the contract does not need to read)
     noise: str = "light"  # scan noise of the warm-up documents
     hard_negatives: float = 0.1  # share of receipt images asked as a prescription (all-null answer)
+    sparse: float = 0.5  # share of training documents with many blank fields (generator focus "sparse"):
+    #                      shorter answers, and null becomes the likely guess where a value cannot be read
+    full_vocab_lr: float = 4e-4  # learning rate of the full-vocabulary steps (constant)
     heldout: int = 24  # held-out samples for the contract check (seed stream warmup/heldout)
     max_new_tokens: int = 384  # free decoding budget of the check, as eval.max_new_tokens
     seed: int = 0
@@ -77,10 +80,12 @@ class Recipe:
         return {"version": WARMUP_VERSION, **dataclasses.asdict(self)}
 
 
-def _jobs(stream: str, n: int, seed: int, hard_negatives: float) -> list[tuple]:
-    """(id, seed, domain asked, image domain, focus): domains in turn, some receipts asked as prescriptions."""
+def _jobs(stream: str, n: int, seed: int, hard_negatives: float, sparse: float) -> list[tuple]:
+    """(id, seed, domain asked, image domain, focus): domains in turn, some receipts asked as prescriptions,
+    every 1/sparse-th document of the rest with many blank fields."""
     jobs = []
     n_hn = round(n * hard_negatives)
+    sparse_every = round(1 / sparse) if sparse > 0 else 0
     for i in range(n):
         s = sample_seed(seed, stream, i)
         rid = f"{stream.replace('/', '-')}-{i:05d}"
@@ -88,12 +93,15 @@ def _jobs(stream: str, n: int, seed: int, hard_negatives: float) -> list[tuple]:
             jobs.append((rid, s, ("prescription_ko", "prescription_zh")[i % 2], "receipt", None))
         else:
             d = DOMAINS[i % len(DOMAINS)]
-            jobs.append((rid, s, d, d, None))
+            jobs.append((rid, s, d, d, "sparse" if sparse_every and (i - n_hn) % sparse_every == 0 else None))
     return jobs
 
 
 def documents(stream: str, n: int, folder: Path, recipe: Recipe) -> list[Record]:
-    return render_records(_jobs(stream, n, recipe.seed, recipe.hard_negatives), folder, recipe.noise, origin="warmup")
+    """Training documents follow the recipe's mix; held-out ones have no sparse share (a run's documents)."""
+    sparse = recipe.sparse if stream == TRAIN_STREAM else 0.0
+    jobs = _jobs(stream, n, recipe.seed, recipe.hard_negatives, sparse)
+    return render_records(jobs, folder, recipe.noise, origin="warmup")
 
 
 def warm_config(recipe: Recipe, out_dir: Path) -> Config:
@@ -231,8 +239,9 @@ def warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None = N
         del trainer
     model.lm_head = full_head
     if recipe.full_vocab_steps > 0:
-        full_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=recipe.full_vocab_steps,
-                                                                      logging_steps=1))
+        full_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, max_steps=recipe.full_vocab_steps, lr=recipe.full_vocab_lr, lr_scheduler="constant",
+            warmup_ratio=0.0, logging_steps=1))
         trainer, m = train(model, collator, train_docs, full_cfg, work / "full_vocab", sink=_progress)
         full_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         seconds += m["train.seconds"]
