@@ -193,3 +193,12 @@ def test_a_missing_manifest_fails_before_any_model_is_loaded(tmp_path, monkeypat
     with pytest.raises(ManifestError, match="nope.jsonl: manifest not found"):  # the loop checks its manifests first too
         run_mod.run(compose(FAST + ["loop.cycles=1", f"data.mining_manifest={tmp_path / 'nope.jsonl'}"],
                             output_dir=tmp_path / "l"))
+
+
+def test_a_missing_leakage_keyword_file_fails_before_any_model_is_loaded(tmp_path, monkeypatch):
+    from conftest import FAST, compose
+    from vlmsweep import run as run_mod
+
+    monkeypatch.setattr(run_mod.model_load, "load", lambda *a, **k: pytest.fail("the model was loaded first"))
+    with pytest.raises(ValueError, match="eval.leakage_keywords: '@nope.txt': no such file"):
+        run_mod.run(compose(FAST + ["eval.leakage_keywords=[@en,@nope.txt]"], output_dir=tmp_path / "r"))

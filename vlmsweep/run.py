@@ -235,6 +235,10 @@ def run(cfg: Config, overrides: list[str] | None = None, extra_logits_processors
         else tracking.Tracker()
     )
     try:
+        if cfg.eval.enabled:  # a missing @FILE in eval.leakage_keywords fails now, not after training
+            from vlmsweep.evaluate.tags import resolve_leakage_keywords
+
+            resolve_leakage_keywords(tuple(cfg.eval.leakage_keywords))
         if cfg.loop.cycles > 0:
             from vlmsweep.loop import run_loop
 
