@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -24,40 +23,8 @@ def user(tmp_path, offline_env):
     return tmp_path, write_user_data(tmp_path)
 
 
-def test_train_evaluate_and_loop_on_the_users_manifests(user):
-    cwd, m = user
-    # 1. train on the user's manifest, evaluate on theirs
-    trained = vlmsweep(["data.train_manifest=my_data/train.jsonl", "data.test_manifest=my_data/test.jsonl", *FAST_CLI,
-                        "hydra.run.dir=runs/train"], cwd)
-    out = run_dir(trained)
-    assert out == (cwd / "runs" / "train").resolve()
-    assert {s["id"] for s in samples(out)} == {"rcpt-001", "rx-ko-002"}
-    info = json.loads((out / "run_info.json").read_text())
-    assert info["status"] == "ok"
-    assert info["data"]["train"] == {"manifest": str(m["train"].resolve()), "from_manifest": 2, "skipped": [], "synthetic": 0}
-    assert set(info["data"]) == {"train", "test"}  # no mining pool or regression set rendered without a loop
-    assert (out / "adapter" / "adapter_config.json").is_file()
-
-    # 2. evaluate that adapter on the user's test manifest, without training
-    evaluated = vlmsweep(["train.enabled=false", f"model.adapter={out / 'adapter'}", "data.test_manifest=my_data/test.jsonl",
-                          *FAST_CLI, "hydra.run.dir=runs/eval"], cwd)
-    assert {s["id"] for s in samples(run_dir(evaluated))} == {"rcpt-001", "rx-ko-002"}
-
-    # 3. one retrain cycle: mines the user's pool, keeps the user's regression set fixed
-    looped = vlmsweep(["loop.cycles=1", "loop.mine_per_tag=1", "loop.synth_per_tag=1",
-                       *(f"data.{s}_manifest=my_data/{s}.jsonl" for s in ("train", "test", "mining", "regression")),
-                       *FAST_CLI, "hydra.run.dir=runs/loop"], cwd)
-    loop_dir = run_dir(looped)
-    for cycle in (0, 1):
-        d = loop_dir / f"cycle_{cycle}"
-        assert {s["id"] for s in samples(d / "mining")} == {"rx-zh-002"}
-        assert {s["id"] for s in samples(d / "regression")} == {"rcpt-002"}
-        assert {s["id"] for s in samples(d)} == {"rcpt-001", "rx-ko-002"}
-    fixed = {n: [json.loads(x)["id"] for x in (loop_dir / "splits" / f"{n}.jsonl").read_text().splitlines()]
-             for n in ("train", "mining", "regression")}
-    assert fixed == {"train": ["rx-ko-001", "rx-zh-001"], "mining": ["rx-zh-002"], "regression": ["rcpt-002"]}
-    trained_ids = [json.loads(x)["id"] for x in (loop_dir / "cycle_1" / "train.jsonl").read_text().splitlines()]
-    assert "rcpt-002" not in trained_ids and "rcpt-001" not in trained_ids  # regression / test never trained on
+# Training, evaluating an adapter and the loop on the user's manifests are README commands: they run in
+# tests/test_readme_commands.py, from the same kind of folder, with the same checks on ids and lineage.
 
 
 def test_a_bad_manifest_fails_fast_naming_the_line_is_listed_by_check_and_costs_only_its_samples(user):

@@ -21,6 +21,7 @@ README = REPO / "README.md"
 # A few steps on a couple of samples with short answers: each run is seconds of work on 2 cores.
 QUICK = ["train.max_steps=1", "train.batch_size=2", "train.logging_steps=1", "data.train_size=2", "data.test_size=1",
          "data.mining_size=2", "data.regression_size=1", "eval.batch_size=2", "eval.max_new_tokens=8", "tracker=none"]
+SMALL_BUDGETS = "hydra.sweeper.params.max_pixels=choice(256tok,512tok)"  # a 1280-token trial costs minutes on a CPU
 DATA = "data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl"  # the user's manifests
 
 
@@ -63,11 +64,13 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.data check my_data/train.jsonl": Step(check="check_ok"),
     "python -m vlmsweep.data check MANIFEST": Step(replace={"MANIFEST": "my_data/test.jsonl"}, check="check_ok"),
     "python -m vlmsweep data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl":
-        Step(extra=QUICK + ["hydra.run.dir={ws}/runs/own"], check="user_ids"),
+        Step(extra=QUICK + ["hydra.run.dir={ws}/runs/own"], check="own_data"),
+    "python -m vlmsweep train.enabled=false model.adapter=RUN_DIR/adapter data.test_manifest=my_data/test.jsonl":
+        Step(replace={"RUN_DIR": "{ws}/runs/own"}, extra=QUICK + ["hydra.run.dir={ws}/runs/own_eval"], check="user_ids"),
     "python -m vlmsweep loop.cycles=1 data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl "
     "data.mining_manifest=my_data/pool.jsonl data.regression_manifest=my_data/regression.jsonl":
         Step(extra=QUICK + ["loop.mine_per_tag=1", "loop.synth_per_tag=1", "hydra.run.dir={ws}/runs/own_loop"],
-             check="run_ok"),
+             check="own_loop"),
     "python -m vlmsweep --config-dir my_conf +experiment=my_rx": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/mine"],
                                                                       check="user_ids"),
     "python -m vlmsweep train.enabled=false model.adapter=PATH":
@@ -90,7 +93,8 @@ STEPS: dict[str, Step | str] = {
         Step(replace={"quant=nf4,bf16": "quant=bf16", "loop.cycles=3": "loop.cycles=1"},
              extra=QUICK + ["hydra.sweep.dir={ws}/multirun/loops"],
              why="one configuration and one retrain cycle: the multirun-of-loops path without its cost"),
-    "python -m vlmsweep -m +sweep=max_pixels": Step(extra=QUICK + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/mp"]),
+    "python -m vlmsweep -m +sweep=max_pixels": Step(extra=QUICK + ["sweep.trials=1", SMALL_BUDGETS,
+                                                                    "hydra.sweep.dir={ws}/sweeps/mp"]),
     "python -m vlmsweep -m +sweep=receipt_ratio": Step(extra=QUICK + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rr"]),
     "python -m vlmsweep -m +sweep=lora_rank": Step(extra=QUICK + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rank"]),
     "python -m vlmsweep -m +sweep=lora_rank sweep.trials=40 sweep.storage=postgresql://vlmsweep:vlmsweep@DBHOST:5432/vlmsweep":
@@ -105,12 +109,12 @@ STEPS: dict[str, Step | str] = {
     # (and as its pre-quantized 4-bit copy's) are, loaded by the same model.path code.
     **{f"python -m vlmsweep +experiment=exp{i} model.path=/models/Qwen2-VL-2B-Instruct{suffix} $DATA":
        Step(replace={f"/models/Qwen2-VL-2B-Instruct{suffix}": "{%s}" % folder, "$DATA": DATA},
-            extra=QUICK + ["max_pixels=256tok", f"hydra.run.dir={{ws}}/runs/exp{i}"], check="user_ids",
+            extra=QUICK + ["max_pixels=256tok", f"hydra.run.dir={{ws}}/runs/exp{i}"], check=f"exp{i}",
             why="the embedded replica of the release stands in for the download; 256 visual tokens, not 1024")
        for i, suffix, folder in ((1, "-bnb-4bit", "bnb4"), (2, "-bnb-4bit", "bnb4"), (3, "", "release"), (4, "", "release"))},
     "python -m vlmsweep --config-dir DIR -m +sweep=NAME":
         Step(replace={"DIR": "my_conf", "NAME": "my_budget"},
-             extra=QUICK + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/mine"], check="my_sweep"),
+             extra=QUICK + ["sweep.trials=1", SMALL_BUDGETS, "hydra.sweep.dir={ws}/sweeps/mine"], check="my_sweep"),
     "python -m vlmsweep.data render --out DIR --n 24": Step(replace={"DIR": "{ws}/rendered", "--n 24": "--n 3"},
                                                            check="rendered"),
     "python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1":
@@ -192,15 +196,57 @@ def _user_ids(proc, ws):
     assert {s["id"] for s in samples(run_dir(proc))} == {"rcpt-001", "rx-ko-002"}
 
 
+def _own_data(proc, ws):
+    """Trained and evaluated on the user's manifests; the run records where each split came from."""
+    _user_ids(proc, ws)
+    info = json.loads((run_dir(proc) / "run_info.json").read_text())
+    train = (ws / "my_data" / "train.jsonl").resolve()
+    assert info["data"]["train"] == {"manifest": str(train), "from_manifest": 2, "skipped": [], "synthetic": 0}
+    assert set(info["data"]) == {"train", "test"}  # no mining pool or regression set rendered without a loop
+
+
+def _own_loop(proc, ws):
+    """One retrain cycle mines the user's pool and keeps the user's regression set fixed."""
+    _run_ok(proc, ws)
+    out = run_dir(proc)
+    for cycle in (0, 1):
+        d = out / f"cycle_{cycle}"
+        assert {s["id"] for s in samples(d / "mining")} == {"rx-zh-002"}
+        assert {s["id"] for s in samples(d / "regression")} == {"rcpt-002"}
+        assert {s["id"] for s in samples(d)} == {"rcpt-001", "rx-ko-002"}
+    fixed = {n: [json.loads(x)["id"] for x in (out / "splits" / f"{n}.jsonl").read_text().splitlines()]
+             for n in ("train", "mining", "regression")}
+    assert fixed == {"train": ["rx-ko-001", "rx-zh-001"], "mining": ["rx-zh-002"], "regression": ["rcpt-002"]}
+    trained = [json.loads(x)["id"] for x in (out / "cycle_1" / "train.jsonl").read_text().splitlines()]
+    assert "rcpt-002" not in trained and "rcpt-001" not in trained  # regression / test never trained on
+
+
+def _exp(quant: str, scope: str):
+    def check(proc, ws):
+        _user_ids(proc, ws)
+        info = json.loads((run_dir(proc) / "run_info.json").read_text())
+        assert (info["choices"]["quant"], info["choices"]["scope"]) == (quant, scope)
+    return check
+
+
 def _four_runs(proc, ws):
+    assert "4 runs" in proc.stdout
     runs = [p for p in (ws / "multirun" / "2x2").iterdir() if (p / "run_info.json").is_file()]
-    choices = {(json.loads((r / "run_info.json").read_text())["choices"]["quant"],
-                json.loads((r / "run_info.json").read_text())["choices"]["scope"]) for r in runs}
-    assert choices == {("nf4", "llm"), ("nf4", "all"), ("bf16", "llm"), ("bf16", "all")}
+    by = {}
+    for r in runs:
+        info = json.loads((r / "run_info.json").read_text())
+        by[(info["choices"]["quant"], info["choices"]["scope"])] = json.loads((r / "metrics.json").read_text())
+    assert set(by) == {("nf4", "llm"), ("nf4", "all"), ("bf16", "llm"), ("bf16", "all")}
+    for quant in ("nf4", "bf16"):  # scope=all trains the vision tower, scope=llm never does
+        assert by[(quant, "llm")]["train.trainable_params.vision"] == 0 < by[(quant, "all")]["train.trainable_params.vision"]
 
 
 def _report(proc, ws):
-    assert (ws / "multirun" / "2x2" / "report" / "summary.md").is_file()
+    md = (ws / "multirun" / "2x2" / "report" / "summary.md").read_text(encoding="utf-8")
+    assert "2×2: scope × quant" in md or "2×2: quant × scope" in md
+    rows = [r for r in md.splitlines() if r.startswith("| contract.strict_parse_rate |")]
+    assert len(rows) == 3  # scope, quant and their interaction
+    assert "data:image/png;base64," in (ws / "multirun" / "2x2" / "report" / "report.html").read_text(encoding="utf-8")
 
 
 def _check_ok(proc, ws):
@@ -225,5 +271,6 @@ def _my_sweep(proc, ws):
     assert infos and all(i["status"] == "ok" and i["choices"]["sweep"] == "my_budget" for i in infos)
 
 
-CHECKS = {"my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
+CHECKS = {"own_data": _own_data, "own_loop": _own_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
+          "exp3": _exp("bf16", "llm"), "exp4": _exp("bf16", "all"), "my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
           "rendered": _rendered, "sroie": _sroie, "memory": _memory}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import FAST, compose
-from helpers import TINY_RUN, read_json, vlmsweep
+from helpers import read_json
 from vlmsweep.run import run
 
 # Metrics that depend only on seeds and config (not on wall-clock time).
@@ -46,37 +46,8 @@ def test_missing_adapter_and_missing_checkpoint_are_clear_errors(tmp_path):
     assert read_json(tmp_path / "y" / "run_info.json")["status"] == "failed"
 
 
-def test_four_experiment_presets_run_on_the_tiny_model(tmp_path):
-    proc = vlmsweep("-m", "+experiment=exp1,exp2,exp3,exp4", "model=tiny", *TINY_RUN,
-                    f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
-    seen = set()
-    for i in range(4):
-        info = read_json(tmp_path / str(i) / "run_info.json")
-        assert info["status"] == "ok", info.get("error")
-        assert (tmp_path / str(i) / "metrics.json").exists()
-        seen.add((info["choices"]["quant"], info["choices"]["scope"], info["choices"]["model"]))
-    assert seen == {("nf4", "llm", "tiny"), ("nf4", "all", "tiny"), ("bf16", "llm", "tiny"), ("bf16", "all", "tiny")}
-    assert "outputs in" in proc.stdout
-
-
-def test_the_2x2_multirun_leaves_four_run_folders(tmp_path):
-    vlmsweep("-m", "quant=nf4,bf16", "scope=llm,all", *TINY_RUN, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
-    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
-    assert len(runs) == 4
-    for folder in runs:
-        metrics = read_json(folder / "metrics.json")
-        assert "contract.strict_parse_rate" in metrics
-    parts = {read_json(r / "run_info.json")["choices"]["scope"]: read_json(r / "metrics.json") for r in runs}
-    assert parts["llm"]["train.trainable_params.vision"] == 0 < parts["all"]["train.trainable_params.vision"]
-    # ... and the comparison report finds the 2x2 and gives effects with intervals
-    from vlmsweep.report import build_report
-
-    html = build_report(tmp_path, n_resamples=200, quiet=True).read_text()
-    md = (tmp_path / "report" / "summary.md").read_text()
-    assert "2×2: scope × quant" in md or "2×2: quant × scope" in md
-    rows = [line for line in md.splitlines() if line.startswith("| contract.strict_parse_rate |")]
-    assert len(rows) == 3 and all("[" in r and "]" in r for r in rows)  # scope, quant, interaction, each with a CI
-    assert "data:image/png;base64," in html
+# The four presets and the 2x2 multirun (with its report) run through the command line in
+# tests/test_readme_commands.py, as the README shows them.
 
 
 def test_constrained_decoding_ab_through_the_run(tmp_path, tiny_path):
