@@ -52,18 +52,18 @@ log = logging.getLogger(__name__)
 TRAIN_STREAM, HELDOUT_STREAM = "warmup/train", "warmup/heldout"
 
 # Bump when the recipe or what it writes changes: it is part of the warm model's cache key.
-WARMUP_VERSION = 1
+WARMUP_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the replica is warmed. Defaults: the measured cheap recipe (benchmarks/bench_warmup.py)."""
+    """How the replica is warmed. Defaults: the best recipe measured so far (README, benchmarks/bench_warmup.py)."""
 
     documents: int = 256  # distinct rendered training documents (seed stream warmup/train)
     steps: int = 300  # optimizer steps with the softmax over the answer vocabulary only (see AnswerVocabHead)
-    full_vocab_steps: int = 20  # then optimizer steps over the full 151,936-token softmax
+    full_vocab_steps: int = 10  # then optimizer steps over the full 151,936-token softmax
     batch_size: int = 8  # samples per step
-    lr: float = 4e-3  # peak AdamW learning rate (all parameters trainable)
+    lr: float = 6e-3  # peak AdamW learning rate (all parameters trainable)
     warmup_ratio: float = 0.05  # linear warm-up share of the steps, then the schedule below
     lr_scheduler: str = "cosine"
     visual_tokens: int = 16  # image budget while warming (the contract does not need to read)
