@@ -141,3 +141,20 @@ def test_each_rank_loads_onto_its_local_rank_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert device() == torch.device("cuda", 3) and chosen == [3]
+
+
+def test_bf16_computes_in_float32_on_a_cpu_without_native_bf16_unless_kept(monkeypatch, caplog):
+    from vlmsweep.config import QuantConfig
+    from vlmsweep.model import quant as q
+
+    bf16 = QuantConfig(name="bf16", dtype="bfloat16")
+    monkeypatch.setattr(q.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(q, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(q, "_warned", [])
+    with caplog.at_level("WARNING"):
+        assert q.torch_dtype(bf16) is q.torch.float32
+    assert "no native bfloat16" in caplog.text and "quant.cpu_bf16=keep" in caplog.text
+    assert q.torch_dtype(QuantConfig(name="bf16", dtype="bfloat16", cpu_bf16="keep")) is q.torch.bfloat16
+    assert q.torch_dtype(QuantConfig(name="fp32", dtype="float32")) is q.torch.float32
+    monkeypatch.setattr(q, "cpu_has_native_bf16", lambda: True)
+    assert q.torch_dtype(bf16) is q.torch.bfloat16

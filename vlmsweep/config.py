@@ -42,6 +42,7 @@ class QuantConfig:
     double_quant: bool = True
     quantize_vision: bool = False  # ablation: put the vision tower in 4-bit too
     fp32_upcast: bool = True  # 4-bit only: peft's prepare_model_for_kbit_training casts every non-4-bit weight to fp32
+    cpu_bf16: str = "float32"  # on a CPU without native bf16: float32 (compute in fp32, logged) | keep (emulated bf16)
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,8 @@ def check(c: Config) -> None:
             "e.g. model.path=/models/Qwen2-VL-2B-Instruct (download it once with "
             "`huggingface-cli download Qwen/Qwen2-VL-2B-Instruct --local-dir DIR`)"
         )
+    if c.quant.cpu_bf16 not in ("float32", "keep"):
+        errors.append(f"quant.cpu_bf16={c.quant.cpu_bf16!r}: expected float32 or keep")
     if c.quant.dtype not in ("float32", "bfloat16", "float16"):
         errors.append(f"quant.dtype={c.quant.dtype!r}: expected float32, bfloat16 or float16")
     unknown = set(c.scope.parts) - {"llm", "merger", "vision"}

@@ -25,6 +25,7 @@ from vlmsweep.config import Config, visual_tokens_to_pixels
 from vlmsweep.data import Record
 from vlmsweep.model import adapter as model_adapter
 from vlmsweep.model import load as model_load
+from vlmsweep.model.quant import torch_dtype
 from vlmsweep.model.scope import trainable_by_part
 from vlmsweep.train.collator import Collator
 from vlmsweep.train.trainer import check_lengths, train
@@ -99,6 +100,7 @@ class RunInfo:
             "seed": cfg.seed,
             "receipt_ratio": cfg.data_mix.receipt_ratio,
             "visual_tokens": cfg.max_pixels.visual_tokens,
+            "compute_dtype": str(torch_dtype(cfg.quant)).removeprefix("torch."),  # float32 on a CPU without bf16
             "versions": versions(),
             "git": git_revision(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
