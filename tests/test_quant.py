@@ -16,7 +16,7 @@ from vlmsweep.model.load import check_precision, check_prequantized, device, fou
 from vlmsweep.model.quant import build_quantization
 from vlmsweep.model.tiny import TINY_BNB4_SKIP
 
-NF4 = QuantConfig(name="nf4", dtype="bfloat16", load_in_4bit=True)
+NF4 = QuantConfig(name="nf4", dtype="bfloat16", load_in_4bit=True, cpu_bf16="keep")
 
 
 def test_16_and_32_bit_need_no_quantization_config():
@@ -61,7 +61,7 @@ def test_nf4_without_bitsandbytes_says_what_to_install(monkeypatch):
 
 @pytest.mark.parametrize("upcast,vision_dtype", [(True, torch.float32), (False, torch.bfloat16)])
 def test_fp32_upcast_of_non_4bit_weights_is_an_option(tiny_path, upcast, vision_dtype):
-    quant = QuantConfig(name="nf4", dtype="bfloat16", load_in_4bit=True, fp32_upcast=upcast)
+    quant = QuantConfig(name="nf4", dtype="bfloat16", load_in_4bit=True, fp32_upcast=upcast, cpu_bf16="keep")
     model = load_base_model(ModelConfig(name="tiny"), quant, str(tiny_path))
     assert model.model.visual.blocks[0].attn.qkv.weight.dtype == vision_dtype
     assert not any(p.requires_grad for p in model.parameters())  # frozen until LoRA is attached

@@ -121,6 +121,9 @@ STEPS: dict[str, Step | str] = {
         Step(replace={"DIR": "{ws}/rendered_mix", "--n 24": "--n 3"}, check="rendered"),
     "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(check="sroie"),
     "python -m vlmsweep.memory": Step(check="memory"),
+    "python -m vlmsweep model=tiny_warm":
+        "builds the warmed embedded model first (many minutes on 2 cores): tests/test_warmup.py builds one with a short "
+        "recipe and resolves model=tiny_warm to it",
 }
 
 
