@@ -21,7 +21,9 @@ README = REPO / "README.md"
 # A few steps on a couple of samples with short answers: each run is seconds of work on 2 cores.
 QUICK = ["train.max_steps=1", "train.batch_size=2", "train.logging_steps=1", "data.train_size=2", "data.test_size=1",
          "data.mining_size=2", "data.regression_size=1", "eval.batch_size=2", "eval.max_new_tokens=8", "tracker=none"]
-SMALL_BUDGETS = "hydra.sweeper.params.max_pixels=choice(256tok,512tok)"  # a 1280-token trial costs minutes on a CPU
+# Two budgets instead of five (a 1280-token trial costs minutes on a CPU). Quoted: Hydra refuses to sweep its own
+# config from the command line, but takes the search space as a string value.
+SMALL_BUDGETS = 'hydra.sweeper.params.max_pixels="choice(256tok,512tok)"'
 DATA = "data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl"  # the user's manifests
 
 
