@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from transformers import BitsAndBytesConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
@@ -163,15 +164,28 @@ def ensure_embedded_model(
     if (folder / "config.json").exists():
         return folder
     source = ensure_embedded_model("tiny", cache_dir, seed=seed, dtype=dtype) if prequantized else None
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{architecture}-", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> Path:
         if source is not None:
             write_prequantized(source, tmp)
         else:
             write_replica(config, tmp, seed=seed, dtype=dtype)
+        return tmp
+
+    return build_once(folder, write)
+
+
+def build_once(folder: Path, write: Callable[[Path], Path]) -> Path:
+    """Fill a cache folder once: `write(tmp)` builds it in a temporary folder beside `folder` and returns the
+    folder to publish, which is renamed into place, so concurrent workers never load a half-written model."""
+    if (folder / "config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        built = write(tmp)
         try:
-            tmp.rename(folder)
+            built.rename(folder)
         except OSError:  # another process finished first
             if not (folder / "config.json").exists():
                 raise

@@ -327,7 +327,7 @@ pipeline (contract metrics, failure tags, mining, retraining), never as evidence
 
 def ensure_warm_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_dir: Path | None = None) -> Path:
     """The warmed embedded model, built once into the cache (versioned, atomic rename) and reused."""
-    from vlmsweep.model.tiny import ensure_embedded_model
+    from vlmsweep.model.tiny import build_once, ensure_embedded_model
 
     recipe = recipe or Recipe()
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
@@ -336,17 +336,11 @@ def ensure_warm_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_d
     folder = cache_dir / "models" / f"tiny-warm-{key}"
     if (folder / "config.json").exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
     log.info("warming the embedded model once into %s (a few minutes on a CPU)", folder)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-warm-", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> Path:
         figures = warm(raw_dir, tmp / "model", recipe, work_dir=tmp / "work")
         (tmp / "model" / "README.md").write_text(card(recipe, figures, raw_dir.name), encoding="utf-8")
-        try:
-            (tmp / "model").rename(folder)
-        except OSError:  # another process finished first
-            if not (folder / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+        return tmp / "model"
+
+    return build_once(folder, write)
