@@ -15,8 +15,8 @@ from .record import Record
 
 REPEAT_MARK = "#rep"  # id suffix of the oversampled copies of a hard-set record: ids stay unique per manifest
 # Perceptual hash (DCT, 16x16 = 256 bits) of the image decoded at <= 1 MP. Measured on 24 rendered documents of
-# the same layouts: distinct documents differ in >= 26 bits, a JPEG re-encode (quality 70) or a 2x downscale of the
-# same document in 2. data.near_duplicate_bits (default 8) is the distance at or below which two images are one document.
+# the same layouts (benchmarks/bench_leakage_phash.py): distinct documents differ in >= 28 bits, a JPEG re-encode
+# (quality 70) or a 2x downscale of the same document in 2. data.near_duplicate_bits (default 8) is the distance at or below which two images are one document.
 PHASH_SIZE = 16
 
 
