@@ -68,7 +68,8 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl":
         Step(extra=QUICK + ["hydra.run.dir={ws}/runs/own"], check="own_data"),
     "python -m vlmsweep train.enabled=false model.adapter=RUN_DIR/adapter data.test_manifest=my_data/test.jsonl":
-        Step(replace={"RUN_DIR": "{ws}/runs/own"}, extra=QUICK + ["hydra.run.dir={ws}/runs/own_eval"], check="user_ids"),
+        Step(replace={"RUN_DIR": "{ws}/runs/own"}, extra=QUICK + ["hydra.run.dir={ws}/runs/own_eval"],
+             check="same_as_own"),
     "python -m vlmsweep loop.cycles=1 data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl "
     "data.mining_manifest=my_data/pool.jsonl data.regression_manifest=my_data/regression.jsonl":
         Step(extra=QUICK + ["loop.mine_per_tag=1", "loop.synth_per_tag=1", "hydra.run.dir={ws}/runs/own_loop"],
@@ -76,7 +77,8 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep --config-dir my_conf +experiment=my_rx": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/mine"],
                                                                       check="user_ids"),
     "python -m vlmsweep train.enabled=false model.adapter=PATH":
-        Step(replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + ["hydra.run.dir={ws}/runs/eval"], check="run_ok"),
+        Step(replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + ["hydra.run.dir={ws}/runs/eval"],
+             check="same_as_default"),
     "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all": Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/2x2"],
                                                               check="four_runs"),
     "python -m vlmsweep.report outputs/multirun/DATE/TIME": Step(replace={"outputs/multirun/DATE/TIME": "{ws}/multirun/2x2"},
@@ -201,6 +203,15 @@ def _user_ids(proc, ws):
     assert {s["id"] for s in samples(run_dir(proc))} == {"rcpt-001", "rx-ko-002"}
 
 
+def _same_outputs_as(trained: str):
+    """The adapter answered: evaluating it gives the very greedy outputs of the run that trained it."""
+    def check(proc, ws):
+        _run_ok(proc, ws)
+        raw = lambda d: {s["id"]: s["raw"] for s in samples(d)}  # noqa: E731
+        assert raw(run_dir(proc)) == raw(ws / "runs" / trained)
+    return check
+
+
 def _own_data(proc, ws):
     """Trained and evaluated on the user's manifests; the run records where each split came from."""
     _user_ids(proc, ws)
@@ -276,6 +287,6 @@ def _my_sweep(proc, ws):
     assert infos and all(i["status"] == "ok" and i["choices"]["sweep"] == "my_budget" for i in infos)
 
 
-CHECKS = {"own_data": _own_data, "own_loop": _own_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
+CHECKS = {"same_as_default": _same_outputs_as("default"), "same_as_own": _same_outputs_as("own"), "own_data": _own_data, "own_loop": _own_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
           "exp3": _exp("bf16", "llm"), "exp4": _exp("bf16", "all"), "my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
           "rendered": _rendered, "sroie": _sroie, "memory": _memory}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import FAST, compose
@@ -24,7 +26,10 @@ def test_default_run_writes_every_output_and_is_reproducible(tmp_path):
     assert info["choices"]["quant"] == "bf16" and info["git"]
     assert read_json(out / "metrics.json") == pytest.approx(metrics, nan_ok=True)
     assert 0 < metrics["train.supervised_fraction"] < 1 and metrics["train.steps"] == 2
-    assert metrics["contract.strict_parse_rate"] in (0.0, 0.5, 1.0)
+    scored = [json.loads(x) for x in (out / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(scored) == 2  # data.test_size=2: every test sample is scored, and the rate is their mean
+    assert metrics["contract.strict_parse_rate"] == pytest.approx(
+        sum(s["scores"]["contract.strict_parse_rate"] for s in scored) / 2)
     again = run(compose(FAST, output_dir=tmp_path / "b"))
     same = {k: v for k, v in metrics.items() if k.startswith(DETERMINISTIC)}
     assert same and {k: again[k] for k in same} == pytest.approx(same, nan_ok=True)
@@ -36,6 +41,12 @@ def test_evaluate_an_existing_adapter_without_training(tmp_path):
     metrics = run(compose(FAST + ["train.enabled=false", f"model.adapter={first / 'adapter'}"], output_dir=tmp_path / "eval"))
     assert "train.loss" not in metrics
     assert metrics["contract.strict_parse_rate"] == read_json(first / "metrics.json")["contract.strict_parse_rate"]
+    # the adapter, not the base, answered: the same greedy outputs as the run that trained it, unlike the base alone
+    base = run(compose(FAST + ["train.enabled=false"], output_dir=tmp_path / "base"))
+    assert "contract.strict_parse_rate" in base
+    raws = {d: [json.loads(x)["raw"] for x in (tmp_path / d / "samples.jsonl").read_text().splitlines()]
+            for d in ("train", "eval", "base")}
+    assert raws["eval"] == raws["train"] and raws["eval"] != raws["base"]
 
 
 def test_missing_adapter_and_missing_checkpoint_are_clear_errors(tmp_path):
