@@ -26,8 +26,8 @@ def cpu_has_native_bf16() -> bool:
 
 def torch_dtype(quant: QuantConfig) -> torch.dtype:
     """The dtype weights and LoRA compute use. On a CPU without native bfloat16 (an AVX2-only x86 such as
-    the 2-core CI machine) bf16 matmuls are emulated: one training step of the embedded model took 165 s
-    there against 11.7 s in float32. Unless `quant.cpu_bf16=keep`, such a CPU computes in float32 and
+    the 2-core CI machine) bf16 matmuls are emulated: one training step of the embedded model took 63.4 s
+    there against 3.1 s in float32 (benchmarks/bench_cpu_dtype.py). Unless `quant.cpu_bf16=keep`, such a CPU computes in float32 and
     says so; a GPU, or a CPU with native bf16, gets what the option asks for."""
     dtype = DTYPES[quant.dtype]
     if dtype is torch.bfloat16 and quant.cpu_bf16 == "float32" and not torch.cuda.is_available() \
@@ -35,7 +35,7 @@ def torch_dtype(quant: QuantConfig) -> torch.dtype:
         if not _warned:
             _warned.append(True)
             log.warning("quant=%s: this CPU has no native bfloat16 (no AVX512-BF16/AMX), where bf16 is emulated and a "
-                        "training step ~14x slower; computing in float32 (quant.cpu_bf16=keep to keep bfloat16)",
+                        "training step ~20x slower; computing in float32 (quant.cpu_bf16=keep to keep bfloat16)",
                         quant.name)
         return torch.float32
     return dtype
