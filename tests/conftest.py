@@ -9,6 +9,12 @@ import pytest
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "vlmsweep" / "conf"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One compute thread per xdist worker (and for the command lines it starts): the workers already fill
+    # the cores, and two OpenMP pools per core would make each other wait.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def offline_env(tmp_path_factory):
