@@ -42,7 +42,8 @@ LABELS: dict[str, dict[str, str]] = {
 }
 # Separators the templates put between labels and values; the checker splits on exactly these.
 SEP_FIELD, SEP_VALUE, SEP_LIST, SEP_ITEM_OPEN, SEP_ITEM_CLOSE = "; ", ": ", ", ", " (", ")"
-SEPARATORS = (SEP_FIELD, SEP_VALUE, SEP_LIST, SEP_ITEM_OPEN, SEP_ITEM_CLOSE, "\n", "- ")
+SEP_LIST_HEAD = ":\n"  # a list's label ends its line
+SEPARATORS = (SEP_FIELD, SEP_VALUE, SEP_LIST, SEP_ITEM_OPEN, SEP_ITEM_CLOSE, SEP_LIST_HEAD, "\n", "- ")
 
 
 def value_text(value: Any, lang: str) -> str:
@@ -85,8 +86,8 @@ def prescription(obj: dict, lang: str) -> str:
         f"{L['diagnosis']}{SEP_VALUE}{_list(obj.get('diagnosis_codes'), lang)}",
         _field(obj, "prescriber", "prescriber", lang),
     ])
-    return "\n".join([f"{L['prescription']}{SEP_VALUE}{head}", f"{L['medications']}{SEP_VALUE}",
-                      *_entries(obj.get("medications"), lang, medication)])
+    return f"{L['prescription']}{SEP_VALUE}{head}\n{L['medications']}{SEP_LIST_HEAD}" + "\n".join(
+        _entries(obj.get("medications"), lang, medication))
 
 
 def receipt(obj: dict, lang: str) -> str:
@@ -97,8 +98,7 @@ def receipt(obj: dict, lang: str) -> str:
         return f"{value_text(i.get('name'), lang)}{SEP_ITEM_OPEN}{details}{SEP_ITEM_CLOSE}"
 
     head = SEP_FIELD.join(_field(obj, k, k, lang) for k in ("store", "date", "address", "subtotal", "tax", "total"))
-    return "\n".join([f"{L['receipt']}{SEP_VALUE}{head}", f"{L['items']}{SEP_VALUE}",
-                      *_entries(obj.get("items"), lang, item)])
+    return f"{L['receipt']}{SEP_VALUE}{head}\n{L['items']}{SEP_LIST_HEAD}" + "\n".join(_entries(obj.get("items"), lang, item))
 
 
 TEMPLATES = {"prescription": prescription, "receipt": receipt}
