@@ -55,3 +55,6 @@ def test_an_adapter_beyond_the_language_model_is_refused_with_the_fix(tmp_path, 
 def test_a_folder_that_is_no_adapter_is_named(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "merged")]) == 2
     assert "neither adapter_config.json" in capsys.readouterr().err
+    _adapter(tmp_path / "run" / "adapter", [LLM])  # a run folder instead of its adapter/: the fix is named
+    assert main([str(tmp_path / "run"), "--out", str(tmp_path / "merged")]) == 2
+    assert f"give its adapter, {tmp_path / 'run' / 'adapter'}" in capsys.readouterr().err

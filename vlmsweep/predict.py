@@ -238,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         check_schemas_compile(opened.processor.tokenizer, vocab_size_of(opened.model), opened.settings.schemas)
     started = time.perf_counter()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     target = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     try:
         counts = predict(opened, items, domain=args.domain, constrained=constrained, batch_size=args.batch_size,

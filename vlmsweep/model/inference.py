@@ -82,6 +82,8 @@ def folder_kind(folder: Path) -> str:
         return "adapter"
     if (folder / "config.json").is_file():
         return "model"
+    if (folder / "adapter" / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{folder} is a run folder: give its adapter, {folder / 'adapter'}")
     raise FileNotFoundError(
         f"{folder}: neither adapter_config.json (a run's adapter/ folder) nor config.json (a model folder, e.g. "
         "one written by `python -m vlmsweep.export`) is there"
