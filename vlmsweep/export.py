@@ -23,7 +23,6 @@ from typing import Sequence
 
 import torch
 
-from vlmsweep import prompts
 
 log = logging.getLogger("vlmsweep.export")
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # see vlmsweep/__main__.py
@@ -56,8 +55,7 @@ def answers(model, processor, settings, docs, max_new_tokens: int) -> tuple[list
     """Greedy free-decoding answers (evaluation's generate_batch) and the first answer token's logits."""
     from vlmsweep.evaluate.generate import generate_batch
 
-    texts = [processor.apply_chat_template(prompts.messages(d, settings.domain_tag, text=settings.instruction(d)),
-                                           add_generation_prompt=True, tokenize=False) for _, d, _ in docs]
+    texts = [settings.chat_text(processor, d) for _, d, _ in docs]
     images = [img for _, _, img in docs]
     gens = generate_batch(model, processor, texts, images, max_new_tokens=max_new_tokens,
                           min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)

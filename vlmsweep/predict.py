@@ -161,8 +161,7 @@ def predict(opened, items: Sequence[Item], *, domain: str | None, constrained: b
                 log.warning("%s", image)
                 continue
             rows.append(line)
-            messages = prompts.messages(used, s.domain_tag, text=s.instruction(used))
-            texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+            texts.append(s.chat_text(processor, used))
             images.append(image)
             schemas.append(s.schema_for(used))
         if rows:

@@ -44,6 +44,11 @@ class Settings:
         prompts.schema_name(domain)  # an unknown domain is a ValueError that lists the known ones
         return self.instructions.get(domain) or prompts.instruction(domain, self.domain_tag)
 
+    def chat_text(self, processor, domain: str) -> str:
+        """The prompt for one image of `domain`, through the folder's chat template, ready to generate."""
+        messages = prompts.messages(domain, self.domain_tag, text=self.instruction(domain))
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
 
 @dataclass
 class Opened:
