@@ -109,3 +109,23 @@ def test_the_check_flags_a_value_the_json_lacks():
     assert summary.unsupported(forged, KO, "en") == ["250 mg"]
     with pytest.raises(ValueError, match="summary language 'fr'"):
         summary.render(KO, "prescription", "fr")
+
+
+def test_real_receipt_scans_are_read_at_the_budget_through_a_glob():
+    """The SROIE sample's phone scans (large JPEGs) through predict's inputs: a glob, decoded for a 256-token budget."""
+    from test_data_sroie import SAMPLE, needs_sample  # the sample's location and skip reason live there
+
+    if not (SAMPLE / "key").is_dir():
+        pytest.skip(needs_sample.kwargs["reason"])
+    from vlmsweep.predict import load_or_error
+
+    items, left_out = collect([str(SAMPLE / "img" / "*.jpg")])
+    assert len(items) == 24 and not left_out
+    from PIL import Image
+
+    budget = 256 * 28 * 28
+    for item in items[:6]:
+        image = load_or_error(item, budget)
+        assert not isinstance(image, str), image
+        w, h = Image.open(item.image).size  # decoded whole when small, at reduced scale when over 4x the budget
+        assert image.size == (w, h) if w * h <= 4 * budget else image.width * image.height <= 4 * budget
