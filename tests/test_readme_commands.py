@@ -125,6 +125,20 @@ STEPS: dict[str, Step | str] = {
         Step(replace={"DIR": "{ws}/rendered_mix", "--n 24": "--n 3"}, check="rendered"),
     "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(check="sroie"),
     "python -m vlmsweep.memory": Step(check="memory"),
+    "python -m vlmsweep.predict RUN_DIR/adapter scans/ --domain prescription_ko --out predictions.jsonl":
+        Step(replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_scans"),
+    "python -m vlmsweep.predict RUN_DIR/adapter my_data/new.jsonl --summary ko":
+        Step(replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_manifest"),
+    "python -m vlmsweep.export RUN_DIR/adapter --out merged":
+        Step(replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--check", "2", "--max-new-tokens", "8"],
+             check="export_tiny"),
+    "python -m vlmsweep.predict merged scans/ --domain prescription_ko --out predictions_merged.jsonl":
+        Step(extra=["--max-new-tokens", "8"], check="predict_merged"),
+    "python -m vlmsweep.export EXP1_RUN/adapter --out merged_exp1":
+        Step(replace={"EXP1_RUN": "{ws}/runs/exp1"}, extra=["--check", "2", "--max-new-tokens", "8"],
+             check="export_bnb4", why="exp1's run on the 4-bit replica of the release stands in for a QLoRA run"),
+    "python -m vlmsweep.export RUN_DIR/adapter --out lora --vllm-lora":
+        Step(replace={"RUN_DIR": "{ws}/runs/default"}, check="vllm_lora"),
     "python -m vlmsweep model=tiny_warm":
         "builds the warmed embedded model first (many minutes on 2 cores): tests/test_warmup.py builds one with a short "
         "recipe and resolves model=tiny_warm to it",
@@ -157,6 +171,17 @@ def workspace(tmp_path_factory, offline_env):
     (ws / "my_conf" / "sweep").mkdir(parents=True)
     (ws / "my_conf" / "sweep" / "my_budget.yaml").write_text(shipped.replace("name: max_pixels", "name: my_budget"),
                                                              encoding="utf-8")
+    # New, unlabelled scans to predict on: five drawn pages (PNG and JPEG), one corrupt file, one note that is no
+    # image; and a manifest of new pages without targets (one image missing)
+    for i in range(5):
+        draw(ws / "scans" / f"page_{i}.{'png' if i % 2 else 'jpg'}", [f"PATIENT {i}", "AMOXICILLIN 500 mg", f"ID 1234{i}"])
+    (ws / "scans" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut off in transfer")
+    (ws / "scans" / "notes.txt").write_text("scanned on Monday", encoding="utf-8")
+    (ws / "my_data" / "new.jsonl").write_text("\n".join(json.dumps(x) for x in [
+        {"id": "new-ko", "image": "images/rx_ko_001.png", "domain": "prescription_ko"},
+        {"id": "new-rcpt", "image": "images/rcpt_001.jpg", "domain": "receipt"},
+        {"id": "new-gone", "image": "images/never_scanned.png", "domain": "prescription_zh"},
+    ]) + "\n", encoding="utf-8")
     for sub in ("img", "key"):
         (ws / "SROIE" / sub).mkdir(parents=True)
     draw(ws / "SROIE" / "img" / "001.jpg", ["CORNER CAFE", "14/03/2025", "TOTAL 9.00"])
@@ -287,6 +312,100 @@ def _my_sweep(proc, ws):
     assert infos and all(i["status"] == "ok" and i["choices"]["sweep"] == "my_budget" for i in infos)
 
 
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def _predict_scans(proc, ws):
+    """Six lines for six image files (the note is left out, and said so); the corrupt one is a line with its error."""
+    lines = _lines(ws / "predictions.jsonl")
+    assert sorted(Path(x["image"]).name for x in lines) == ["broken.png"] + [f"page_{i}.{'png' if i % 2 else 'jpg'}"
+                                                                          for i in range(5)]
+    errors = [x for x in lines if x["error"]]
+    assert len(errors) == 1 and "broken.png" in errors[0]["error"] and errors[0]["parsed"] is None
+    assert "notes.txt" in proc.stderr and "6 lines" in proc.stderr
+    info = json.loads((ws / "runs" / "default" / "adapter" / "vlmsweep_adapter.json").read_text(encoding="utf-8"))
+    budget = info["pixels"]["max_pixels"] // (28 * 28)
+    for x in lines:
+        assert x["domain"] == "prescription_ko" and x["decoding"] == "json_schema"
+        if not x["error"]:  # the adapter's own pixel budget; under the schema every answer opens the object
+            assert 0 < x["visual_tokens"] <= budget and x["raw"].startswith('{"patient_name"')
+            assert x["stop_reason"] in ("eos", "json_complete", "max_new_tokens") and x["seconds"] > 0
+            assert x["schema_valid"] == (x["parsed"] is not None)
+
+
+def _predict_manifest(proc, ws):
+    """A manifest without targets, to standard output: the domain of each line is asked; a missing image is a line."""
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert [(x["id"], x["domain"]) for x in lines] == [("new-ko", "prescription_ko"), ("new-rcpt", "receipt"),
+                                                       ("new-gone", "prescription_zh")]
+    assert lines[0]["raw"].startswith('{"patient_name"') and lines[1]["raw"].startswith('{"store"')
+    assert "never_scanned.png" in lines[2]["error"]
+    for x in lines[:2]:  # a summary only of a parsed answer (8 tokens of the random model parse none)
+        assert "summary" in x and (x["summary"] is None) == (x["parsed"] is None)
+
+
+def _merged_weights_ok(out: Path, run: Path):
+    """The merged folder holds base + (alpha / r) B A on every LoRA layer, under the release's parameter names."""
+    from safetensors.torch import load_file
+
+    check = json.loads((out / "export_check.json").read_text(encoding="utf-8"))
+    assert check["greedy_equal"] and len(check["documents"]) == 2 and all(d["equal"] for d in check["documents"])
+    assert not (out.parent / (out.name + ".partial")).exists()
+    assert json.loads((out / "generation_config.json").read_text())["do_sample"] is False
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    info = json.loads((out / "vlmsweep_adapter.json").read_text(encoding="utf-8"))
+    assert info["pixels"] == json.loads((run / "adapter" / "vlmsweep_adapter.json").read_text())["pixels"]
+    return load_file(str(out / "model.safetensors")), load_file(str(run / "adapter" / "adapter_model.safetensors")), check
+
+
+def _export_tiny(proc, ws):
+    merged, lora, check = _merged_weights_ok(ws / "merged", ws / "runs" / "default")
+    assert check["dequantised"] is None and check["max_abs_logit_diff"] < 1e-4
+    from safetensors.torch import load_file
+
+    base = load_file(str(replica("tiny") / "model.safetensors"))
+    config = json.loads((ws / "runs" / "default" / "adapter" / "adapter_config.json").read_text())
+    scale = config["lora_alpha"] / config["r"]
+    layers = {k.split(".lora_")[0].removeprefix("base_model.model.model.language_model.") for k in lora}
+    assert len(layers) == 14  # 2 layers x 7 projections
+    for layer in layers:
+        name = f"model.{layer}.weight"  # the 4.x names the release uses
+        prefix = f"base_model.model.model.language_model.{layer}"
+        delta = scale * lora[f"{prefix}.lora_B.weight"] @ lora[f"{prefix}.lora_A.weight"]
+        assert delta.abs().max() > 0  # the adapter moved, so the merge is visible
+        assert (merged[name] - base[name] - delta).abs().max() < 1e-6, name
+    untouched = [k for k in base if "layers" not in k or "_proj" not in k]
+    assert all((merged[k] == base[k]).all() for k in untouched if k in merged)
+
+
+def _predict_merged(proc, ws):
+    """The exported folder answers the new scans exactly as the adapter did."""
+    merged = {x["id"].rsplit("/", 1)[-1]: x["raw"] for x in _lines(ws / "predictions_merged.jsonl")}
+    adapter = {x["id"].rsplit("/", 1)[-1]: x["raw"] for x in _lines(ws / "predictions.jsonl")}
+    assert merged == adapter and sum(v is not None for v in merged.values()) == 5
+
+
+def _export_bnb4(proc, ws):
+    merged, _, check = _merged_weights_ok(ws / "merged_exp1", ws / "runs" / "exp1")
+    assert check["dequantised"].startswith("4-bit nf4 ->") and "dequantised 4-bit nf4" in proc.stdout
+    assert all(v.dtype.is_floating_point for v in merged.values())  # nothing packed in 4-bit any more
+
+
+def _vllm_lora(proc, ws):
+    from safetensors.torch import load_file
+
+    lora = load_file(str(ws / "runs" / "default" / "adapter" / "adapter_model.safetensors"))
+    out = load_file(str(ws / "lora" / "adapter_model.safetensors"))
+    assert all(k.startswith("base_model.model.model.layers.") for k in out)  # the release's names, which vLLM maps
+    back = {k.replace("base_model.model.model.", "base_model.model.model.language_model.", 1): v for k, v in out.items()}
+    assert back.keys() == lora.keys() and all((back[k] == lora[k]).all() for k in lora)
+    config = json.loads((ws / "lora" / "adapter_config.json").read_text())
+    assert config["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+
+
 CHECKS = {"same_as_default": _same_outputs_as("default"), "same_as_own": _same_outputs_as("own"), "own_data": _own_data, "own_loop": _own_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
           "exp3": _exp("bf16", "llm"), "exp4": _exp("bf16", "all"), "my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
-          "rendered": _rendered, "sroie": _sroie, "memory": _memory}
+          "rendered": _rendered, "sroie": _sroie, "memory": _memory, "predict_scans": _predict_scans,
+          "predict_manifest": _predict_manifest, "export_tiny": _export_tiny, "predict_merged": _predict_merged,
+          "export_bnb4": _export_bnb4, "vllm_lora": _vllm_lora}

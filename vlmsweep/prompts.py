@@ -45,11 +45,12 @@ def instruction(domain: str, domain_tag: bool) -> str:
     return f"{DOMAIN_TAGS[schema]} {text}" if domain_tag else text
 
 
-def messages(domain: str, domain_tag: bool, answer: dict[str, Any] | None = None) -> list[dict]:
-    """Chat messages for one image; with `answer`, the assistant turn to train on."""
+def messages(domain: str, domain_tag: bool, answer: dict[str, Any] | None = None, text: str | None = None) -> list[dict]:
+    """Chat messages for one image; with `answer`, the assistant turn to train on. `text`: the instruction a
+    trained folder recorded (predict asks what training taught), instead of today's wording."""
     user = {
         "role": "user",
-        "content": [{"type": "image"}, {"type": "text", "text": instruction(domain, domain_tag)}],
+        "content": [{"type": "image"}, {"type": "text", "text": text if text is not None else instruction(domain, domain_tag)}],
     }
     if answer is None:
         return [user]

@@ -1,0 +1,256 @@
+"""`python -m vlmsweep.predict FOLDER IMAGES...`: new images -> one JSON line each, with the folder's own settings.
+
+FOLDER is a run's adapter/ folder or a model folder (an export); IMAGES are image files, folders of images,
+glob patterns, or JSON Lines manifests whose lines need only `image` (`id`, `domain` and a `target`, which is
+ignored, are optional). Each image gets one line: id, image, domain, the parsed object, whether it is valid
+against the folder's schema, the raw text, the stop reason, timing; an image that cannot be read gets a line
+with its error, never a crash. Generation is evaluation's (batched, left-padded, JSON stop rule, xgrammar).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Sequence
+
+from vlmsweep import prompts
+
+log = logging.getLogger("vlmsweep.predict")
+# bitsandbytes' CPU import logs a kernel-download warning a user can do nothing about (see vlmsweep/__main__.py)
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+GLOB_CHARS = "*?["
+
+
+class InputError(ValueError):
+    """A bad command-line input (no match for a pattern, a bad manifest line): the message names it."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    image: Path
+    domain: str | None  # from the manifest line; None: --domain decides
+
+
+def image_suffixes() -> set[str]:
+    from PIL import Image
+
+    return {s.lower() for s in Image.registered_extensions()}
+
+
+def read_predict_manifest(path: Path) -> list[Item]:
+    """A manifest for prediction: the training manifest's format with `target` optional (and ignored).
+    Hand-written beside data.manifest because that reader requires and validates targets."""
+    items, seen = [], set()
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("image"), str) or not obj["image"]:
+            raise InputError(f'{where}: a line needs at least {{"image": "PATH"}} (relative to the manifest\'s folder)')
+        domain = obj.get("domain")
+        if domain is not None and domain not in prompts.SCHEMA_OF_DOMAIN:
+            raise InputError(f"{where}: unknown domain {domain!r}; expected one of {sorted(prompts.SCHEMA_OF_DOMAIN)}")
+        sid = str(obj.get("id") or obj["image"])
+        if sid in seen:
+            raise InputError(f"{where}: duplicate id {sid!r}")
+        seen.add(sid)
+        items.append(Item(id=sid, image=(path.parent / obj["image"]), domain=domain))
+    if not items:
+        raise InputError(f"{path}: the manifest has no lines")
+    return items
+
+
+def collect(sources: Sequence[str]) -> tuple[list[Item], list[str]]:
+    """The images to read, in command-line order (folders and patterns sorted), and what was left out of
+    folders (files whose extension is not an image's), to be reported. A path that does not exist is kept:
+    its line says so."""
+    suffixes = image_suffixes()
+    items: list[Item] = []
+    left_out: list[str] = []
+    for source in sources:
+        path = Path(source).expanduser()
+        if path.suffix.lower() in (".jsonl", ".json") and path.is_file():
+            items += read_predict_manifest(path)
+        elif path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            left_out += [str(p) for p in files if p.suffix.lower() not in suffixes]
+            items += [Item(str(p), p, None) for p in files if p.suffix.lower() in suffixes]
+        elif any(c in source for c in GLOB_CHARS) and not path.exists():
+            matches = sorted(glob.glob(str(path), recursive=True))
+            if not matches:
+                raise InputError(f"{source}: the pattern matches no file")
+            items += [Item(m, Path(m), None) for m in matches if Path(m).is_file()]
+        else:
+            items.append(Item(source, path, None))
+    if not items:
+        raise InputError(f"no images in {' '.join(sources)}")
+    return items, left_out
+
+
+def load_or_error(item: Item, max_pixels: int):
+    """The image ready for the processor, or why it cannot be read (the file named)."""
+    from vlmsweep.data.images import ImageLoadError, check_size, load_image
+
+    try:
+        image = load_image(item.image, max_pixels=4 * max_pixels)  # decode huge scans at reduced scale, as evaluation
+        check_size(image, item.image)
+        return image
+    except ImageLoadError as e:
+        return str(e)
+
+
+def parse(raw: str, schema: dict) -> dict:
+    """The answer's object (strict, else the first salvageable one) and whether it is valid against the schema."""
+    from vlmsweep.evaluate.contract import salvage, schema_valid, strict_parse
+
+    obj = strict_parse(raw)
+    how = "strict" if obj is not None else None
+    if obj is None:
+        found = salvage(raw)
+        obj, how = (found.obj, "salvaged") if found is not None else (None, "failed")
+    return {"parsed": obj, "parse": how, "schema_valid": obj is not None and schema_valid(obj, schema)}
+
+
+def summarise(line: dict, lang: str) -> None:
+    from vlmsweep import summary
+
+    if line.get("parsed") is None:
+        line["summary"], line["summary_unsupported"] = None, None
+        return
+    text = summary.render(line["parsed"], prompts.schema_name(line["domain"]), lang)
+    line["summary"] = text
+    line["summary_unsupported"] = summary.unsupported(text, line["parsed"], lang)  # [] : every value is the JSON's
+
+
+def predict(opened, items: Sequence[Item], *, domain: str | None, constrained: bool, batch_size: int,
+            max_new_tokens: int, summary_lang: str | None, out: IO[str], progress: bool = True) -> dict[str, int]:
+    """Write one JSON line per item to `out`, batch by batch; returns counts (lines, errors, schema_valid)."""
+    from tqdm import tqdm
+
+    from vlmsweep.evaluate.generate import generate_batch
+
+    s = opened.settings
+    processor = opened.processor
+    counts = {"lines": 0, "errors": 0, "schema_valid": 0}
+    token_text: dict[int, str] = {}
+    bar = tqdm(total=len(items), unit="image", file=sys.stderr, disable=not progress or None)
+    for b in range(0, len(items), batch_size):
+        batch = items[b: b + batch_size]
+        lines: list[dict] = []
+        rows, texts, images, schemas = [], [], [], []
+        for item in batch:
+            used = item.domain or domain
+            line = {"id": item.id, "image": str(item.image), "domain": used, "decoding": "json_schema" if constrained else "free"}
+            lines.append(line)
+            image = load_or_error(item, s.max_pixels)
+            if isinstance(image, str):
+                line |= {"parsed": None, "parse": None, "schema_valid": False, "raw": None, "stop_reason": None,
+                         "error": image}
+                log.warning("%s", image)
+                continue
+            rows.append(line)
+            texts.append(s.chat_text(processor, used))
+            images.append(image)
+            schemas.append(s.schema_for(used))
+        if rows:
+            gens = generate_batch(opened.model, processor, texts, images, max_new_tokens=max_new_tokens,
+                                  min_pixels=s.min_pixels, max_pixels=s.max_pixels,
+                                  schemas=schemas if constrained else None, token_text=token_text,
+                                  sample_ids=[r["id"] for r in rows])
+            for line, g, schema in zip(rows, gens, schemas):
+                line |= parse(g.text, schema)
+                line |= {"raw": g.text, "stop_reason": g.stop_reason, "seconds": round(g.seconds, 4),
+                         "visual_tokens": g.visual_tokens, "output_tokens": g.output_tokens, "error": None}
+        for line in lines:
+            if summary_lang and line["error"] is None:
+                summarise(line, summary_lang)
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            counts["lines"] += 1
+            counts["errors"] += line["error"] is not None
+            counts["schema_valid"] += bool(line["schema_valid"])
+        out.flush()
+        bar.update(len(batch))
+    bar.close()
+    return counts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m vlmsweep.predict",
+        description="Read new images into JSON with a trained adapter (a run's adapter/ folder) or a model folder.",
+    )
+    p.add_argument("folder", help="a run's adapter/ folder, or a model folder (python -m vlmsweep.export)")
+    p.add_argument("images", nargs="+", help="image files, folders of images, glob patterns, or .jsonl manifests")
+    p.add_argument("--domain", choices=sorted(prompts.SCHEMA_OF_DOMAIN),
+                   help="the domain to ask for every image without one in its manifest line")
+    p.add_argument("--decoding", choices=("json_schema", "free"), default="json_schema",
+                   help="json_schema (default): answers constrained to the folder's schema (xgrammar); free: unconstrained")
+    p.add_argument("--out", help="write the JSON lines to this file (default: standard output)")
+    p.add_argument("--summary", choices=("ko", "zh", "en"), help="add a template summary of each parsed answer")
+    p.add_argument("--batch-size", type=int, default=8, help="images per generate call (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=384, help="answer budget in tokens (default 384)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s][%(levelname)s] - %(message)s", stream=sys.stderr)
+    try:
+        if args.batch_size < 1 or args.max_new_tokens < 1:
+            raise InputError("--batch-size and --max-new-tokens must be at least 1")
+        items, left_out = collect(args.images)
+        lacking = [i.id for i in items if i.domain is None and args.domain is None]
+        if lacking:
+            raise InputError(
+                f"no domain for {len(lacking)} image(s) ({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): "
+                f"pass --domain (one of {', '.join(sorted(prompts.SCHEMA_OF_DOMAIN))}) or give a manifest with a "
+                "domain per line"
+            )
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if left_out:
+        log.warning("left out %d file(s) whose extension is not an image's: %s", len(left_out), ", ".join(left_out))
+    from vlmsweep.model.inference import open_folder
+
+    try:
+        opened = open_folder(args.folder)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    constrained = args.decoding == "json_schema"
+    if constrained:
+        from vlmsweep.evaluate import check_schemas_compile
+        from vlmsweep.evaluate.generate import vocab_size_of
+
+        check_schemas_compile(opened.processor.tokenizer, vocab_size_of(opened.model), opened.settings.schemas)
+    started = time.perf_counter()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    target = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        counts = predict(opened, items, domain=args.domain, constrained=constrained, batch_size=args.batch_size,
+                         max_new_tokens=args.max_new_tokens, summary_lang=args.summary, out=target)
+    finally:
+        if args.out:
+            target.close()
+    where = args.out or "standard output"
+    print(f"vlmsweep.predict: {counts['lines']} lines to {where} ({counts['errors']} unreadable, "
+          f"{counts['schema_valid']} schema-valid) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
