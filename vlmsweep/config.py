@@ -25,8 +25,8 @@ def visual_tokens_to_pixels(tokens: int) -> int:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = MISSING  # option label: tiny, qwen2_vl_2b, ...
-    source: str = "tiny"  # tiny: built locally | pretrained: path or hub id | shape: real config, random weights
-    path: Optional[str] = None  # local folder or hub id (pretrained); architecture name (shape)
+    source: str = "tiny"  # tiny: built locally | pretrained: path or hub id | shape: real config, random weights | ocr: OCR + rules
+    path: Optional[str] = None  # local folder or hub id (pretrained); architecture name (shape); engine (ocr: tesseract)
     family: str = "qwen2_vl"  # qwen2_vl | qwen2_5_vl: decides the module-name patterns
     attn_implementation: str = "sdpa"
     prequantized: bool = False  # checkpoint already holds bitsandbytes 4-bit weights
@@ -234,8 +234,14 @@ def to_config(cfg: DictConfig | dict[str, Any], choices: dict[str, str] | None =
 
 def check(c: Config) -> None:
     errors = []
-    if c.model.source not in ("tiny", "pretrained", "shape"):
-        errors.append(f"model.source={c.model.source!r}: expected tiny, pretrained or shape")
+    if c.model.source not in ("tiny", "pretrained", "shape", "ocr"):
+        errors.append(f"model.source={c.model.source!r}: expected tiny, pretrained, shape or ocr")
+    if c.model.source == "ocr":  # the OCR baseline (vlmsweep/ocr/) only evaluates
+        if c.model.path != "tesseract":
+            errors.append(f"model.path={c.model.path!r}: the OCR baseline's engine is tesseract")
+        if c.train.enabled or c.model.adapter or c.loop.cycles > 0:
+            errors.append(f"model={c.model.name} is the OCR baseline: it has nothing to train or adapt; "
+                          "use train.enabled=false, no model.adapter and loop.cycles=0")
     if c.model.source == "pretrained" and not c.model.path:
         errors.append(
             "model.path is not set: give a local checkpoint folder or a hub id, "

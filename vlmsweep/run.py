@@ -262,7 +262,7 @@ def run(cfg: Config, overrides: list[str] | None = None, extra_logits_processors
     tracker.finish()
     free_memory()
     if main_process:
-        what = "report.md, metrics.json, cycle_N/" if cfg.loop.cycles > 0 else "metrics.json, samples.jsonl, report.md, adapter/"
+        what = "report.md, metrics.json, cycle_N/" if cfg.loop.cycles > 0 else "metrics.json, samples.jsonl, report.md" + (", adapter/" if cfg.train.enabled else "")
         print(f"vlmsweep: outputs in {out_dir.resolve()}  ({what})")
     return metrics
 
@@ -274,6 +274,13 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_pr
     if cfg.train.enabled and cfg.eval.enabled:
         data_mod.check_no_leak(splits["train"], {"test": splits["test"]}, where="this run",
                                  near_duplicate_bits=cfg.data.near_duplicate_bits)
+    if cfg.model.source == "ocr":  # the OCR baseline: no model to load or train, the same scoring and files
+        from vlmsweep.ocr.baseline import evaluate_ocr
+
+        metrics, samples = evaluate_ocr(splits["test"], cfg.eval, out_dir)
+        if cfg.tracker.log_samples:
+            tracker.table("samples", samples)
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     base, processor, _ = model_load.load(cfg)
     if cfg.decoding.constrained and cfg.eval.enabled:
         from vlmsweep.evaluate import check_schemas_compile

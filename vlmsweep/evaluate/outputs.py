@@ -91,6 +91,9 @@ def describe_evaluation(cfg: dict, split: str) -> list[str]:
     dataset = (f"manifest {manifest}" if manifest else
                f"synthetic {split} split: {data.get(f'{split}_size', '?')} samples, data seed {data.get('seed', '?')}, "
                f"mix {name('data_mix')}, noise {data.get('noise', '?')}")
+    if model.get("source") == "ocr":  # the OCR baseline: no weights, adapter or decoding to describe
+        return [f"- model: {name('model')}: OCR ({model.get('path')}) + label-anchored rules (vlmsweep/ocr/), "
+                "nothing trained", f"- data: {dataset}", ""]
     lines = [
         f"- model: {name('model')} ({where}), quant {name('quant')}, scope {name('scope')}",
         f"- adapter: {adapter}",
