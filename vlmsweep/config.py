@@ -147,6 +147,9 @@ class EvalConfig:
     max_new_tokens: int = 384
     leakage_keywords: list[str] = field(default_factory=list)  # empty: the built-in receipt list
     worst_per_tag: int = 3  # examples per failure tag in report.md
+    slices: list[str] = field(default_factory=list)  # named sets evaluated beside the test set: synthetic, numeric_challenge, or a slice_manifests name
+    slice_manifests: dict[str, str] = field(default_factory=dict)  # slice name -> JSONL manifest (each one is evaluated)
+    slice_size: int = 10  # pages of a rendered slice (numeric_challenge)
 
 
 @dataclass(frozen=True)
@@ -267,5 +270,10 @@ def check(c: Config) -> None:
         errors.append(f"tracker.backend={c.tracker.backend!r}: expected wandb or none")
     if c.loop.on_empty_mine not in ("train", "stop"):
         errors.append(f"loop.on_empty_mine={c.loop.on_empty_mine!r}: expected train or stop")
+    if c.sweep.objective.startswith("slice/"):  # slice/<name>/<metric>: the slice must be one this run evaluates
+        name = c.sweep.objective.split("/")[1]
+        if name not in c.eval.slices and name not in c.eval.slice_manifests:
+            errors.append(f"sweep.objective={c.sweep.objective}: slice {name!r} is not evaluated; add it to eval.slices "
+                          f"(or +eval.slice_manifests.{name}=PATH)")
     if errors:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(errors))
