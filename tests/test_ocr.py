@@ -1,9 +1,8 @@
-"""The OCR baseline (model=ocr_tesseract): the rules on hand-written OCR text, Tesseract on rendered pages,
-a clear message without the engine, and the baseline beside the tiny model in one comparison report."""
+"""The OCR baseline (model=ocr_tesseract): the rules on hand-written OCR text, Tesseract on rendered pages and
+a clear message without the engine. Its README commands (the multirun beside the tiny model and one comparison
+report; slices) run in tests/test_readme_commands.py."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -111,22 +110,3 @@ def test_tesseract_and_rules_read_a_rendered_prescription(domain, seed, fields, 
     found = extract(read_text(page.image, domain), domain)
     assert {f: found[f] for f in fields} == {f: page.target[f] for f in fields}
     assert found["medications"][med] == page.target["medications"][med]  # name, strength, dose, frequency, days
-
-
-@needs_tesseract
-@pytest.mark.slow
-def test_ocr_baseline_and_tiny_model_in_one_comparison_report(tmp_path):
-    from userdata import vlmsweep
-
-    quick = ["data.test_size=2", "eval.max_new_tokens=8", "tracker=none", "hydra.sweep.dir=multirun/ocr"]
-    vlmsweep(["-m", "model=tiny,ocr_tesseract", "train.enabled=false", *quick], tmp_path)
-    runs = {json.loads((d / "run_info.json").read_text())["choices"]["model"]: d
-            for d in (tmp_path / "multirun" / "ocr").iterdir() if (d / "run_info.json").is_file()}
-    assert set(runs) == {"tiny", "ocr_tesseract"}
-    ocr = [json.loads(line) for line in (runs["ocr_tesseract"] / "samples.jsonl").read_text().splitlines()]
-    assert len(ocr) == 2 and all(s["ocr_text"] and s["parsed"] is not None for s in ocr)  # scored like the model's
-    assert json.loads((runs["ocr_tesseract"] / "metrics.json").read_text())["contract.key_set_rate"] == 1.0
-    assert "OCR (tesseract) + label-anchored rules" in (runs["ocr_tesseract"] / "report.md").read_text()
-    vlmsweep(["multirun/ocr"], tmp_path, module="vlmsweep.report")
-    summary = (tmp_path / "multirun" / "ocr" / "report" / "summary.md").read_text(encoding="utf-8")
-    assert "| tiny |" in summary and "| ocr_tesseract |" in summary

@@ -57,6 +57,7 @@ class Step:
     extra: list[str] = field(default_factory=list)
     check: str | None = None  # name of a check function below
     why: str = ""  # why the command runs with more than speed overrides (shown on failure)
+    needs_tesseract: bool = False  # the OCR baseline: skipped, naming the Debian packages, without Tesseract
 
 
 # The README's commands, in an order where each finds what the earlier ones made ({ws} = the workspace).
@@ -125,6 +126,15 @@ STEPS: dict[str, Step | str] = {
         Step(replace={"DIR": "{ws}/rendered_mix", "--n 24": "--n 3"}, check="rendered"),
     "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(check="sroie"),
     "python -m vlmsweep.memory": Step(check="memory"),
+    "python -m vlmsweep -m model=tiny,ocr_tesseract train.enabled=false":
+        Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/ocr"], check="ocr_report", needs_tesseract=True),
+    "python -m vlmsweep model=ocr_tesseract 'eval.slices=[synthetic,numeric_challenge]'":
+        "runs as part of the next command (the same slices plus a manifest slice), checked by _slices in "
+        "tests/test_readme_commands.py; tests/test_slices.py runs it on five pages per slice",
+    "python -m vlmsweep model=ocr_tesseract 'eval.slices=[synthetic,numeric_challenge]' "
+    "+eval.slice_manifests.real_receipts=data/sroie/manifest.jsonl":
+        Step(extra=QUICK + ["eval.slice_size=1", "hydra.run.dir={ws}/runs/real_receipts"], check="real_receipts",
+             needs_tesseract=True),
     "python -m vlmsweep model=tiny_warm":
         "builds the warmed embedded model first (many minutes on 2 cores): tests/test_warmup.py builds one with a short "
         "recipe and resolves model=tiny_warm to it",
@@ -179,6 +189,11 @@ RUNNABLE = [c for c, s in STEPS.items() if isinstance(s, Step)]
 @pytest.mark.parametrize("command", RUNNABLE)
 def test_readme_command_runs(command, workspace):
     step = STEPS[command]
+    if step.needs_tesseract:
+        from test_ocr import NO_TESSERACT
+
+        if NO_TESSERACT:
+            pytest.skip(NO_TESSERACT)
     line = command
     for old, new in step.replace.items():
         line = line.replace(old, new)
@@ -287,6 +302,33 @@ def _my_sweep(proc, ws):
     assert infos and all(i["status"] == "ok" and i["choices"]["sweep"] == "my_budget" for i in infos)
 
 
-CHECKS = {"same_as_default": _same_outputs_as("default"), "same_as_own": _same_outputs_as("own"), "own_data": _own_data, "own_loop": _own_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
+def _ocr_report(proc, ws):
+    """The OCR baseline beside the tiny model: scored the same way, both in one comparison report."""
+    runs = {json.loads((d / "run_info.json").read_text())["choices"]["model"]: d
+            for d in (ws / "multirun" / "ocr").iterdir() if (d / "run_info.json").is_file()}
+    assert set(runs) == {"tiny", "ocr_tesseract"}
+    ocr = samples(runs["ocr_tesseract"])
+    assert ocr and all(s["ocr_text"] and s["parsed"] is not None for s in ocr)
+    assert json.loads((runs["ocr_tesseract"] / "metrics.json").read_text())["contract.key_set_rate"] == 1.0
+    vlmsweep(["multirun/ocr"], ws, module="vlmsweep.report")
+    summary = (ws / "multirun" / "ocr" / "report" / "summary.md").read_text(encoding="utf-8")
+    assert "| tiny |" in summary and "| ocr_tesseract |" in summary
+
+
+def _slices(proc, ws):
+    metrics = json.loads((run_dir(proc) / "metrics.json").read_text())
+    assert metrics["slice/synthetic/samples"] == metrics["slice/numeric_challenge/samples"] == 1
+    assert samples(run_dir(proc) / "slices" / "numeric_challenge")[0]["id"].startswith("numeric-")
+    assert "## Slices" in (run_dir(proc) / "report.md").read_text(encoding="utf-8")
+
+
+def _real_receipts(proc, ws):
+    _slices(proc, ws)
+    metrics = json.loads((run_dir(proc) / "metrics.json").read_text())
+    assert metrics["slice/real_receipts/samples"] == 1  # the SROIE-layout receipt converted by the sroie step
+    assert samples(run_dir(proc) / "slices" / "real_receipts")[0]["id"] == "sroie-001"
+
+
+CHECKS = {"ocr_report": _ocr_report, "slices": _slices, "real_receipts": _real_receipts, "same_as_default": _same_outputs_as("default"), "same_as_own": _same_outputs_as("own"), "own_data": _own_data, "own_loop": _own_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
           "exp3": _exp("bf16", "llm"), "exp4": _exp("bf16", "all"), "my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
           "rendered": _rendered, "sroie": _sroie, "memory": _memory}
