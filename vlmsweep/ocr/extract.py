@@ -203,24 +203,37 @@ def _items(lines: list[str], pattern: re.Pattern, order: tuple[int, int, int]) -
     return items or None
 
 
+def _shouting(line: str) -> bool:
+    """Printed receipt headers are upper case: most letters capital (a handwritten or misread line is not)."""
+    letters = re.findall(r"[A-Za-z]", line)
+    return len(letters) >= 4 and sum(c.isupper() for c in letters) >= 0.6 * len(letters)
+
+
+def _store_like(line: str) -> bool:
+    """A shop's name: in capitals or Title Case ("Lucky Cafe"), not a handwritten note ("tan woon yann")."""
+    words = re.findall(r"[A-Za-z]+", line)
+    return _shouting(line) or (sum(len(w) for w in words) >= 4 and all(w[0].isupper() for w in words))
+
+
 def _receipt_en(text: str) -> dict:
     lines = _lines(text)
-    store_at = next((i for i, line in enumerate(lines) if len(re.findall(r"[A-Za-z]", line)) >= 3), None)
+    store_at = next((i for i, line in enumerate(lines) if _store_like(line)), None)
     out: dict[str, Any] = {"store": lines[store_at] if store_at is not None else None}
     address = []
     stop = re.compile(r"TEL|PHONE|FAX|GST|REG|INVOICE|RECEIPT|DATE|CASHIER|\d{1,2}[/-]\d{1,2}[/-]\d{2}", re.IGNORECASE)
+    company_no = re.compile(r"^\(?[\w.-]*\d+-?[A-Z]\)?$|CO(?:MPANY|NPANY)?\.?\s*(?:NO|REG)|^\S{1,3}(?:\s+\S{1,3})*$", re.IGNORECASE)
     for line in lines[(store_at or 0) + 1:]:
-        if stop.search(line) or len(address) == 4:
-            break
-        if re.fullmatch(r"\(?[\w\s.-]*\d+-[A-Z]\)?|CO\.?\s*REG.*", line, re.IGNORECASE):
-            continue  # a company registration number printed under the name
+        if company_no.search(line):
+            continue  # the company registration number under the name ("(81109-A)"), or scan specks
+        if stop.search(line) or len(address) == 5 or not (_shouting(line) or re.search(r"\d.*[A-Za-z]{3}|[A-Za-z]{3}.*\d", line)):
+            break  # an address line is printed in capitals or holds a number (a misread or handwritten line ends it)
         address.append(line)
     out["address"] = " ".join(address) or None
     out["date"] = _date(text)
     out["subtotal"] = _labelled_amount(lines, r"sub\s*-?\s*total")
     out["tax"] = _labelled_amount(lines, r"\b(?:GST|SST|VAT|TAX)\b", exclude=r"reg|invoice|\bid\b|incl|excl|total")
     out["total"] = (_labelled_amount(lines, r"grand\s*total|total\s*amount|amount\s*due|rounded|nett")
-                    or _labelled_amount(lines, r"total", exclude=r"sub|excl|incl|qty|quantity|tax|gst|saving"))
+                    or _labelled_amount(lines, r"total", exclude=r"sub|excl|qty|quantity|tax|gst\b(?!.*incl)|saving"))
     out["items"] = _items(lines, re.compile(r"^(\d{1,3})\s+(.+?)\s+(\d[\d,]*\.\d{2})$"), (2, 1, 3))
     return out
 
