@@ -30,6 +30,8 @@ def test_the_sweep_objective_can_name_a_slice_it_evaluates():
     assert is_wall_clock("slice/x/cost.eval_seconds_per_sample")
     with pytest.raises(ValueError, match=r"slice 'real_receipts' is not evaluated"):
         compose(["sweep.objective=slice/real_receipts/content.field_em"])
+    with pytest.raises(ValueError, match=r"retrain loop does not evaluate slices"):
+        compose(["eval.slices=[numeric_challenge]", "loop.cycles=1"])
 
 
 def test_slice_table_puts_slices_side_by_side():

@@ -270,6 +270,9 @@ def check(c: Config) -> None:
         errors.append(f"tracker.backend={c.tracker.backend!r}: expected wandb or none")
     if c.loop.on_empty_mine not in ("train", "stop"):
         errors.append(f"loop.on_empty_mine={c.loop.on_empty_mine!r}: expected train or stop")
+    if c.loop.cycles > 0 and (c.eval.slices or c.eval.slice_manifests):  # not silently ignored
+        errors.append("eval.slices / eval.slice_manifests: the retrain loop does not evaluate slices yet; "
+                      "use them with loop.cycles=0")
     if c.sweep.objective.startswith("slice/"):  # slice/<name>/<metric>: the slice must be one this run evaluates
         name = c.sweep.objective.split("/")[1]
         if name not in c.eval.slices and name not in c.eval.slice_manifests:

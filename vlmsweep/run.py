@@ -285,6 +285,7 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_pr
             tracker.table("samples", samples)
         metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         write_json(out_dir / "metrics.json", metrics)
+        info.update(cost={k: v for k, v in metrics.items() if k.startswith("cost.")})
         return metrics
     base, processor, _ = model_load.load(cfg)
     if cfg.decoding.constrained and cfg.eval.enabled:
