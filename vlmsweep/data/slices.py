@@ -20,8 +20,9 @@ from .splits import load_splits
 
 BUILT_IN = ("synthetic", "numeric_challenge")
 
-# The numeric challenge: pages drawn with the generators' "digits" focus (confusable 1/7, 3/8, 5/6, 0/8 in ids,
-# strengths, doses, days and amounts; 8-10 digit 门诊号, 12-digit GST numbers, card and approval numbers), scan
+# The numeric challenge: pages drawn with the generators' "digits" focus (digits of ids, strengths, doses, days and
+# amounts mostly from data.canvas.CONFUSABLE_DIGITS, the pairs 5/8, 6/0, 1/7; 8-10 digit 门诊号, 12-digit GST numbers,
+# card and approval numbers), scan
 # noise, then printed small and faded: the page is shrunk to CHALLENGE_SCALE (the 16-18 px text of a form
 # becomes ~10 px) and its contrast squeezed into CHALLENGE_INK..CHALLENGE_PAPER of 0..255.
 CHALLENGE_SCALE = 0.6
