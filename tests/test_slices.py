@@ -65,3 +65,5 @@ def test_numeric_challenge_is_harder_for_the_ocr_baseline_than_the_clean_set(tmp
     assert sorted(json.loads(s)["domain"] for s in hard_samples) == sorted(
         ["prescription_ko", "prescription_zh", "receipt", "receipt_ko", "receipt_zh"])
     assert "## Slices" in (tmp_path / "report.md").read_text()
+    hard_report = (tmp_path / "slices" / "numeric_challenge" / "report.md").read_text()
+    assert "- data: slice numeric_challenge: 5 rendered pages" in hard_report  # says which set it scored
