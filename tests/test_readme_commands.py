@@ -125,7 +125,6 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1":
         Step(replace={"DIR": "{ws}/rendered_mix", "--n 24": "--n 3"}, check="rendered"),
     "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(check="sroie"),
-    "python -m vlmsweep.memory": Step(check="memory"),
     "python -m vlmsweep -m model=tiny,ocr_tesseract train.enabled=false":
         Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/ocr"], check="ocr_report", needs_tesseract=True),
     "python -m vlmsweep model=ocr_tesseract 'eval.slices=[synthetic,numeric_challenge]'":
@@ -135,6 +134,7 @@ STEPS: dict[str, Step | str] = {
     "+eval.slice_manifests.real_receipts=data/sroie/manifest.jsonl":
         Step(extra=QUICK + ["eval.slice_size=1", "hydra.run.dir={ws}/runs/real_receipts"], check="real_receipts",
              needs_tesseract=True),
+    "python -m vlmsweep.memory": Step(check="memory"),
     "python -m vlmsweep model=tiny_warm":
         "builds the warmed embedded model first (many minutes on 2 cores): tests/test_warmup.py builds one with a short "
         "recipe and resolves model=tiny_warm to it",
@@ -292,16 +292,6 @@ def _sroie(proc, ws):
     assert (ws / "data" / "sroie" / "manifest.jsonl").is_file() and "1 SROIE receipts" in proc.stdout
 
 
-def _memory(proc, ws):
-    assert all(f"exp{i}" in proc.stdout for i in range(1, 5))
-
-
-def _my_sweep(proc, ws):
-    infos = [json.loads((p / "run_info.json").read_text()) for p in (ws / "sweeps" / "mine").iterdir()
-             if (p / "run_info.json").is_file()]
-    assert infos and all(i["status"] == "ok" and i["choices"]["sweep"] == "my_budget" for i in infos)
-
-
 def _ocr_report(proc, ws):
     """The OCR baseline beside the tiny model: scored the same way, both in one comparison report."""
     runs = {json.loads((d / "run_info.json").read_text())["choices"]["model"]: d
@@ -327,6 +317,16 @@ def _real_receipts(proc, ws):
     metrics = json.loads((run_dir(proc) / "metrics.json").read_text())
     assert metrics["slice/real_receipts/samples"] == 1  # the SROIE-layout receipt converted by the sroie step
     assert samples(run_dir(proc) / "slices" / "real_receipts")[0]["id"] == "sroie-001"
+
+
+def _memory(proc, ws):
+    assert all(f"exp{i}" in proc.stdout for i in range(1, 5))
+
+
+def _my_sweep(proc, ws):
+    infos = [json.loads((p / "run_info.json").read_text()) for p in (ws / "sweeps" / "mine").iterdir()
+             if (p / "run_info.json").is_file()]
+    assert infos and all(i["status"] == "ok" and i["choices"]["sweep"] == "my_budget" for i in infos)
 
 
 CHECKS = {"ocr_report": _ocr_report, "slices": _slices, "real_receipts": _real_receipts, "same_as_default": _same_outputs_as("default"), "same_as_own": _same_outputs_as("own"), "own_data": _own_data, "own_loop": _own_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
