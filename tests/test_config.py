@@ -22,7 +22,9 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes(group, option):
-    cfg = compose([f"{group}={option}", "model.path=/models/x"] if group == "model" else [f"{group}={option}"])
+    # a checkpoint option needs a path; the OCR baseline's path names its engine (tesseract, set by the option)
+    checkpoint = group == "model" and option != "ocr_tesseract"
+    cfg = compose([f"{group}={option}", "model.path=/models/x"] if checkpoint else [f"{group}={option}"])
     section = getattr(cfg, group)
     assert section.name == option  # the option label is the name on plots and tags
     assert cfg.choices[group] == option
@@ -93,6 +95,14 @@ def test_every_config_field_is_read_by_the_code():
             if f.name != "name" and not re.search(rf"\.{f.name}\b", source):  # attribute or ${group.key}
                 unread.append(f"{cls.__name__}.{f.name}")
     assert unread == []
+
+
+def test_the_ocr_baseline_refuses_training_and_other_engines():
+    assert compose(["model=ocr_tesseract"]).train.enabled is False  # its recipe: it only evaluates
+    with pytest.raises(ValueError, match="train.enabled=false"):
+        compose(["model=ocr_tesseract", "train.enabled=true"])
+    with pytest.raises(ValueError, match="engine is tesseract"):
+        compose(["model=ocr_tesseract", "model.path=easyocr"])
 
 
 def test_cross_field_checks_name_the_option():

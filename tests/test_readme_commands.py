@@ -57,6 +57,7 @@ class Step:
     extra: list[str] = field(default_factory=list)
     check: str | None = None  # name of a check function below
     why: str = ""  # why the command runs with more than speed overrides (shown on failure)
+    needs_tesseract: bool = False  # the OCR baseline: skipped, naming the Debian packages, without Tesseract
 
 
 # The README's commands, in an order where each finds what the earlier ones made ({ws} = the workspace).
@@ -124,6 +125,15 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1":
         Step(replace={"DIR": "{ws}/rendered_mix", "--n 24": "--n 3"}, check="rendered"),
     "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(check="sroie"),
+    "python -m vlmsweep -m model=tiny,ocr_tesseract train.enabled=false":
+        Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/ocr"], check="ocr_report", needs_tesseract=True),
+    "python -m vlmsweep model=ocr_tesseract 'eval.slices=[synthetic,numeric_challenge]'":
+        "runs as part of the next command (the same slices plus a manifest slice), checked by _slices in "
+        "tests/test_readme_commands.py; tests/test_slices.py runs it on five pages per slice",
+    "python -m vlmsweep model=ocr_tesseract 'eval.slices=[synthetic,numeric_challenge]' "
+    "+eval.slice_manifests.real_receipts=data/sroie/manifest.jsonl":
+        Step(extra=QUICK + ["eval.slice_size=1", "hydra.run.dir={ws}/runs/real_receipts"], check="real_receipts",
+             needs_tesseract=True),
     "python -m vlmsweep.memory": Step(check="memory"),
     "python -m vlmsweep.predict RUN_DIR/adapter scans/ --domain prescription_ko --out predictions.jsonl":
         Step(replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_scans"),
@@ -204,6 +214,11 @@ RUNNABLE = [c for c, s in STEPS.items() if isinstance(s, Step)]
 @pytest.mark.parametrize("command", RUNNABLE)
 def test_readme_command_runs(command, workspace):
     step = STEPS[command]
+    if step.needs_tesseract:
+        from test_ocr import NO_TESSERACT
+
+        if NO_TESSERACT:
+            pytest.skip(NO_TESSERACT)
     line = command
     for old, new in step.replace.items():
         line = line.replace(old, new)
@@ -214,7 +229,7 @@ def test_readme_command_runs(command, workspace):
     assert argv[:2] == ["python", "-m"]
     proc = vlmsweep(argv[3:], workspace, module=argv[2])
     if step.check:
-        CHECKS[step.check](proc, workspace)
+        (CHECKS | OCR_CHECKS)[step.check](proc, workspace)
 
 
 def _run_ok(proc, ws):
@@ -300,6 +315,36 @@ def _rendered(proc, ws):
 
 def _sroie(proc, ws):
     assert (ws / "data" / "sroie" / "manifest.jsonl").is_file() and "1 SROIE receipts" in proc.stdout
+
+
+def _ocr_report(proc, ws):
+    """The OCR baseline beside the tiny model: scored the same way, both in one comparison report."""
+    runs = {json.loads((d / "run_info.json").read_text())["choices"]["model"]: d
+            for d in (ws / "multirun" / "ocr").iterdir() if (d / "run_info.json").is_file()}
+    assert set(runs) == {"tiny", "ocr_tesseract"}
+    ocr = samples(runs["ocr_tesseract"])
+    assert ocr and all(s["ocr_text"] and s["parsed"] is not None for s in ocr)
+    assert json.loads((runs["ocr_tesseract"] / "metrics.json").read_text())["contract.key_set_rate"] == 1.0
+    vlmsweep(["multirun/ocr"], ws, module="vlmsweep.report")
+    summary = (ws / "multirun" / "ocr" / "report" / "summary.md").read_text(encoding="utf-8")
+    assert "| tiny |" in summary and "| ocr_tesseract |" in summary
+
+
+def _slices(proc, ws):
+    metrics = json.loads((run_dir(proc) / "metrics.json").read_text())
+    assert metrics["slice/synthetic/samples"] == metrics["slice/numeric_challenge/samples"] == 1
+    assert samples(run_dir(proc) / "slices" / "numeric_challenge")[0]["id"].startswith("numeric-")
+    assert "## Slices" in (run_dir(proc) / "report.md").read_text(encoding="utf-8")
+
+
+def _real_receipts(proc, ws):
+    _slices(proc, ws)
+    metrics = json.loads((run_dir(proc) / "metrics.json").read_text())
+    assert metrics["slice/real_receipts/samples"] == 1  # the SROIE-layout receipt converted by the sroie step
+    assert samples(run_dir(proc) / "slices" / "real_receipts")[0]["id"] == "sroie-001"
+
+
+OCR_CHECKS = {"ocr_report": _ocr_report, "slices": _slices, "real_receipts": _real_receipts}  # joined to CHECKS below
 
 
 def _memory(proc, ws):

@@ -25,8 +25,8 @@ def visual_tokens_to_pixels(tokens: int) -> int:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = MISSING  # option label: tiny, qwen2_vl_2b, ...
-    source: str = "tiny"  # tiny: built locally | pretrained: path or hub id | shape: real config, random weights
-    path: Optional[str] = None  # local folder or hub id (pretrained); architecture name (shape)
+    source: str = "tiny"  # tiny: built locally | pretrained: path or hub id | shape: real config, random weights | ocr: OCR + rules
+    path: Optional[str] = None  # local folder or hub id (pretrained); architecture name (shape); engine (ocr: tesseract)
     family: str = "qwen2_vl"  # qwen2_vl | qwen2_5_vl: decides the module-name patterns
     attn_implementation: str = "sdpa"
     prequantized: bool = False  # checkpoint already holds bitsandbytes 4-bit weights
@@ -147,6 +147,9 @@ class EvalConfig:
     max_new_tokens: int = 384
     leakage_keywords: list[str] = field(default_factory=list)  # empty: the built-in receipt list
     worst_per_tag: int = 3  # examples per failure tag in report.md
+    slices: list[str] = field(default_factory=list)  # named sets evaluated beside the test set: synthetic, numeric_challenge, or a slice_manifests name
+    slice_manifests: dict[str, str] = field(default_factory=dict)  # slice name -> JSONL manifest (each one is evaluated)
+    slice_size: int = 10  # pages of a rendered slice (numeric_challenge)
 
 
 @dataclass(frozen=True)
@@ -234,8 +237,14 @@ def to_config(cfg: DictConfig | dict[str, Any], choices: dict[str, str] | None =
 
 def check(c: Config) -> None:
     errors = []
-    if c.model.source not in ("tiny", "pretrained", "shape"):
-        errors.append(f"model.source={c.model.source!r}: expected tiny, pretrained or shape")
+    if c.model.source not in ("tiny", "pretrained", "shape", "ocr"):
+        errors.append(f"model.source={c.model.source!r}: expected tiny, pretrained, shape or ocr")
+    if c.model.source == "ocr":  # the OCR baseline (vlmsweep/ocr/) only evaluates
+        if c.model.path != "tesseract":
+            errors.append(f"model.path={c.model.path!r}: the OCR baseline's engine is tesseract")
+        if c.train.enabled or c.model.adapter or c.loop.cycles > 0:
+            errors.append(f"model={c.model.name} is the OCR baseline: it has nothing to train or adapt; "
+                          "use train.enabled=false, no model.adapter and loop.cycles=0")
     if c.model.source == "pretrained" and not c.model.path:
         errors.append(
             "model.path is not set: give a local checkpoint folder or a hub id, "
@@ -261,5 +270,13 @@ def check(c: Config) -> None:
         errors.append(f"tracker.backend={c.tracker.backend!r}: expected wandb or none")
     if c.loop.on_empty_mine not in ("train", "stop"):
         errors.append(f"loop.on_empty_mine={c.loop.on_empty_mine!r}: expected train or stop")
+    if c.loop.cycles > 0 and (c.eval.slices or c.eval.slice_manifests):  # not silently ignored
+        errors.append("eval.slices / eval.slice_manifests: the retrain loop does not evaluate slices yet; "
+                      "use them with loop.cycles=0")
+    if c.sweep.objective.startswith("slice/"):  # slice/<name>/<metric>: the slice must be one this run evaluates
+        name = c.sweep.objective.split("/")[1]
+        if name not in c.eval.slices and name not in c.eval.slice_manifests:
+            errors.append(f"sweep.objective={c.sweep.objective}: slice {name!r} is not evaluated; add it to eval.slices "
+                          f"(or +eval.slice_manifests.{name}=PATH)")
     if errors:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(errors))

@@ -22,9 +22,15 @@ WALL_CLOCK = frozenset({
 })
 
 
+def base_metric(name: str) -> str:
+    """The metric a scoped name measures: slice/<name>/<metric> and by_domain.<domain>.<metric> -> <metric>."""
+    if name.startswith("slice/") and name.count("/") >= 2:
+        name = name.split("/", 2)[2]
+    return name.split(".", 2)[2] if name.startswith("by_domain.") and name.count(".") >= 2 else name
+
+
 def is_wall_clock(name: str) -> bool:
-    base = name.split(".", 2)[2] if name.startswith("by_domain.") and name.count(".") >= 2 else name
-    return base in WALL_CLOCK
+    return base_metric(name) in WALL_CLOCK
 
 
 def higher_is_better(name: str) -> bool:
@@ -32,12 +38,12 @@ def higher_is_better(name: str) -> bool:
     from vlmsweep.evaluate.metrics import METRICS, metric_info
 
     try:
-        return metric_info(name).higher_is_better
+        return metric_info(base_metric(name)).higher_is_better
     except KeyError:
         if name in RUN_METRICS:
             return RUN_METRICS[name]
     known = sorted(set(METRICS) | set(RUN_METRICS))
-    raise KeyError(f"unknown metric {name!r}: sweep.objective must be one of {known} (or by_domain.<domain>.<metric>)")
+    raise KeyError(f"unknown metric {name!r}: sweep.objective must be one of {known} (or by_domain.<domain>.<metric>, slice/<slice>/<metric>)")
 
 
 def direction_of(name: str) -> str:

@@ -23,6 +23,7 @@ from vlmsweep import data as data_mod
 from vlmsweep import memory, prompts, tracking
 from vlmsweep.config import Config, visual_tokens_to_pixels
 from vlmsweep.data import Record
+from vlmsweep.evaluate.slices import evaluate_slices, load_slices
 from vlmsweep.model import adapter as model_adapter
 from vlmsweep.model import load as model_load
 from vlmsweep.model.quant import torch_dtype
@@ -262,7 +263,7 @@ def run(cfg: Config, overrides: list[str] | None = None, extra_logits_processors
     tracker.finish()
     free_memory()
     if main_process:
-        what = "report.md, metrics.json, cycle_N/" if cfg.loop.cycles > 0 else "metrics.json, samples.jsonl, report.md, adapter/"
+        what = "report.md, metrics.json, cycle_N/" if cfg.loop.cycles > 0 else "metrics.json, samples.jsonl, report.md" + (", adapter/" if cfg.train.enabled else "")
         print(f"vlmsweep: outputs in {out_dir.resolve()}  ({what})")
     return metrics
 
@@ -271,9 +272,21 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_pr
     set_seed(cfg.seed)
     splits = datasets(cfg)  # a bad manifest fails here, before the model is loaded
     info.update(data=splits.sources)
+    slices = load_slices(cfg) if cfg.eval.enabled else {}  # eval.slices: read and validated before the model loads
     if cfg.train.enabled and cfg.eval.enabled:
         data_mod.check_no_leak(splits["train"], {"test": splits["test"]}, where="this run",
                                  near_duplicate_bits=cfg.data.near_duplicate_bits)
+    if cfg.model.source == "ocr":  # the OCR baseline: no model to load or train, the same scoring and files
+        from vlmsweep.ocr.baseline import evaluate_ocr
+
+        metrics, samples = evaluate_ocr(splits["test"], cfg.eval, out_dir)
+        metrics |= evaluate_slices(cfg, slices, lambda recs, d: evaluate_ocr(recs, cfg.eval, d)[0], metrics, [], out_dir)
+        if cfg.tracker.log_samples:
+            tracker.table("samples", samples)
+        metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        write_json(out_dir / "metrics.json", metrics)
+        info.update(cost={k: v for k, v in metrics.items() if k.startswith("cost.")})
+        return metrics
     base, processor, _ = model_load.load(cfg)
     if cfg.decoding.constrained and cfg.eval.enabled:
         from vlmsweep.evaluate import check_schemas_compile
@@ -289,6 +302,9 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_pr
     if cfg.eval.enabled:
         eval_metrics, samples = eval_stage(cfg, model, processor, splits["test"], out_dir, extra_logits_processors)
         metrics.update(eval_metrics)
+        metrics.update(evaluate_slices(
+            cfg, slices, lambda recs, d: eval_stage(cfg, model, processor, recs, d, extra_logits_processors)[0],
+            eval_metrics, splits["train"] if cfg.train.enabled else [], out_dir))
         if cfg.tracker.log_samples:
             tracker.table("samples", samples)
     metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -64,6 +64,8 @@ def _run_config(out_dir: Path) -> tuple[dict, str]:
     import yaml
 
     split = out_dir.name if out_dir.name in ("mining", "regression") else "test"
+    if out_dir.parent.name == "slices":  # <run>/slices/<name>/: an evaluation slice (vlmsweep/evaluate/slices.py)
+        split = f"slice {out_dir.name}"
     for folder in (out_dir, out_dir.parent, out_dir.parent.parent):
         path = folder / "config.yaml"
         if path.is_file():
@@ -87,10 +89,20 @@ def describe_evaluation(cfg: dict, split: str) -> list[str]:
         adapter = "LoRA trained in this run" + (f", starting from {model['adapter']}" if model.get("adapter") else "")
     else:
         adapter = model.get("adapter") or "none (the base model as loaded)"
-    manifest = data.get(f"{split}_manifest")
+    if split.startswith("slice "):  # slices/<name>/: a user manifest, the numeric challenge, or the synthetic test split
+        slice_name = split.removeprefix("slice ")
+        manifest = (ev.get("slice_manifests") or {}).get(slice_name)
+        split = "test" if slice_name == "synthetic" else split
+    else:
+        manifest = data.get(f"{split}_manifest")
     dataset = (f"manifest {manifest}" if manifest else
+               f"{split}: {ev.get('slice_size', '?')} rendered pages (digits focus, small faded print), data seed "
+               f"{data.get('seed', '?')}" if split == "slice numeric_challenge" else
                f"synthetic {split} split: {data.get(f'{split}_size', '?')} samples, data seed {data.get('seed', '?')}, "
                f"mix {name('data_mix')}, noise {data.get('noise', '?')}")
+    if model.get("source") == "ocr":  # the OCR baseline: no weights, adapter or decoding to describe
+        return [f"- model: {name('model')}: OCR ({model.get('path')}) + label-anchored rules (vlmsweep/ocr/), "
+                "nothing trained", f"- data: {dataset}", ""]
     lines = [
         f"- model: {name('model')} ({where}), quant {name('quant')}, scope {name('scope')}",
         f"- adapter: {adapter}",

@@ -103,6 +103,20 @@ def summary_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def slice_tables(a: Analysis) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One table per evaluation slice (eval.slices): the runs' headline metrics measured on that slice alone."""
+    names = sorted({k.split("/")[1] for r in a.runs for k in r.metrics if k.startswith("slice/") and k.count("/") >= 2})
+    tables = []
+    for name in names:
+        present = {k.split("/", 2)[2] for r in a.runs for k in r.metrics if k.startswith(f"slice/{name}/")}
+        metrics = [m for m in ("samples", *HEADLINE_METRICS, "content.digit_acc") if m in present]
+        header = ["run", *a.axes, *(m if m == "samples" else _column(m) for m in metrics)]
+        rows = [[r.name, *(r.axes.get(x, "—") for x in a.axes), *(_cell(r.metrics.get(f"slice/{name}/{m}")) for m in metrics)]
+                for r in a.runs]
+        tables.append((name, header, rows))
+    return tables
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
@@ -156,6 +170,8 @@ def write_markdown(a: Analysis, path: Path, n_resamples: int) -> None:
     out = [f"# {_title(a)}", ""]
     out += ["Varying axes: " + (", ".join(a.axes) if a.axes else "none"), ""]
     out += [_md_table(*summary_rows(a)), ""]
+    for name, header, rows in slice_tables(a):
+        out += [f"## Slice {name}", "", _md_table(header, rows), ""]
     failed = [r for r in a.runs if not r.ok]
     if failed:
         out += ["## Runs without results", ""] + [f"- **{r.name}** ({r.path}): {_status(r)}" for r in failed] + [""]
@@ -202,6 +218,8 @@ def write_html(a: Analysis, path: Path, n_resamples: int) -> None:
     ]
     header, rows = summary_rows(a)
     parts.append(_html_table(header, rows, {k for k, r in enumerate(a.runs) if not r.ok}))
+    for name, s_header, s_rows in slice_tables(a):
+        parts.append(f"<h2>Slice {html.escape(name)}</h2>" + _html_table(s_header, s_rows))
     failed = [r for r in a.runs if not r.ok]
     if failed:
         parts.append("<h2>Runs without results</h2><ul>")
