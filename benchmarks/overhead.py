@@ -130,7 +130,7 @@ def run_plain(cfg, path: Path, records, keep_logits: bool, out: Path) -> float:
 def run_vlmsweep(cfg, records, out: Path) -> float:
     from transformers import set_seed
 
-    from vlmsweep import run as vrun
+    from vlmsweep import stages as vrun
     from vlmsweep import tracking
     from vlmsweep.model import load as model_load
 
