@@ -124,7 +124,9 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1":
         Step(replace={"DIR": "{ws}/rendered_mix", "--n 24": "--n 3"}, check="rendered"),
     "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(check="sroie"),
-    "python -m vlmsweep.memory": Step(check="memory"),
+    "python -m vlmsweep.memory +experiment=exp2 max_pixels=1024tok": Step(check="memory_exp2"),
+    "python -m vlmsweep.memory model=qwen2_5_vl_3b": Step(check="memory_qwen2_5"),
+    "python -m vlmsweep.memory OVERRIDES": "a placeholder for any run's overrides: the two steps above and tests/test_memory.py run it",
     "python -m vlmsweep model=tiny_warm":
         "builds the warmed embedded model first (many minutes on 2 cores): tests/test_warmup.py builds one with a short "
         "recipe and resolves model=tiny_warm to it",
@@ -277,8 +279,13 @@ def _sroie(proc, ws):
     assert (ws / "data" / "sroie" / "manifest.jsonl").is_file() and "1 SROIE receipts" in proc.stdout
 
 
-def _memory(proc, ws):
-    assert all(f"exp{i}" in proc.stdout for i in range(1, 5))
+def _memory(model: str, family: str, *more: str):
+    def check(proc, ws):
+        head = proc.stdout.splitlines()[0]
+        assert head.startswith(f"model={model} ({family})") and all(m in proc.stdout for m in more), proc.stdout
+        total = next(line for line in proc.stdout.splitlines() if line.startswith("total"))
+        assert float(total.split()[1]) > 1.0  # GiB: a 2-3 B model's step
+    return check
 
 
 def _my_sweep(proc, ws):
@@ -289,4 +296,5 @@ def _my_sweep(proc, ws):
 
 CHECKS = {"same_as_default": _same_outputs_as("default"), "same_as_own": _same_outputs_as("own"), "own_data": _own_data, "own_loop": _own_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
           "exp3": _exp("bf16", "llm"), "exp4": _exp("bf16", "all"), "my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
-          "rendered": _rendered, "sroie": _sroie, "memory": _memory}
+          "rendered": _rendered, "sroie": _sroie, "memory_exp2": _memory("qwen2_vl_2b_bnb4", "qwen2_vl", "quant=nf4, scope=all", "1024 visual", "exp2: ~12 GB"),
+          "memory_qwen2_5": _memory("qwen2_5_vl_3b", "qwen2_5_vl", "quant=bf16, scope=llm")}
