@@ -6,12 +6,22 @@
 
 Targets (issue): batched (8) >= 3x the samples/s of one at a time; constrained <= 10% slower per token.
 Per-token time = generation wall time / generated tokens, prefill included, same records, same budget.
+
+A random model's rows all run to max_new_tokens: the best case for batching (no row waits for another).
+The "varied" settings end each sample's answer at its own length (drawn once per sample, seeded, between
+1/8 of max_new_tokens and all of it, the same in every setting) through a logits processor that forces
+<|im_end|>: a batch then runs as long as its longest row, as a trained model's batches do. Each setting runs
+--repeats times, interleaved; printed: median seconds with the range, speed-ups with a 95% bootstrap interval.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import random
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,15 +73,41 @@ class ProcessorClock:
         xgr_hf.LogitsProcessor.__call__ = timed_call
 
 
-def timed(model, processor, records, batch_size, constrained, max_new_tokens, visual_tokens):
+class EndAtLengths:
+    """Forces <|im_end|> once a row has generated its sample's length. evaluate() generates the records in
+    order, batch after batch, so each generate call takes the next rows' lengths; a step continues the call
+    when its ids are the previous step's plus one token, anything else is a new call."""
+
+    def __init__(self, lengths: list[int], eos_id: int) -> None:
+        self.lengths, self.eos_id = lengths, eos_id
+        self.next, self.rows, self.prompt_len, self.previous = 0, [], 0, None
+
+    def __call__(self, input_ids, scores):
+        prev = self.previous
+        same_call = prev is not None and prev.shape[0] == input_ids.shape[0] and prev.shape[1] + 1 == input_ids.shape[1] \
+            and torch.equal(input_ids[:, :-1], prev)
+        if not same_call:
+            self.rows = self.lengths[self.next: self.next + input_ids.shape[0]]
+            self.next += input_ids.shape[0]
+            self.prompt_len = input_ids.shape[1]
+        self.previous = input_ids.clone()
+        for row, length in enumerate(self.rows):
+            if input_ids.shape[1] - self.prompt_len >= length - 1:  # this step's token is the row's last
+                scores[row, :] = float("-inf")
+                scores[row, self.eos_id] = 0.0
+        return scores
+
+
+def timed(model, processor, records, batch_size, constrained, max_new_tokens, visual_tokens, lengths=None):
     cfg = EvalConfig(batch_size=batch_size, max_new_tokens=max_new_tokens)
     decoding = DecodingConfig(name="json_schema" if constrained else "free", constrained=constrained)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+    extra = [EndAtLengths(lengths, processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))] if lengths else None
     start = time.perf_counter()
     _, samples = evaluate(
         model, processor, records, cfg, decoding, domain_tag=False,
-        max_pixels=visual_tokens * PIXELS, min_pixels=4 * PIXELS, out_dir=None,
+        max_pixels=visual_tokens * PIXELS, min_pixels=4 * PIXELS, out_dir=None, extra_logits_processors=extra,
     )
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -88,7 +124,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--visual-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3, help="best of N interleaved timings")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timings of each setting")
     ap.add_argument("--cache-dir", default="~/.cache/vlmsweep")
     args = ap.parse_args()
 
@@ -101,44 +137,60 @@ def main() -> None:
     check_schemas_compile(processor.tokenizer, model.config.text_config.vocab_size)
     compile_s = time.perf_counter() - start
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from spread import describe, ratio_of_medians
+
+    rng = random.Random(0)
+    lengths = [rng.randint(max(2, args.max_new_tokens // 8), args.max_new_tokens) for _ in range(args.samples)]
     with tempfile.TemporaryDirectory() as tmp:
         records = make_records(Path(tmp), args.samples)
         common = dict(max_new_tokens=args.max_new_tokens, visual_tokens=args.visual_tokens)
         timed(model, processor, records[: args.batch_size], args.batch_size, True, **common)  # warm-up
         clock = ProcessorClock()
-        settings = [
-            ("free, batch 1", 1, False),
-            (f"free, batch {args.batch_size}", args.batch_size, False),
-            (f"json_schema, batch {args.batch_size}", args.batch_size, True),
+        b = args.batch_size
+        settings = [  # name, batch size, constrained, per-sample lengths
+            ("free, batch 1", 1, False, None),
+            (f"free, batch {b}", b, False, None),
+            ("varied, batch 1", 1, False, lengths),
+            (f"varied, batch {b}", b, False, lengths),
+            (f"json_schema, batch {b}", b, True, None),
         ]
-        results: dict[str, tuple[float, int]] = {}
+        runs: dict[str, list[tuple[float, int]]] = {name: [] for name, *_ in settings}
         grammar_ms_per_token = []
-        for _ in range(args.repeats):  # interleaved, best of N: a busy shared machine slows all settings alike
-            for name, bs, constrained in settings:
+        for rep in range(args.repeats):  # interleaved, rotating: a busy shared machine slows all settings alike
+            for name, bs, constrained, lens in settings[rep % len(settings):] + settings[: rep % len(settings)]:
                 clock.seconds = 0.0
-                run = timed(model, processor, records, bs, constrained, **common)
+                run = timed(model, processor, records, bs, constrained, lengths=lens, **common)
                 if constrained:
                     grammar_ms_per_token.append(1000 * clock.seconds / max(1, run[1]))
-                if name not in results or run[0] < results[name][0]:
-                    results[name] = run
+                runs[name].append(run)
 
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "none"
-    print(f"machine: {platform.platform()}, {torch.get_num_threads()} torch threads, cpu {cpu}, gpu {gpu}")
+    print(f"machine: {platform.platform()}, {torch.get_num_threads()} torch threads, cpu {cpu}, gpu {gpu}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"torch {torch.__version__}, model {args.model_path or args.model} ({dtype}), {args.samples} samples, "
-          f"max_new_tokens {args.max_new_tokens}, <= {args.visual_tokens} visual tokens per image")
+          f"max_new_tokens {args.max_new_tokens}, <= {args.visual_tokens} visual tokens per image, {args.repeats} repeats")
+    print(f"varied answer lengths: {sorted(lengths)}")
     print(f"xgrammar schema compile (both schemas): {compile_s:.2f} s")
-    print(f"{'setting':<24} {'seconds':>8} {'samples/s':>10} {'tokens':>7} {'ms/token':>9}")
-    for name, (seconds, tokens) in results.items():
-        print(f"{name:<24} {seconds:8.2f} {args.samples / seconds:10.2f} {tokens:7d} {1000 * seconds / max(1, tokens):9.2f}")
-    single, batched = results["free, batch 1"], results[f"free, batch {args.batch_size}"]
-    constrained = results[f"json_schema, batch {args.batch_size}"]
-    speedup = single[0] / batched[0]
-    overhead = (constrained[0] / max(1, constrained[1])) / (batched[0] / max(1, batched[1])) - 1
-    print(f"batched speed-up: {speedup:.2f}x (target >= 3x)  {'OK' if speedup >= 3 else 'MISSED'}")
-    print(f"json_schema per-token overhead: {100 * overhead:+.1f}% (target <= +10%)  {'OK' if overhead <= 0.10 else 'MISSED'}")
-    free_ms = 1000 * batched[0] / max(1, batched[1])
-    grammar_ms = min(grammar_ms_per_token)
+    print(f"{'setting':<24} {'seconds: median (range)':<32} {'samples/s':>10} {'tokens':>7} {'ms/token':>9}")
+    seconds = {name: [r[0] for r in rs] for name, rs in runs.items()}
+    for name, rs in runs.items():
+        med = statistics.median(seconds[name])
+        tokens = rs[0][1]
+        print(f"{name:<24} {describe(seconds[name]):<32} {args.samples / med:10.2f} {tokens:7d} {1000 * med / max(1, tokens):9.2f}")
+    for kind in ("free", "varied"):
+        r, lo, hi = ratio_of_medians(seconds[f"{kind}, batch 1"], seconds[f"{kind}, batch {b}"])
+        print(f"batched speed-up, {kind + ' (rows end at max_new_tokens)' if kind == 'free' else 'varied (rows end at their own lengths)'}: "
+              f"{r:.2f}x [95% interval {lo:.2f}–{hi:.2f}] (target >= 3x)  {'OK' if r >= 3 else 'MISSED'}")
+    free_tokens, json_tokens = runs[f"free, batch {b}"][0][1], runs[f"json_schema, batch {b}"][0][1]
+    per_token = [s / max(1, json_tokens) for s in seconds[f"json_schema, batch {b}"]]
+    free_per_token = [s / max(1, free_tokens) for s in seconds[f"free, batch {b}"]]
+    r, lo, hi = ratio_of_medians(per_token, free_per_token)
+    print(f"json_schema per-token overhead: {100 * (r - 1):+.1f}% [95% interval {100 * (lo - 1):+.1f}% to "
+          f"{100 * (hi - 1):+.1f}%] (target <= +10%)  {'OK' if r - 1 <= 0.10 else 'MISSED'}")
+    free_ms = 1000 * statistics.median(free_per_token)
+    grammar_ms = statistics.median(grammar_ms_per_token)
     print(f"  of which inside xgrammar's processor: {grammar_ms:.2f} ms/token = {100 * grammar_ms / free_ms:.1f}% "
           "of the free per-token time (timed directly, less sensitive to machine load)")
 

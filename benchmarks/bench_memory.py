@@ -4,7 +4,7 @@
     python benchmarks/bench_memory.py --only tiny
 
 Measured = tensor bytes of the built model + peak RSS growth over two forward+backward+AdamW steps
-(vlmsweep.memory.measure_training_step): LoRA r=16 on the LLM, batch 1, logits at the supervised positions.
+(benchmarks/memory_harness.py): LoRA r=16 on the LLM, batch 1, logits at the supervised positions.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import platform
 
 import torch
 
-from vlmsweep.memory import GiB, estimate, measure_training_step
+from memory_harness import measure_training_step  # benchmarks/memory_harness.py, beside this script
+from vlmsweep.memory import GiB, estimate
 from vlmsweep.model.tiny import shape_config, tiny_config
 
 

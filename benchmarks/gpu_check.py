@@ -114,7 +114,7 @@ def measure(exp: str, args: argparse.Namespace, out: Path) -> dict:
     from transformers import set_seed
 
     from vlmsweep import memory
-    from vlmsweep import run as vrun
+    from vlmsweep import stages as vrun
     from vlmsweep.model import load as model_load
 
     cfg = compose(exp, args, out)
@@ -130,7 +130,7 @@ def measure(exp: str, args: argparse.Namespace, out: Path) -> dict:
     encoded = [collator.encode(r) for r in records]
     tokens = sum(len(e.input_ids) for e in encoded)
     visual = [int((e.input_ids == processor.image_token_id).sum()) for e in encoded]
-    estimate = vrun.memory_estimate(cfg, base, processor, records)
+    estimate = vrun.estimate_stage(cfg, base, processor, records)
     model = vrun.prepare_model(cfg, base, None, trainable=True)
     clock = StepClock()
     info = vrun.RunInfo(cfg, run_dir)

@@ -13,6 +13,7 @@ from conftest import FAST, compose
 from vlmsweep import loop
 from vlmsweep.data import Record, empty_target, read_manifest
 from vlmsweep.evaluate.metrics import TAGS
+from vlmsweep.report.loop import plot_tags, render_loop_report
 
 
 def rec(rid: str, seed: int | None = None, domain: str = "prescription_ko", image: str | None = None) -> Record:
@@ -154,7 +155,7 @@ def test_cycle_report_lists_every_metric_and_tag_per_cycle_with_deltas(tmp_path)
 
     history = [cycle(0, 0.5, 3, 3), cycle(1, 0.625, 1, 0, ["cycle 1: regression content.field_em dropped"])]
     cfg = compose(FAST + ["loop.cycles=1"])
-    md = loop.render_loop_report(history, cfg, None, "tags_over_cycles.png")
+    md = render_loop_report(history, cfg, None, "tags_over_cycles.png")
     assert "| content.field_em | ↑ | 0.500 | 0.625 (+0.125) |" in md
     assert "| tags.digit_flip | ↓ | 3 | 1 (-2) |" in md
     assert "| by_domain.prescription_ko.content.field_em | ↑ | 0.500 | 0.625 (+0.125) |" in md
@@ -162,7 +163,7 @@ def test_cycle_report_lists_every_metric_and_tag_per_cycle_with_deltas(tmp_path)
     assert "- ⚠ cycle 1 mined nothing from the mining pool" in md
     assert "| 0 | digit_flip | 3 | 1 | 2 | digits |" in md
     assert "| parse_fail | 1 | 0 | decoding=json_schema" in md
-    png = loop.plot_tags(history, tmp_path / "tags.png")
+    png = plot_tags(history, tmp_path / "tags.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -188,38 +189,41 @@ LOOP = FAST + ["loop.cycles=1", "loop.synth_per_tag=2", "loop.mine_per_tag=1", "
 
 
 def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, tiny_path, monkeypatch):
+    from vlmsweep import stages
     from vlmsweep.run import run
 
     out = tmp_path / "loop"
-    real_eval = loop.eval_stage
-    evals: list[str] = []
+    real_train, real_write = stages.train_stage, stages.write_stage
+    events: list[tuple[str, str]] = []
+    crash_in = {"cycle_1/mining"}  # the first write after cycle 1's training: killed mid-cycle
 
-    def eval_with_a_digit_flip(cfg, model, processor, records, out_dir, extra=None):
+    def train_and_record(cfg, model, processor, records, out_dir, tracker, info):
+        events.append(("train", Path(out_dir).name))
+        return real_train(cfg, model, processor, records, out_dir, tracker, info)
+
+    def write_with_a_digit_flip(cfg, folder, metrics, samples, pass_metrics=None):
         # The random tiny model fails the contract, and whether its garbage also trips a data-fixable tag is
-        # chance: fix the mining tags instead. Cycle 0: one digit_flip, so the hard set, synthesis, lineage and
-        # oversampling run for real; cycle 1: none, so the mine is empty.
-        evals.append(str(Path(out_dir).relative_to(out)))
-        metrics, samples = real_eval(cfg, model, processor, records, out_dir, extra)
-        if Path(out_dir).name == "mining":
+        # chance: fix the mining tags instead (the loop mines these same sample dicts). Cycle 0: one digit_flip,
+        # so the hard set, synthesis, lineage and oversampling run for real; cycle 1: none, so the mine is empty.
+        where = str(Path(folder).relative_to(out))
+        events.append(("write", where))
+        if where in crash_in:
+            crash_in.discard(where)
+            raise Crash("killed mid-cycle")
+        if Path(folder).name == "mining":
             for s in samples:
                 s["tags"] = [t for t in s["tags"] if t in loop.UNFIXABLE_TAGS]
-            if Path(out_dir).parent.name == "cycle_0":
+            if Path(folder).parent.name == "cycle_0":
                 samples[0]["tags"].append("digit_flip")
-        return metrics, samples
+        return real_write(cfg, folder, metrics, samples, pass_metrics)
 
-    events: list[tuple[str, int]] = []
-
-    def crash_after_training_cycle_1(stage, cycle):
-        events.append((stage, cycle))
-        if (stage, cycle) == ("trained", 1):
-            raise Crash("killed mid-cycle")
-
-    monkeypatch.setattr(loop, "eval_stage", eval_with_a_digit_flip)
-    monkeypatch.setattr(loop, "STAGE_HOOK", crash_after_training_cycle_1)
+    monkeypatch.setattr(stages, "train_stage", train_and_record)
+    monkeypatch.setattr(stages, "write_stage", write_with_a_digit_flip)
     cfg = compose(LOOP, out)
     with pytest.raises(Crash):
         run(cfg)
-    assert events == [("trained", 0), ("evaluated", 0), ("finished", 0), ("trained", 1)]
+    assert events == [("train", "cycle_0"), ("write", "cycle_0/mining"), ("write", "cycle_0/regression"),
+                      ("write", "cycle_0"), ("train", "cycle_1"), ("write", "cycle_1/mining")]
     state = json.loads((out / "loop_state.json").read_text())
     assert (state["finished"], state["trained"]) == ([0], [0, 1])
     assert json.loads((out / "run_info.json").read_text())["status"] == "failed"
@@ -228,11 +232,9 @@ def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, ti
                                                 out / "cycle_1" / "adapter" / "adapter_model.safetensors"]}
 
     # Resume in the same folder: cycle 0 is reused, cycle 1's finished training is not repeated.
-    events.clear(), evals.clear()
-    monkeypatch.setattr(loop, "STAGE_HOOK", lambda stage, cycle: events.append((stage, cycle)))
+    events.clear()
     metrics = run(compose(LOOP, out))
-    assert events == [("trained", 1), ("evaluated", 1), ("finished", 1)]
-    assert evals == ["cycle_1/mining", "cycle_1/regression", "cycle_1"]
+    assert events == [("write", "cycle_1/mining"), ("write", "cycle_1/regression"), ("write", "cycle_1")]
     assert {p: p.stat().st_mtime_ns for p in frozen} == frozen
 
     # Hard set from cycle 0: the mined sample plus 2 synthetic digit documents, lineage on each.

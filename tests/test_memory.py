@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from vlmsweep import memory
-from vlmsweep.memory import GiB, estimate, measure, nf4_bits_per_param
+from vlmsweep.memory import GiB, estimate, nf4_bits_per_param
 from vlmsweep.model.tiny import shape_config
+from vlmsweep.train.peak import measure
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from memory_harness import measure_training_step  # noqa: E402 - the harness lives with the benchmarks
 
 @pytest.fixture(scope="module")
 def shape2b():
@@ -108,7 +114,7 @@ def test_measure_cpu_sees_an_allocation():
 
 
 def _train_two_steps(dtype, lora: bool, batch: int) -> tuple[int, int]:
-    return memory.measure_training_step(mid_config(), dtype, lora_r=8 if lora else 0, batch_size=batch,
+    return measure_training_step(mid_config(), dtype, lora_r=8 if lora else 0, batch_size=batch,
                                         visual_tokens=16, text_tokens=48, supervised_tokens=32)  # fmt: skip
 
 
@@ -128,17 +134,87 @@ def test_estimate_within_25_percent_of_measured_cpu_step(dtype, lora, batch):
 def test_estimate_within_25_percent_for_the_tiny_model(dtype):
     from vlmsweep.model.tiny import tiny_config
 
-    est, measured = memory.measure_training_step(tiny_config(), dtype, lora_r=16, batch_size=1, visual_tokens=64,
+    est, measured = measure_training_step(tiny_config(), dtype, lora_r=16, batch_size=1, visual_tokens=64,
                                                  text_tokens=128, supervised_tokens=96)  # fmt: skip
     assert abs(est - measured) / measured < 0.25, f"estimate {est / 2**20:.0f} MiB vs measured {measured / 2**20:.0f} MiB"
 
 
-def test_cli_prints_the_four_experiments_beside_the_plan(capsys):
-    assert memory.main([]) == 0
+def test_qwen2_5_vl_estimate_reads_the_family_from_the_model_config():
+    """Qwen2.5-VL-3B (its release config, no weights): parameters, LoRA targets from the scope module (SwiGLU
+    vision MLP included), and activations of its gated vision blocks, each against a hand count."""
+    from vlmsweep.model.shapes import QWEN2_5_VL_3B, parse
+
+    c = parse(QWEN2_5_VL_3B)
+    assert memory.family(c) == "qwen2_5_vl" and memory.family(shape_config()) == "qwen2_vl"
+    counts = memory.param_counts(c)
+    # one vision block: RMSNorms 2x1280 + qkv 1280x3840+3840 + proj 1280x1280+1280 + gate/up 2x(1280x3420+3420)
+    # + down 3420x1280+1280; 32 blocks
+    block = 2 * 1280 + (1280 * 3840 + 3840) + (1280 * 1280 + 1280) + 2 * (1280 * 3420 + 3420) + (3420 * 1280 + 1280)
+    assert counts["vision.blocks"] == 32 * block
+    assert counts["llm.embed_tokens"] == 151936 * 2048 and counts["lm_head"] == 0  # tied
+    assert sum(counts.values()) == 3_754_622_976  # the release's 3.75 B
+    llm = estimate(c, quant="bf16", trainable_parts=["llm"], lora_r=16)
+    # per layer: q,o 2x(2048+2048), k,v 2x(2048+256), gate,up 2x(2048+11008), down 11008+2048; 36 layers
+    assert llm.lora_params == 36 * 16 * (2 * 4096 + 2 * 2304 + 3 * 13056)
+    everything = estimate(c, quant="bf16", trainable_parts=["llm", "merger", "vision"], lora_r=16)
+    vision_block = 16 * ((1280 + 3840) + (1280 + 1280) + 2 * (1280 + 3420) + (3420 + 1280))
+    merger = 16 * ((5120 + 5120) + (5120 + 2048))
+    assert everything.lora_params == llm.lora_params + 32 * vision_block + merger
+    # a trained gated vision tower keeps gate, up, SiLU and product per patch: more than the Qwen2-VL count
+    # for the same sizes would (fc1 + GELU's two)
+    kw = dict(quant="bf16", trainable_parts=["vision"], lora_r=0, grad_checkpointing=False, visual_tokens=256)
+    act = estimate(c, **kw).activations_by_part["vision"]
+    per_patch = memory._vision_block_bytes(1280, 3420, 16, 1024, 2, "sdpa", gated=True)
+    assert act == 1024 * 32 * per_patch
+    assert per_patch - memory._vision_block_bytes(1280, 3420, 16, 1024, 2, "sdpa") == 2 * 3420 + (2 * 4 * 1280 + 2 * 2 * 1280 - 2 * 2 * 2 * 1280)
+
+
+def test_a_run_logs_a_qwen2_5_vl_estimate_and_a_failed_estimate_says_why(caplog):
+    """The run's estimate stage on a Qwen2.5-VL config (before: silently missing); an estimate that fails is a
+    warning naming the error, and the run goes on."""
+    import logging
+    from types import SimpleNamespace
+
+    from conftest import FAST, compose
+    from vlmsweep.model.shapes import QWEN2_5_VL_3B, parse
+    from vlmsweep.stages import estimate_stage
+
+    cfg = compose(FAST + ["model=qwen2_5_vl_3b"])
+
+    class Tok:
+        def __call__(self, text):
+            return {"input_ids": text.split()}
+
+    from vlmsweep.data import Record, empty_target
+
+    records = [Record(id="r", image=Path("x.png"), domain="prescription_ko", target=empty_target("prescription"),
+                      image_domain="prescription_ko")]
+    base = SimpleNamespace(config=parse(QWEN2_5_VL_3B))
+    est = estimate_stage(cfg, base, SimpleNamespace(tokenizer=Tok()), records)
+    assert est["memory.estimate.lora_params"] == 36 * 16 * (2 * 4096 + 2 * 2304 + 3 * 13056)
+    with caplog.at_level(logging.WARNING):
+        assert estimate_stage(cfg, SimpleNamespace(config=SimpleNamespace(model_type="llava")),
+                              SimpleNamespace(tokenizer=Tok()), records) == {}
+    assert "memory estimate failed (the run goes on without one): ValueError: model_type='llava'" in caplog.text
+
+
+def test_cli_takes_the_runs_overrides(capsys):
+    """`python -m vlmsweep.memory OVERRIDES` estimates the config `python -m vlmsweep OVERRIDES` trains."""
+    assert memory.main(["model=qwen2_5_vl_3b", "lora.r=8"]) == 0
     out = capsys.readouterr().out
-    for exp, plan in (("exp1", "~9"), ("exp2", "~12"), ("exp3", "~16"), ("exp4", "~22")):
-        line = next(line for line in out.splitlines() if exp in line)
-        assert plan in line
+    assert out.startswith("model=qwen2_5_vl_3b (qwen2_5_vl), quant=bf16, scope=llm, LoRA r=8")
+    assert f"LoRA weights   {36 * 8 * 51968 * 4 / GiB:>8.3f}" in out  # 36 layers x r x (in + out), fp32
+    assert memory.main(["+experiment=exp2", "max_pixels=1024tok"]) == 0
+    out = capsys.readouterr().out
+    assert "model=qwen2_vl_2b_bnb4 (qwen2_vl), quant=nf4, scope=all" in out and "1024 visual" in out
+    assert "the plan's estimate for exp2: ~12 GB" in out
+    assert memory.main(["lora.rr=3"]) == 2
+    assert "unknown config key 'lora.rr', did you mean lora.r" in capsys.readouterr().err
+    assert memory.main(["model=qwen2_vl_2b", "model.path=/nowhere"]) == 2
+    assert "model.path=/nowhere: no config.json there" in capsys.readouterr().err
+
+
+def test_the_plans_experiments_estimate():
     est = memory.experiment_estimates()
     assert est["exp1"].weights_bytes < est["exp3"].weights_bytes  # 4-bit LLM weights
     assert est["exp2"].total_bytes > est["exp1"].total_bytes  # training the vision tower costs memory

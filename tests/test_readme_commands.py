@@ -134,7 +134,9 @@ STEPS: dict[str, Step | str] = {
     "+eval.slice_manifests.real_receipts=data/sroie/manifest.jsonl":
         Step(extra=QUICK + ["eval.slice_size=1", "hydra.run.dir={ws}/runs/real_receipts"], check="real_receipts",
              needs_tesseract=True),
-    "python -m vlmsweep.memory": Step(check="memory"),
+    "python -m vlmsweep.memory +experiment=exp2 max_pixels=1024tok": Step(check="memory_exp2"),
+    "python -m vlmsweep.memory model=qwen2_5_vl_3b": Step(check="memory_qwen2_5"),
+    "python -m vlmsweep.memory OVERRIDES": "a placeholder for any run's overrides: the two steps above and tests/test_memory.py run it",
     "python -m vlmsweep.predict RUN_DIR/adapter scans/ --domain prescription_ko --out predictions.jsonl":
         Step(replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_scans"),
     "python -m vlmsweep.predict RUN_DIR/adapter my_data/new.jsonl --summary ko":
@@ -211,6 +213,7 @@ RUNNABLE = [c for c, s in STEPS.items() if isinstance(s, Step)]
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("readme_commands")  # one worker, in STEPS order: a step uses what earlier ones made
 @pytest.mark.parametrize("command", RUNNABLE)
 def test_readme_command_runs(command, workspace):
     step = STEPS[command]
@@ -347,8 +350,13 @@ def _real_receipts(proc, ws):
 OCR_CHECKS = {"ocr_report": _ocr_report, "slices": _slices, "real_receipts": _real_receipts}  # joined to CHECKS below
 
 
-def _memory(proc, ws):
-    assert all(f"exp{i}" in proc.stdout for i in range(1, 5))
+def _memory(model: str, family: str, *more: str):
+    def check(proc, ws):
+        head = proc.stdout.splitlines()[0]
+        assert head.startswith(f"model={model} ({family})") and all(m in proc.stdout for m in more), proc.stdout
+        total = next(line for line in proc.stdout.splitlines() if line.startswith("total"))
+        assert float(total.split()[1]) > 1.0  # GiB: a 2-3 B model's step
+    return check
 
 
 def _my_sweep(proc, ws):
@@ -451,6 +459,8 @@ def _vllm_lora(proc, ws):
 
 CHECKS = {"same_as_default": _same_outputs_as("default"), "same_as_own": _same_outputs_as("own"), "own_data": _own_data, "own_loop": _own_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
           "exp3": _exp("bf16", "llm"), "exp4": _exp("bf16", "all"), "my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
-          "rendered": _rendered, "sroie": _sroie, "memory": _memory, "predict_scans": _predict_scans,
+          "rendered": _rendered, "sroie": _sroie, "predict_scans": _predict_scans,
           "predict_manifest": _predict_manifest, "export_tiny": _export_tiny, "predict_merged": _predict_merged,
-          "export_bnb4": _export_bnb4, "vllm_lora": _vllm_lora}
+          "export_bnb4": _export_bnb4, "vllm_lora": _vllm_lora,
+          "memory_exp2": _memory("qwen2_vl_2b_bnb4", "qwen2_vl", "quant=nf4, scope=all", "1024 visual", "exp2: ~12 GB"),
+          "memory_qwen2_5": _memory("qwen2_5_vl_3b", "qwen2_5_vl", "quant=bf16, scope=llm")}

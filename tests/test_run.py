@@ -61,19 +61,22 @@ def test_missing_adapter_and_missing_checkpoint_are_clear_errors(tmp_path):
 # tests/test_readme_commands.py, as the README shows them.
 
 
-def test_constrained_decoding_ab_through_the_run(tmp_path, tiny_path):
+def test_constrained_decoding_ab_through_the_run(tmp_path, tiny_path, monkeypatch):
     """decoding=json_schema through run(): every output is strict, schema-valid JSON (random weights need
-    the test-only bias that test_eval_generate uses to close strings within the token budget)."""
+    the test-only bias that test_eval_generate uses to close strings within the token budget; it reaches
+    generation through monkeypatching, not through run()'s signature)."""
     from transformers import AutoProcessor
 
     from test_eval_generate import FinishJsonSooner
+    from vlmsweep.evaluate import generate
     from vlmsweep.model.tiny import VOCAB_SIZE
 
     bias = FinishJsonSooner(AutoProcessor.from_pretrained(tiny_path).tokenizer, VOCAB_SIZE)
+    real = generate.generate_batch
+    monkeypatch.setattr(generate, "generate_batch", lambda *a, **k: real(*a, **{**k, "extra_logits_processors": [bias]}))
     fast = [o for o in FAST if not o.startswith("eval.max_new_tokens")] + ["eval.max_new_tokens=160"]
-    free = run(compose(fast + ["train.enabled=false"], output_dir=tmp_path / "free"), extra_logits_processors=[bias])
-    constrained = run(compose(fast + ["train.enabled=false", "decoding=json_schema"], output_dir=tmp_path / "json"),
-                      extra_logits_processors=[bias])
+    free = run(compose(fast + ["train.enabled=false"], output_dir=tmp_path / "free"))
+    constrained = run(compose(fast + ["train.enabled=false", "decoding=json_schema"], output_dir=tmp_path / "json"))
     assert constrained["contract.strict_parse_rate"] == 1.0 and constrained["contract.schema_valid_rate"] == 1.0
     assert constrained["contract.key_set_rate"] == 1.0 and constrained["tags.parse_fail"] == 0
     assert free["contract.schema_valid_rate"] < 1.0  # the same bias alone does not make valid JSON

@@ -38,7 +38,7 @@ def docs(tmp_path_factory):
 
 def _collator(tiny_path):
     from vlmsweep.model.load import load_processor
-    from vlmsweep.run import make_collator
+    from vlmsweep.train.collator import make_collator
 
     return make_collator(warmup.warm_config(SHORT, tiny_path), load_processor(str(tiny_path)))
 

@@ -22,6 +22,11 @@ def visual_tokens_to_pixels(tokens: int) -> int:
     return int(tokens) * PIXELS_PER_VISUAL_TOKEN
 
 
+def pixel_budget(cfg: "Config") -> tuple[int, int]:
+    """(min_pixels, max_pixels) of the image processor for a run's max_pixels option."""
+    return visual_tokens_to_pixels(cfg.max_pixels.min_visual_tokens), visual_tokens_to_pixels(cfg.max_pixels.visual_tokens)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = MISSING  # option label: tiny, qwen2_vl_2b, ...

@@ -1,4 +1,8 @@
-"""The retrain loop: train -> evaluate -> mine failures -> synthesise targeted data -> retrain, cycle over cycle."""
+"""The retrain loop's policy: each cycle trains and evaluates through vlmsweep.stages, then mines failures,
+synthesises targeted data and oversamples it into the next cycle's training set; its state makes it resumable.
+
+Its report is vlmsweep.report.loop; which tag is fixed by data and which by a config change, vlmsweep.remedies.
+"""
 
 from __future__ import annotations
 
@@ -8,51 +12,29 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from transformers import set_seed
 
 from vlmsweep import data as data_mod
+from vlmsweep import stages
 from vlmsweep.config import Config
 from vlmsweep.data import Record
-from vlmsweep.data.leakage import REPEAT_MARK, LeakageError, base_id, check_no_leak
-from vlmsweep.evaluate.metrics import METRICS, TAGS
+from vlmsweep.data.leakage import REPEAT_MARK, LeakageError, check_no_leak
+from vlmsweep.evaluate.metrics import TAGS
 from vlmsweep.metric_names import higher_is_better
-from vlmsweep.model import load as model_load
+from vlmsweep.remedies import DOMAINS_OF_FOCUS, FOCUS_OF_TAG, PRESCRIPTION_DOMAINS, UNFIXABLE_TAGS, config_fixes
+from vlmsweep.report.loop import plot_tags, render_loop_report
 from vlmsweep.report.runs import HEADLINE_METRICS
-from vlmsweep.run import (RunInfo, config_dict, datasets, eval_stage, free_memory, memory_estimate, prepare_model,
-                          train_stage, write_json)
+from vlmsweep.stages import Pass, RunInfo, write_json
 
 log = logging.getLogger(__name__)
 
-# Tags that more (or more targeted) training data can fix, and the generator focus that makes it.
-FOCUS_OF_TAG = {
-    "digit_flip": "digits",  # confusable 5/8, 6/0, 1/7 in ids, strengths, doses
-    "unit_confusion": "units",  # μg, IU, mL, g beside mg
-    "near_miss_spelling": "near_miss",  # look-alike drug names on one form
-    "domain_leakage": "hard_negative",  # receipt images asked as prescriptions -> all-null answer
-    "missing_value": "sparse",  # many blank fields: read what is there, null what is not
-    "hallucinated_value": "sparse",
-}
-# Prescription-only focuses: the receipt generator draws no units, drug names or hard negatives.
-_PRESCRIPTION_DOMAINS = ("prescription_ko", "prescription_zh")
-_DOMAINS_OF_FOCUS = {
-    "digits": tuple(data_mod.DOMAINS),
-    "sparse": tuple(data_mod.DOMAINS),
-    "units": _PRESCRIPTION_DOMAINS,
-    "near_miss": _PRESCRIPTION_DOMAINS,
-    "hard_negative": _PRESCRIPTION_DOMAINS,
-}
-UNFIXABLE_TAGS = tuple(t for t in TAGS if t not in FOCUS_OF_TAG)
 STATE_FILE = "loop_state.json"
 STATE_VERSION = 1
 # Config keys that may change between a run and its resume: where things go, how they are logged, how many
 # cycles and what an empty mine does next. Any other change would make finished cycles belong to another config.
 _RESUME_FREE_KEYS = ("output_dir", "cache_dir", "tracker", "choices.tracker", "loop.cycles", "loop.on_empty_mine")
-
-# Test hook: called as STAGE_HOOK(stage, cycle) after "trained", "evaluated" and "finished"; raising in it
-# simulates a crash at that point (tests/test_loop.py). None in normal runs.
-STAGE_HOOK: Callable[[str, int], None] | None = None
 
 
 # ----------------------------------------------------------------------------- mining and synthesis
@@ -106,9 +88,9 @@ def synth_seed(data_seed: int, cycle: int, tag: str) -> int:
 
 def synth_domains(tag: str, asked: Sequence[str]) -> tuple[str, ...]:
     """Generator domains for a tag's synthetic samples: the asked domains where it failed, if the focus can draw them."""
-    allowed = _DOMAINS_OF_FOCUS[FOCUS_OF_TAG[tag]]
+    allowed = DOMAINS_OF_FOCUS[FOCUS_OF_TAG[tag]]
     picked = tuple(d for d in allowed if d in set(asked))
-    return picked or _PRESCRIPTION_DOMAINS
+    return picked or PRESCRIPTION_DOMAINS
 
 
 def synthesize(failing: dict[str, Sequence[str]], per_tag: int, cycle: int, data_seed: int, cache_dir: Path,
@@ -156,31 +138,6 @@ def build_hard_set(samples: Sequence[dict], pool: Sequence[Record], cycle: int, 
         synthesised={t: len(v) for t, v in synth.items()},
         unfixable={t: counts[t] for t in UNFIXABLE_TAGS if counts[t] > 0},
     )
-
-
-def config_fixes(tag: str, cfg: Config) -> str:
-    """The config change that addresses a failure tag, given what the run already uses."""
-    constrained, assistant_only = cfg.decoding.constrained, cfg.loss.assistant_only
-    cut = "eval.max_new_tokens higher: the constrained answer was cut before its closing brace"
-    match tag:
-        case "parse_fail" | "wrong_keys" | "type_mismatch":
-            return cut if constrained else "decoding=json_schema (the grammar forces one schema-valid object)"
-        case "run_on":
-            fixes = [cut if constrained else "decoding=json_schema (generation ends at the object's closing brace)"]
-            if not assistant_only:
-                fixes.append("loss=assistant_only (so <|im_end|> after the answer is learned)")
-            return "; ".join(fixes)
-        case "repetition_loop":
-            return (cut if constrained else "decoding=json_schema") + "; more training (train.max_steps)"
-        case "instruction_echo":
-            return "decoding=json_schema" if assistant_only else "loss=assistant_only (loss=full trains on the prompt)"
-        case "domain_leakage":
-            if cfg.domain_tag.in_prompt:
-                return "already domain_tag=prompt"
-            return "domain_tag=prompt (tag every prompt with its domain)"
-        case "unreadable_input":
-            return "fix or replace the image (samples.jsonl gives each reason); `python -m vlmsweep.data check MANIFEST` lists them"
-    return "–"
 
 
 # ----------------------------------------------------------------------------- training sets and the guard
@@ -257,7 +214,7 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def resume_config(cfg: Config) -> dict[str, Any]:
-    flat = _flat(config_dict(cfg))
+    flat = _flat(stages.config_dict(cfg))
     return {k: v for k, v in sorted(flat.items()) if not any(k == f or k.startswith(f + ".") for f in _RESUME_FREE_KEYS)}
 
 
@@ -322,7 +279,7 @@ def fixed_splits(cfg: Config, out_dir: Path, info: RunInfo) -> dict[str, list[Re
     names = ("train", "test", "mining", "regression")
     if all((folder / f"{n}.jsonl").is_file() for n in names):
         return {n: read_records(folder / f"{n}.jsonl") for n in names}
-    splits = datasets(cfg)
+    splits = stages.datasets(cfg)
     info.update(data=splits.sources)
     for name in ("mining", "regression"):
         if not splits[name]:
@@ -345,20 +302,12 @@ class _CycleTracker:
         self.tracker.log(values, step=None if step is None else self.offset + step)
 
 
-def _hook(stage: str, cycle: int) -> None:
-    if STAGE_HOOK is not None:
-        STAGE_HOOK(stage, cycle)
-
-
-def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 # ----------------------------------------------------------------------------- one cycle
 
 
 def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Record]], hard: list[Record],
-              state: dict, tracker, info: RunInfo, extra_logits_processors=None) -> CycleResult:
+              state: dict, tracker, info: RunInfo) -> CycleResult:
+    """One cycle: its training set (data), the stages (vlmsweep.stages.run_pass), then the next hard set."""
     d = _cycle_dir(out_dir, cycle)
     d.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)  # same numbers whether the cycle runs straight through or after a resume
@@ -367,38 +316,35 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
                   cfg.data.near_duplicate_bits)
     data_mod.write_manifest(train, d / "train.jsonl")
 
-    base, processor, _ = model_load.load(cfg)
-    if cfg.decoding.constrained and cycle == 0:
-        from vlmsweep.evaluate import check_schemas_compile
-
-        check_schemas_compile(processor.tokenizer, base.config.text_config.vocab_size)  # fail before training
-    metrics: dict[str, float] = memory_estimate(cfg, base, processor, train) if cycle == 0 else {}
+    trained_before = None
     if cycle in state["trained"] and (d / "adapter" / "adapter_config.json").is_file() and (d / "train_metrics.json").is_file():
         log.info("loop: cycle %d was trained before the interruption; evaluating its adapter", cycle)
-        model = prepare_model(cfg, base, str(d / "adapter"), trainable=False)
-        metrics.update(_read_metrics(d / "train_metrics.json"))
+        trained_before = _read_metrics(d / "train_metrics.json")
+        adapter = str(d / "adapter")
     else:
         previous = _cycle_dir(out_dir, cycle - 1) / "adapter"
         adapter = str(previous) if cycle > 0 and cfg.loop.continue_adapter else cfg.model.adapter
-        model = prepare_model(cfg, base, adapter, trainable=True)
-        train_metrics = train_stage(cfg, model, processor, train, d, _CycleTracker(tracker, cycle * cfg.train.max_steps), info)
-        write_json(d / "train_metrics.json", _numeric(train_metrics))
-        metrics.update(train_metrics)
+
+    def trained(metrics: dict[str, float]) -> None:  # a crash after this point does not train the cycle again
+        write_json(d / "train_metrics.json", metrics)
         state["trained"] = sorted(set(state["trained"]) | {cycle})
         write_json(out_dir / STATE_FILE, state)
-    _hook("trained", cycle)
 
-    mining_metrics, mining_samples = eval_stage(cfg, model, processor, splits["mining"], d / "mining", extra_logits_processors)
-    regression_metrics, _ = eval_stage(cfg, model, processor, splits["regression"], d / "regression", extra_logits_processors)
-    test_metrics, test_samples = eval_stage(cfg, model, processor, splits["test"], d, extra_logits_processors)
-    metrics.update(test_metrics)
-    metrics = _numeric(metrics)
-    write_json(d / "metrics.json", metrics)  # replaces the test-only metrics.json that evaluate wrote
-    if cfg.tracker.log_samples:
-        tracker.table(f"cycle_{cycle}/samples", test_samples)
-    del model, base
-    free_memory()
-    _hook("evaluated", cycle)
+    result = stages.run_pass(cfg, Pass(
+        out_dir=d,
+        train=train,
+        evals={"mining": (splits["mining"], d / "mining"), "regression": (splits["regression"], d / "regression"),
+               "test": (splits["test"], d)},
+        tracker=_CycleTracker(tracker, cycle * cfg.train.max_steps),
+        adapter=adapter,
+        trained_metrics=trained_before,
+        estimate=cycle == 0,
+        samples_table=f"cycle_{cycle}/samples",
+        on_trained=trained,
+    ), info)
+    stages.free_memory()
+    mining_metrics, mining_samples = result.sets["mining"]
+    regression_metrics, _ = result.sets["regression"]
 
     hard_next = build_hard_set(mining_samples, splits["mining"], cycle, cfg.loop.mine_per_tag, cfg.loop.synth_per_tag,
                                cfg.data.seed, Path(cfg.cache_dir).expanduser() / "data", cfg.data.noise)
@@ -421,14 +367,13 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
                          else (cfg.model.adapter or "base model")),
         "hard_set_next": hard_next.summary(),
     }
-    write_json(d / "cycle.json", summary)
-    return CycleResult(cycle, metrics, _numeric(regression_metrics), _numeric(mining_metrics), summary)
+    return CycleResult(cycle, result.metrics, stages.numeric(regression_metrics), stages.numeric(mining_metrics), summary)
 
 
 # ----------------------------------------------------------------------------- the loop
 
 
-def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_processors=None) -> dict[str, float]:
+def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:
     """Cycle 0 trains on the configured mix; each of the loop.cycles cycles after it retrains on the base set
     plus the previous cycle's hard set (oversampled). Finished cycles of an interrupted loop are not redone."""
     if not cfg.train.enabled or not cfg.eval.enabled:
@@ -458,7 +403,7 @@ def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_pr
                 break
         log.info("loop: cycle %d of %d (hard set: %d records, x%d)", cycle, cfg.loop.cycles, len(hard), cfg.loop.oversample)
         info.update(loop={"cycle": cycle, "cycles": cfg.loop.cycles, "finished": list(state["finished"])})
-        result = run_cycle(cfg, out_dir, cycle, splits, hard, state, tracker, info, extra_logits_processors)
+        result = run_cycle(cfg, out_dir, cycle, splits, hard, state, tracker, info)
         result.summary["regression_warnings"] = regression_drops([h.regression for h in history] + [result.regression],
                                                                  cfg.loop.regression_margin, headline_metrics(cfg))
         for w in result.summary["regression_warnings"]:
@@ -468,7 +413,6 @@ def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_logits_pr
         write_json(out_dir / STATE_FILE, state)
         history.append(result)
         tracker.log(cycle_log(result), step=(cycle + 1) * cfg.train.max_steps)
-        _hook("finished", cycle)
     if not history:
         raise RuntimeError(f"{out_dir}: the loop finished no cycle")  # cannot happen: cycle 0 always runs
 
@@ -504,159 +448,7 @@ def cycle_log(result: CycleResult) -> dict[str, float]:
     return row
 
 
-# ----------------------------------------------------------------------------- report
-
-
-def _cell(value: float | None, ref: float | None, is_count: bool) -> str:
-    if value is None:
-        return "–"
-    # Counts (tags, bytes, parameters) print as integers; rates and errors with 3 decimals.
-    whole = is_count or (abs(value) >= 1e4 and float(value).is_integer())
-    text = f"{value:.0f}" if whole else f"{value:.3f}"
-    if ref is None:
-        return text
-    delta = value - ref
-    return text + (f" ({delta:+.0f})" if whole else f" ({delta:+.3f})")
-
-
-def _metric_order(names: set[str]) -> list[str]:
-    known = [n for n in METRICS if n in names and not n.startswith("tags.")]
-    others = sorted(n for n in names if n not in METRICS and not n.startswith("by_domain."))
-    tags = [f"tags.{t}" for t in TAGS if f"tags.{t}" in names]
-    by_domain = sorted(n for n in names if n.startswith("by_domain."))
-    return known + others + tags + by_domain
-
-
-def metrics_table(per_cycle: Sequence[tuple[int, dict[str, float]]]) -> list[str]:
-    """Markdown rows: one per metric, one column per cycle, deltas against the previous cycle; by_domain
-    copies folded into a <details> block."""
-    names = _metric_order(set().union(*(m.keys() for _, m in per_cycle)))
-    head = "| metric | better | " + " | ".join(f"cycle {c}" for c, _ in per_cycle) + " |"
-    rule = "|---|---|" + "---|" * len(per_cycle)
-    main, folded = [head, rule], [head, rule]
-    for name in names:
-        base = name.split(".", 2)[-1] if name.startswith("by_domain.") else name
-        try:
-            arrow = "↑" if higher_is_better(name) else "↓"
-        except KeyError:
-            arrow = ""
-        cells = []
-        for i, (_, m) in enumerate(per_cycle):
-            ref = per_cycle[i - 1][1].get(name) if i > 0 else None
-            cells.append(_cell(m.get(name), ref, base.startswith("tags.")))
-        (folded if name.startswith("by_domain.") else main).append(f"| {name} | {arrow} | " + " | ".join(cells) + " |")
-    if len(folded) > 2:
-        main += ["", "<details><summary>per domain</summary>", "", *folded, "", "</details>"]
-    return main
-
-
-def render_loop_report(history: Sequence[CycleResult], cfg: Config, stopped: dict | None, plot_name: str | None) -> str:
-    loop = cfg.loop
-    lines = [
-        "# Retrain loop",
-        "",
-        f"{len(history)} cycle(s) done of {loop.cycles + 1} planned (cycle 0 + loop.cycles={loop.cycles}). "
-        f"Hard set: top {loop.mine_per_tag} mined per failure tag + {loop.synth_per_tag} synthesised per tag, "
-        f"x{loop.oversample} in the next training set; "
-        f"{'continue from the previous adapter' if loop.continue_adapter else 'restart from the base model'} each cycle. "
-        "Deltas in parentheses are against the previous cycle.",
-        "",
-    ]
-    warnings = [w for h in history for w in h.summary.get("regression_warnings", [])]
-    empty = [h.cycle for h in history if h.summary["hard_set_next"]["size"] == 0]
-    if stopped is not None:
-        warnings.append(f"stopped before cycle {stopped['cycle']}: {stopped['reason']}")
-    for c in empty:
-        went_on = loop.on_empty_mine == "train" and c != history[-1].cycle
-        warnings.append(f"cycle {c} mined nothing from the mining pool (no data-fixable failure tag)"
-                        + (" - the next cycle trained on the base set only" if went_on else ""))
-    lines += ["## Warnings", ""] + ([f"- ⚠ {w}" for w in warnings] or ["none"]) + [""]
-    for title, attr, note in (
-        ("Test set", "test", "cycle_N/metrics.json (training metrics included)"),
-        ("Regression set", "regression", "fixed at cycle 0, never trained on; cycle_N/regression/"),
-        ("Mining pool", "mining", "where failures are mined; cycle_N/mining/"),
-    ):
-        lines += [f"## {title}", "", f"{note}.", ""]
-        lines += metrics_table([(h.cycle, getattr(h, attr)) for h in history]) + [""]
-    lines += ["## Training sets", "", "| cycle | samples | base | mined | synth | hard set (unique) | adapter from |",
-              "|---|---|---|---|---|---|---|"]
-    for h in history:
-        o = h.summary["train_origins"]
-        base = h.summary["train_size"] - o.get("mined", 0) - o.get("synth", 0)  # base, or "manifest" for user data
-        lines.append(f"| {h.cycle} | {h.summary['train_size']} | {base} | {o.get('mined', 0)} | "
-                     f"{o.get('synth', 0)} | {h.summary['hard_set_trained']} | {h.summary['adapter_from']} |")
-    lines += ["", "## Hard sets built (for the next cycle)", "",
-              "| cycle | tag | in mining pool | mined | synthesised | generator focus |", "|---|---|---|---|---|---|"]
-    for h in history:
-        hs = h.summary["hard_set_next"]
-        rows = [t for t in FOCUS_OF_TAG if hs["counts"].get(t, 0) or hs["mined"].get(t) or hs["synthesised"].get(t)]
-        for t in rows:
-            lines.append(f"| {h.cycle} | {t} | {hs['counts'].get(t, 0)} | {hs['mined'].get(t, 0)} | "
-                         f"{hs['synthesised'].get(t, 0)} | {FOCUS_OF_TAG[t]} |")
-        if not rows:
-            lines.append(f"| {h.cycle} | – | 0 | 0 | 0 | nothing mined |")
-    last = history[-1]
-    lines += ["", "## Failures a config change addresses (last cycle)", "",
-              "Tags data cannot fix are not papered over with data; domain_leakage gets hard negatives and this too.", "",
-              "| tag | test | mining | config change |", "|---|---|---|---|"]
-    shown = [t for t in (*UNFIXABLE_TAGS, "domain_leakage")
-             if last.test.get(f"tags.{t}", 0) or last.mining.get(f"tags.{t}", 0)]
-    for t in shown:
-        n_test, n_mining = last.test.get(f"tags.{t}", 0), last.mining.get(f"tags.{t}", 0)
-        lines.append(f"| {t} | {n_test:.0f} | {n_mining:.0f} | {config_fixes(t, cfg)} |")
-    if not shown:
-        lines.append("| – | 0 | 0 | none needed |")
-    if plot_name:
-        lines += ["", "## Failure tags over cycles", "", f"![tags over cycles]({plot_name})"]
-    lines += ["", "## Re-running a cycle", "",
-              "Every cycle keeps its training manifest (`cycle_N/train.jsonl`, `origin` per line: base, "
-              "mined:<cycle>:<tag>, synth:<cycle>:<tag>). To re-run cycle N with the overrides of config.yaml:",
-              "", "```",
-              "python -m vlmsweep data.train_manifest=cycle_N/train.jsonl model.adapter=cycle_<N-1>/adapter",
-              "# model.adapter only with loop.continue_adapter=true; leave it out to restart from the base model",
-              "```", ""]
-    return "\n".join(lines)
-
-
-def plot_tags(history: Sequence[CycleResult], path: Path) -> Path | None:
-    """Failure-tag counts over cycles, one panel per evaluated set (matplotlib Agg)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError as err:  # a missing plot never fails a loop that trained and evaluated
-        log.warning("loop: no plot (%s)", err)
-        return None
-    sets = (("test", "test"), ("regression", "regression"), ("mining", "mining pool"))
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.8), sharey=False)
-    cycles = [h.cycle for h in history]
-    for ax, (attr, title) in zip(axes, sets):
-        drawn = 0
-        for tag in TAGS:
-            ys = [getattr(h, attr).get(f"tags.{tag}", 0.0) for h in history]
-            if any(ys):
-                ax.plot(cycles, ys, marker="o", label=tag)
-                drawn += 1
-        ax.set_title(title)
-        ax.set_xlabel("cycle")
-        ax.set_ylabel("samples tagged")
-        ax.set_xticks(cycles)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(bottom=0)
-        if drawn:
-            ax.legend(fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "no failure tags", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 __all__ = [
     "FOCUS_OF_TAG", "UNFIXABLE_TAGS", "CycleResult", "HardSet", "LeakageError", "build_hard_set", "check_no_leak",
-    "config_fixes", "mine_failures", "plot_tags", "regression_drops", "render_loop_report", "run_loop", "synthesize",
-    "training_set",
+    "config_fixes", "mine_failures", "regression_drops", "run_loop", "synthesize", "training_set",
 ]

@@ -1,15 +1,16 @@
-"""Peak accelerator-memory estimate for a training config, and its measurement (CUDA peak or CPU RSS)."""
+"""Peak accelerator-memory estimate of a training config, for Qwen2-VL and Qwen2.5-VL (read from the model config).
+
+`python -m vlmsweep.memory OVERRIDES` prints it for the config `python -m vlmsweep OVERRIDES` would train.
+Measuring a step: vlmsweep.train.peak (during a run), benchmarks/memory_harness.py (estimate vs measured).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-import threading
-import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch/transformers only at call time: `python -m vlmsweep.memory` stays light to import
     from vlmsweep.config import Config
@@ -31,13 +32,8 @@ def nf4_bits_per_param(double_quant: bool) -> float:
 
 DTYPE_BYTES = {"nf4": 2, "bf16": 2, "fp16": 2, "fp32": 4}  # bytes of the non-4-bit weights / compute dtype
 
-# Module names of Qwen2-VL in transformers 5 (FACTS.md). LoRA targets are the same anchored patterns
-# the scope axis uses: attention + MLP projections of the LLM, vision blocks and merger.
-_LORA_TARGETS = {
-    "llm": re.compile(r"^model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$"),
-    "vision": re.compile(r"^model\.visual\.blocks\.(\d+)\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))$"),
-    "merger": re.compile(r"^model\.visual\.merger\.mlp\.\d+$"),
-}
+# Module names in transformers 5 (FACTS.md), the same for Qwen2-VL and Qwen2.5-VL. Which Linear layers get
+# LoRA comes from the scope axis (vlmsweep.model.scope.target_pattern), the very patterns a run gives peft.
 _GROUPS = (  # (group label, name prefix) in table order; the first matching prefix wins
     ("vision.patch_embed", "model.visual.patch_embed"),
     ("vision.blocks", "model.visual.blocks"),
@@ -54,25 +50,35 @@ class _Param:
     name: str  # parameter name
     module: str  # owning module name
     numel: int
-    linear_weight: bool  # weight of an nn.Linear: what bitsandbytes turns into 4-bit
+    linear_weight: bool  # weight of an nn.Linear: what bitsandbytes turns into 4-bit, and what LoRA can adapt
     group: str
     block: int | None  # vision block index, for vision_last_n
-    lora_in: int = 0  # for a LoRA-targetable Linear weight: in/out features
-    lora_out: int = 0
-    lora_part: str | None = None
+    linear_in: int = 0  # an nn.Linear weight's in/out features (LoRA adds r * (in + out))
+    linear_out: int = 0
+
+
+def family(model_config_hf: Any) -> str:
+    """qwen2_vl or qwen2_5_vl, from the transformers config (its model_type), as model.family names them."""
+    model_type = getattr(model_config_hf, "model_type", None)
+    if model_type not in ("qwen2_vl", "qwen2_5_vl"):
+        raise ValueError(f"model_type={model_type!r}: the memory estimate knows qwen2_vl and qwen2_5_vl")
+    return model_type
 
 
 @lru_cache(maxsize=8)
 def _params_of(config_json: str) -> tuple[_Param, ...]:
-    """Parameter inventory of a Qwen2-VL built on the meta device (no memory, no weights, ~0.1 s for 2B)."""
-    import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-
+    """Parameter inventory of the model built on the meta device (no memory, no weights, ~0.1 s for 2B)."""
     import json
 
-    config = Qwen2VLConfig.from_dict(json.loads(config_json))
+    import torch
+    import transformers
+
+    from vlmsweep.model.shapes import MODEL_CLASSES
+
+    config_dict = json.loads(config_json)
+    config = transformers.CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
     with torch.device("meta"):
-        model = Qwen2VLForConditionalGeneration._from_config(config)
+        model = getattr(transformers, MODEL_CLASSES[family(config)])._from_config(config)
     out = []
     seen: set[int] = set()  # a tied lm_head shares embed_tokens' Parameter: count it once
     for mod_name, module in model.named_modules():
@@ -84,9 +90,6 @@ def _params_of(config_json: str) -> tuple[_Param, ...]:
             group = next((g for g, prefix in _GROUPS if full.startswith(prefix + ".")), "other")
             m = re.match(r"^model\.visual\.blocks\.(\d+)\.", full)
             is_linear = isinstance(module, torch.nn.Linear) and p_name == "weight"
-            lora_part = None
-            if is_linear:
-                lora_part = next((part for part, rx in _LORA_TARGETS.items() if rx.match(mod_name)), None)
             out.append(
                 _Param(
                     name=full,
@@ -95,9 +98,8 @@ def _params_of(config_json: str) -> tuple[_Param, ...]:
                     linear_weight=is_linear,
                     group=group,
                     block=int(m.group(1)) if m else None,
-                    lora_in=module.in_features if lora_part else 0,
-                    lora_out=module.out_features if lora_part else 0,
-                    lora_part=lora_part,
+                    linear_in=module.in_features if is_linear else 0,
+                    linear_out=module.out_features if is_linear else 0,
                 )
             )
     return tuple(out)
@@ -191,6 +193,7 @@ def estimate(
         raise ValueError(f"trainable_parts={list(trainable_parts)}: choose from llm, merger, vision")
     if optimizer not in _OPTIMIZER_STATE_BYTES:
         raise ValueError(f"optimizer={optimizer!r}: expected one of {sorted(_OPTIMIZER_STATE_BYTES)}")
+    family(model_config_hf)  # an architecture the estimate does not know fails here, by name
     params = _params_of(model_config_hf.to_json_string(use_diff=False))
     text_cfg = model_config_hf.text_config
     vis_cfg = model_config_hf.vision_config
@@ -199,7 +202,7 @@ def estimate(
     compute_bytes = DTYPE_BYTES[quant]  # activations dtype (nf4 computes in 16-bit)
 
     def in_part(p: _Param) -> bool:
-        """Parameter belongs to a trainable part (for a full fine-tune; LoRA uses lora_part)."""
+        """Parameter belongs to a trainable part (for a full fine-tune; LoRA uses the scope's patterns)."""
         if p.group.startswith("llm") or p.group == "lm_head":
             return "llm" in trainable_parts
         if p.group == "vision.merger":
@@ -231,12 +234,14 @@ def estimate(
     grad_bytes = 0
     state_param_bytes = 0  # bytes of the trainable params the optimizer keeps states for
     if lora_r > 0:
+        from vlmsweep.config import ScopeConfig
+        from vlmsweep.model.scope import target_pattern
+
+        scope = ScopeConfig(name="estimate", parts=list(trainable_parts), vision_last_n=vision_last_n)
+        targets = re.compile(target_pattern(scope, depth))
         for p in params:
-            if p.lora_part is None or p.lora_part not in trainable_parts:
-                continue
-            if p.lora_part == "vision" and (p.block is None or p.block < first_trainable_block):
-                continue
-            lora_params += lora_r * (p.lora_in + p.lora_out)
+            if p.linear_weight and targets.fullmatch(p.module):
+                lora_params += lora_r * (p.linear_in + p.linear_out)
         trainable = lora_params
         # peft upcasts adapter weights to fp32 (get_peft_model(autocast_adapter_dtype=True)); grads follow.
         lora_bytes = lora_params * 4
@@ -278,15 +283,20 @@ def estimate(
         llm_act = tokens * n_layers * layer_tok
     llm_act += tokens * h * compute_bytes * 2  # embeddings output + final norm output
 
-    e = vis_cfg.embed_dim
-    mlp = int(e * vis_cfg.mlp_ratio)
+    # Vision tower: Qwen2-VL blocks are LayerNorm + a GELU MLP (fc1/fc2) of width embed_dim * mlp_ratio;
+    # Qwen2.5-VL blocks are RMSNorm + a SwiGLU MLP (gate/up/down_proj) of width intermediate_size.
+    gated = family(model_config_hf) == "qwen2_5_vl"
+    e = vis_cfg.hidden_size if gated else vis_cfg.embed_dim
+    mlp = vis_cfg.intermediate_size if gated else int(e * vis_cfg.mlp_ratio)
     merge = vis_cfg.spatial_merge_size**2
     patches = batch_size * visual_tokens * merge  # patches before the 2x2 merge
     vision_stores = "vision" in trainable_parts
-    block_patch = _vision_block_bytes(e, mlp, vis_cfg.num_heads, visual_tokens * merge, compute_bytes, attn_implementation)
+    block_patch = _vision_block_bytes(e, mlp, vis_cfg.num_heads, visual_tokens * merge, compute_bytes, attn_implementation,
+                                      gated)
     vision_lora = lora_r > 0 and vision_stores
-    if vision_lora:
-        block_patch += per_lora_input * (e + e + e + mlp) + 4 * lora_r * 4
+    if vision_lora:  # adapted inputs: qkv, proj and the MLP's (fc1, fc2 | gate, up, down); one r-dim hidden each
+        mlp_inputs = (2 * e + mlp) if gated else (e + mlp)
+        block_patch += per_lora_input * (2 * e + mlp_inputs) + (5 if gated else 4) * lora_r * 4
     if vision_stores:
         n_blocks = depth - first_trainable_block
         if grad_checkpointing:
@@ -368,12 +378,13 @@ def _decoder_layer_bytes(h: int, kv: int, inter: int, heads: int, seq: int, a: i
     return norms + attention + mlp + scores
 
 
-def _vision_block_bytes(e: int, mlp: int, heads: int, patches: int, a: int, attn: str) -> int:
-    """Bytes one vision block keeps for backward, per patch: 2 LayerNorms (input + output), qkv output,
-    q/k after rotary, attention output, fc1 output, QuickGELU's sigmoid and output."""
-    norms = 2 * a * 2 * e
+def _vision_block_bytes(e: int, mlp: int, heads: int, patches: int, a: int, attn: str, gated: bool = False) -> int:
+    """Bytes one vision block keeps for backward, per patch: 2 norms (Qwen2-VL LayerNorm: input + output;
+    Qwen2.5-VL RMSNorm: fp32 upcast + output), qkv output, q/k after rotary, attention output, and the MLP's
+    (Qwen2-VL: fc1 output, QuickGELU's sigmoid and output; Qwen2.5-VL: gate, up, SiLU output and product)."""
+    norms = 2 * (4 * e + a * e) if gated else 2 * a * 2 * e
     attention = a * (3 * e + 2 * e + e)
-    mlp_bytes = a * 3 * mlp
+    mlp_bytes = a * (4 if gated else 3) * mlp
     scores = heads * patches * (2 * a + 1) if attn == "eager" else 0
     return norms + attention + mlp_bytes + scores
 
@@ -407,140 +418,6 @@ def _quant_from_dtype(config: "Config") -> str:
     return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[config.quant.dtype]
 
 
-# ---------------------------------------------------------------- measurement
-
-
-@dataclass
-class MemoryMeasurement:
-    """peak_bytes: on CUDA torch.cuda.max_memory_allocated() (absolute: weights loaded before count);
-    on the CPU the peak resident-set growth over the RSS at entry (so enter before building the model)."""
-
-    device: str = "cpu"
-    baseline_bytes: int = 0
-    peak_bytes: int = 0
-    samples: int = 0
-
-
-@contextlib.contextmanager
-def measure(device: str | None = None, interval_s: float = 0.01) -> Iterator[MemoryMeasurement]:
-    """Measure peak memory of the enclosed block; read `.peak_bytes` after the block.
-
-    CUDA: resets the peak statistics at entry (Hydra's basic launcher runs multirun jobs in one process
-    and would otherwise carry the previous job's peak, Hydra #2631). CPU: VmHWM in /proc is the
-    process-lifetime peak and cannot be reset per block, so a thread samples RSS with psutil every
-    `interval_s` (torch releases the GIL in its kernels, so the sampler keeps running).
-    """
-    import torch
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = MemoryMeasurement(device=device)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        result.baseline_bytes = torch.cuda.memory_allocated(device)
-        try:
-            yield result
-        finally:
-            torch.cuda.synchronize(device)
-            result.peak_bytes = torch.cuda.max_memory_allocated(device)
-            result.samples = 1
-        return
-
-    import psutil
-
-    _malloc_trim()
-    proc = psutil.Process()
-    result.baseline_bytes = proc.memory_info().rss
-    peak = [result.baseline_bytes]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            result.peak_bytes = peak[0] - result.baseline_bytes  # readable while the block runs
-            result.samples += 1
-            time.sleep(interval_s)
-
-    thread = threading.Thread(target=sample, name="vlmsweep-rss-sampler", daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        stop.set()
-        thread.join()
-        peak[0] = max(peak[0], proc.memory_info().rss)
-        result.peak_bytes = peak[0] - result.baseline_bytes
-
-
-def _malloc_trim() -> None:
-    """Hand glibc's freed-but-kept heap back to the OS, so earlier work in this process cannot hide growth."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(name).malloc_trim(0)  # glibc only; elsewhere RSS growth may read low
-
-
-def measure_training_step(
-    config_hf: Any, dtype, *, lora_r: int, batch_size: int, visual_tokens: int, text_tokens: int, supervised_tokens: int
-) -> tuple[int, int]:
-    """(estimate, measured) bytes of two forward+backward+AdamW steps of a random model of this config on
-    the CPU (LoRA r on the LLM, or lora_r=0: full fine-tune of the LLM). measured = exact tensor bytes of
-    the built model + peak RSS growth during the steps (building is outside: it has its own transient)."""
-    import gc as _gc
-
-    import torch
-    from transformers import Qwen2VLForConditionalGeneration
-    from transformers.initialization import no_init_weights
-
-    from vlmsweep.model.scope import LLM
-
-    torch.manual_seed(0)
-    quant = "fp32" if dtype == torch.float32 else "bf16"
-    est = estimate(config_hf, quant=quant, trainable_parts=["llm"], lora_r=lora_r, batch_size=batch_size,
-                   text_tokens=text_tokens, visual_tokens=visual_tokens, supervised_tokens=supervised_tokens,
-                   grad_checkpointing=False)  # fmt: skip
-    with no_init_weights():  # random init of many parameters is slow; filling uniformly is not
-        model = Qwen2VLForConditionalGeneration._from_config(config_hf, dtype=dtype)
-    model.tie_weights()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.uniform_(-0.02, 0.02)
-    if lora_r:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05, target_modules=LLM))
-        base = model.base_model.model
-    else:
-        base = model
-        for name, p in model.named_parameters():
-            p.requires_grad_(not name.startswith("model.visual"))
-    assert base.lm_head.weight is base.model.language_model.embed_tokens.weight
-    tensors = sum(p.numel() * p.element_size() for p in model.parameters())
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    vis, text, sup = visual_tokens, text_tokens, supervised_tokens
-    ids = torch.randint(0, 1000, (batch_size, text + vis))
-    ids[:, 2 : 2 + vis] = config_hf.image_token_id
-    grid = int((vis * 4) ** 0.5)  # vis visual tokens = 4*vis patches before the 2x2 merge
-    pixels = torch.randn(batch_size * grid * grid, 3 * 2 * 14 * 14, dtype=dtype)
-    thw = torch.tensor([[1, grid, grid]] * batch_size)
-    _gc.collect()
-    with measure("cpu") as m:
-        for _ in range(2):  # step 2 runs with the optimizer states alive
-            hidden = base.model(input_ids=ids, pixel_values=pixels, image_grid_thw=thw,
-                                mm_token_type_ids=(ids == config_hf.image_token_id).long()).last_hidden_state  # fmt: skip
-            logits = base.lm_head(hidden[:, -sup:])  # logits only at the supervised positions, as the trainer does
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, -sup:].flatten())
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            del hidden, logits, loss
-    return est.total_bytes, tensors + m.peak_bytes
-
-
 # ---------------------------------------------------------------- presets and CLI
 
 # The practitioner's plan (SPEC.md): exp -> (quant, trainable parts, planned VRAM in GB).
@@ -568,34 +445,61 @@ def experiment_estimates(visual_tokens: int = 1024, text_tokens: int = 300, lora
     }  # fmt: skip
 
 
+# What the command line assumes about a sample when it has no data to measure (a run measures its own
+# before training): a prompt plus a prescription answer, of which the answer is supervised.
+TEXT_TOKENS, SUPERVISED_TOKENS = 300, 200
+
+
+def compose_config(overrides: list[str]) -> "Config":
+    """The typed Config of `python -m vlmsweep OVERRIDES`, composed without starting a run."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from vlmsweep.config import register_configs, to_config
+    from vlmsweep.overrides import PACKAGE_CONF, check_command_line
+    from vlmsweep.sweeps import register_resolvers
+
+    if any(o in ("-m", "--multirun") for o in overrides):
+        raise ValueError("python -m vlmsweep.memory estimates one config: drop -m and give one value per option")
+    problem, _ = check_command_line(overrides)
+    if problem:
+        raise ValueError(problem)
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(PACKAGE_CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.output_dir = "unused"  # nothing is written
+    return to_config(cfg, choices)
+
+
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    """`python -m vlmsweep.memory [OVERRIDES]`: the estimate for the config `python -m vlmsweep OVERRIDES` trains."""
+    import sys
 
-    from rich.console import Console
-    from rich.table import Table
+    from vlmsweep.model.shapes import model_config_of
 
-    ap = argparse.ArgumentParser(prog="python -m vlmsweep.memory", description=__doc__)
-    ap.add_argument("--visual-tokens", type=int, default=1024, help="visual tokens per image (after the 2x2 merge)")
-    ap.add_argument("--text-tokens", type=int, default=300, help="prompt + answer tokens per sample")
-    ap.add_argument("--lora-r", type=int, default=16)
-    args = ap.parse_args(argv)
-    console = Console()
-    tiny = estimate(preset_configs()["tiny"], quant="fp32", trainable_parts=["llm"], lora_r=args.lora_r, batch_size=4,
-                    text_tokens=args.text_tokens, visual_tokens=64, grad_checkpointing=False)  # fmt: skip
-    console.print(tiny.table("tiny (fp32, LoRA on the LLM, batch 4, 64 visual tokens)"))
-    table = Table(title=f"Qwen2-VL-2B shape: {args.visual_tokens} visual + {args.text_tokens} text tokens, "
-                        f"batch 1, LoRA r={args.lora_r}, gradient checkpointing")  # fmt: skip
-    for col in ("exp", "quant", "scope", "weights", "LoRA+grad+opt", "activ.", "logits", "total GiB", "plan GB"):
-        table.add_column(col, justify="right")
-    for name, est in experiment_estimates(args.visual_tokens, args.text_tokens, args.lora_r).items():
-        quant, parts, plan = EXPERIMENTS[name]
-        train_state = est.lora_bytes + est.gradients_bytes + est.optimizer_bytes
-        table.add_row(
-            name, quant, "llm" if parts == ["llm"] else "all", f"{est.weights_bytes / GiB:.2f}", f"{train_state / GiB:.2f}",
-            f"{est.activations_bytes / GiB:.2f}", f"{est.logits_bytes / GiB:.2f}", f"{est.total_bytes / GiB:.2f}", f"~{plan}",
-        )  # fmt: skip
-    console.print(table)
-    console.print("Not counted: CUDA context, allocator fragmentation, evaluation-time KV cache.")
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = compose_config(overrides)
+        model_config_hf = model_config_of(cfg.model)
+        est = estimate_from_config(cfg, model_config_hf, text_tokens=TEXT_TOKENS, supervised_tokens=SUPERVISED_TOKENS)
+    except Exception as err:  # noqa: BLE001 - one line that names the option, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    s = est.settings
+    title = (f"model={cfg.choices.get('model', cfg.model.name)} ({family(model_config_hf)}), quant={s['quant']}, "
+             f"scope={cfg.scope.name}, LoRA r={s['lora_r']}, batch {s['batch_size']}, "
+             f"{s['visual_tokens']} visual + {s['text_tokens']} text tokens ({s['supervised_tokens']} supervised), "
+             f"gradient checkpointing {'on' if s['grad_checkpointing'] else 'off'}")
+    print(est.table(title))
+    plan = EXPERIMENTS.get(cfg.choices.get("experiment", ""))
+    if plan:
+        print(f"the plan's estimate for {cfg.choices['experiment']}: ~{plan[2]} GB")
+    print(f"Assumed per sample: {TEXT_TOKENS} text tokens, {SUPERVISED_TOKENS} of them answer (a run measures its "
+          "own from the data). Not counted: CUDA context, allocator fragmentation, evaluation-time KV cache.")
     return 0
 
 

@@ -158,7 +158,9 @@ def evaluate(
     extra_logits_processors=None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Generate an answer for every record (greedy, batched, left-padded, JSON stop rule, optional
-    xgrammar constraint), score them, and write samples.jsonl, metrics.json and report.md to out_dir."""
+    xgrammar constraint), score them, and write samples.jsonl, metrics.json and report.md to out_dir (None:
+    write nothing; a run's write stage does). `extra_logits_processors`: run before the grammar's in every
+    generate call (a plugin point for a caller's own penalty or bias)."""
     from vlmsweep.evaluate.generate import generate_batch
 
     constrained = bool(decoding.constrained)

@@ -225,7 +225,8 @@ def generate_batch(
     sample_ids: Sequence[str] | None = None,
 ) -> list[Generation]:
     """One padded batch through `generate`. `schemas` (one per row) turns on xgrammar constraints;
-    `extra_logits_processors` run before xgrammar's (a test hook). Greedy unless do_sample is asked;
+    `extra_logits_processors` run before xgrammar's (a plugin point for a caller's own penalty or bias;
+    the tests use it to close JSON strings on random weights). Greedy unless do_sample is asked;
     the checkpoint's generation config never applies (eval_generation_config). `sample_ids` name the
     rows in the error when a logit is NaN/inf."""
     tokenizer = processor.tokenizer

@@ -27,7 +27,10 @@ def write_samples(path: Path, samples: Sequence[dict]) -> None:
 
 
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    """Written to a temporary file and renamed: a crash never leaves half a metrics.json."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def _fmt(value: float | None, name: str) -> str:
@@ -171,9 +174,15 @@ def render_report(metrics: dict[str, float], samples: Sequence[dict], worst_per_
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(out_dir: Path, metrics: dict[str, float], samples: Sequence[dict], worst_per_tag: int = 3) -> None:
+def write_outputs(out_dir: Path, metrics: dict[str, float], samples: Sequence[dict], worst_per_tag: int = 3,
+                  file_metrics: dict[str, float] | None = None, appendix: str = "") -> None:
+    """samples.jsonl, metrics.json and report.md of one evaluated set. `file_metrics`: what metrics.json holds
+    when it carries more than the evaluation (a run's training metrics); report.md shows the evaluation's,
+    then `appendix` (Markdown: the slices' table)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_samples(out_dir / "samples.jsonl", samples)
-    write_metrics(out_dir / "metrics.json", metrics)
+    write_metrics(out_dir / "metrics.json", metrics if file_metrics is None else file_metrics)
     report = render_report(metrics, samples, worst_per_tag, about=describe_evaluation(*_run_config(out_dir)))
+    if appendix:
+        report += "\n" + appendix
     (out_dir / "report.md").write_text(report.encode("utf-8", errors="replace").decode("utf-8"), encoding="utf-8")

@@ -26,29 +26,20 @@ def load_slices(cfg) -> dict[str, list]:
 
 
 def evaluate_slices(cfg, slices: dict[str, list], evaluate_fn: Callable[[Sequence, Path], dict[str, float]],
-                    test_metrics: dict[str, float], train_records: Sequence, out_dir: Path) -> dict[str, float]:
+                    test_metrics: dict[str, float], out_dir: Path) -> dict[str, float]:
     """slice/<name>/<metric> for every slice; `evaluate_fn(records, folder)` is the run's own evaluation (the
     model's or the OCR baseline's), writing that slice's samples.jsonl, metrics.json and report.md. The
-    `synthetic` slice of a run whose test set is the synthetic split is that test set: scored once."""
-    from vlmsweep.data import check_no_leak
-
-    if not slices:
-        return {}
-    if train_records:  # a slice is held out like the test set: no training page may be one of its pages
-        check_no_leak(list(train_records), {f"slice {n}": r for n, r in slices.items()}, where="this run",
-                      near_duplicate_bits=cfg.data.near_duplicate_bits)
+    `synthetic` slice of a run whose test set is the synthetic split is that test set: scored once. The caller
+    checked the slices against the training set (vlmsweep.run) and puts slice_table into the run's report."""
     out: dict[str, float] = {}
     for name, records in slices.items():
         if name == "synthetic" and not cfg.data.test_manifest:
             metrics = test_metrics
         else:
             log.info("evaluating slice %s (%d samples)", name, len(records))
-            metrics = evaluate_fn(records, out_dir / "slices" / name)
+            metrics = evaluate_fn(records, Path(out_dir) / "slices" / name)
         out |= {slice_metric(name, k): v for k, v in metrics.items() if not k.startswith(PREFIX)}
         out[slice_metric(name, "samples")] = float(len(records))
-    report = out_dir / "report.md"
-    if report.is_file():  # the run's report gains one table of every slice
-        report.write_text(report.read_text(encoding="utf-8") + "\n" + slice_table(out, list(slices)), encoding="utf-8")
     return out
 
 

@@ -19,11 +19,11 @@ from transformers import AutoProcessor, Qwen2VLProcessor
 from vlmsweep.config import Config, LoraConfig, ModelConfig, QuantConfig, ScopeConfig
 from vlmsweep.model.quant import build_quantization, torch_dtype
 from vlmsweep.model.scope import matched_modules, part_of, target_pattern
+from vlmsweep.model.shapes import model_class
 from vlmsweep.model.tiny import ensure_embedded_model
 
 log = logging.getLogger(__name__)
 
-MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 
 # Seconds to wait for the hub's TCP handshake before calling it unreachable: without this check a
 # machine with no network spends about 3 minutes in hub retries and ends in an httpx traceback.
@@ -92,12 +92,6 @@ def _hub_snapshot(repo: str) -> str:
             f"model.path={repo} is a hub id and the hub ({constants.ENDPOINT}) is unreachable ({err}): {download_hint(repo)}"
         ) from None
     return snapshot_download(repo)
-
-
-def model_class(model: ModelConfig):
-    import transformers
-
-    return getattr(transformers, MODEL_CLASSES[model.family])
 
 
 def load_processor(path: str) -> Qwen2VLProcessor:

@@ -206,16 +206,18 @@ def warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None = N
     Returns the figures the card reports: build seconds, steps, final loss, held-out contract rates.
     """
     from vlmsweep.evaluate import evaluate
-    from vlmsweep.model import load as model_load
-    from vlmsweep.run import make_collator
+    from transformers import AutoProcessor
+
+    from vlmsweep.model.shapes import model_class
+    from vlmsweep.train.collator import make_collator
     from vlmsweep.train.trainer import train
 
     started, cpu_started = time.perf_counter(), time.process_time()
     work = Path(work_dir or tempfile.mkdtemp(prefix="vlmsweep-warmup-"))
     cfg = warm_config(recipe, work)
     torch.manual_seed(recipe.seed)
-    processor = model_load.load_processor(str(raw_dir))
-    model = model_load.model_class(cfg.model).from_pretrained(str(raw_dir), dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(str(raw_dir))
+    model = model_class(cfg.model).from_pretrained(str(raw_dir), dtype=torch.float32)
     model.requires_grad_(True)
 
     t = time.perf_counter()

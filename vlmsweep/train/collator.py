@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from vlmsweep import prompts
+from vlmsweep.config import Config, pixel_budget
 from vlmsweep.data import Record, load_image
 from vlmsweep.model.template import check_identity, training_template
 
@@ -166,3 +167,17 @@ def masked_lm_loss(outputs, labels: torch.Tensor, num_items_in_batch: int | torc
     total = torch.nn.functional.cross_entropy(logits, labels.to(logits.device), reduction="sum")
     denom = num_items_in_batch if num_items_in_batch is not None else labels.numel()
     return total / denom
+
+
+def make_collator(cfg: Config, processor) -> Collator:
+    """The collator of a run's config: its prompt, loss mask, pixel budget and sequence limit."""
+    min_pixels, max_pixels = pixel_budget(cfg)
+    return Collator(
+        processor=processor,
+        domain_tag=cfg.domain_tag.in_prompt,
+        assistant_only=cfg.loss.assistant_only,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        max_seq_len=cfg.train.max_seq_len,
+        family=cfg.model.family,
+    )

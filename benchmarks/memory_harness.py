@@ -1,0 +1,66 @@
+"""Measure a training step's memory on the CPU beside the estimate (vlmsweep.memory): the harness that
+benchmarks/bench_memory.py and tests/test_memory.py share. Builds a random model and runs AdamW steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlmsweep import memory
+from vlmsweep.train.peak import measure
+
+
+def measure_training_step(
+    config_hf: Any, dtype, *, lora_r: int, batch_size: int, visual_tokens: int, text_tokens: int, supervised_tokens: int
+) -> tuple[int, int]:
+    """(estimate, measured) bytes of two forward+backward+AdamW steps of a random model of this config on
+    the CPU (LoRA r on the LLM, or lora_r=0: full fine-tune of the LLM). measured = exact tensor bytes of
+    the built model + peak RSS growth during the steps (building is outside: it has its own transient)."""
+    import gc as _gc
+
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+    from transformers.initialization import no_init_weights
+
+    from vlmsweep.model.scope import LLM
+
+    torch.manual_seed(0)
+    quant = "fp32" if dtype == torch.float32 else "bf16"
+    est = memory.estimate(config_hf, quant=quant, trainable_parts=["llm"], lora_r=lora_r, batch_size=batch_size,
+                   text_tokens=text_tokens, visual_tokens=visual_tokens, supervised_tokens=supervised_tokens,
+                   grad_checkpointing=False)  # fmt: skip
+    with no_init_weights():  # random init of many parameters is slow; filling uniformly is not
+        model = Qwen2VLForConditionalGeneration._from_config(config_hf, dtype=dtype)
+    model.tie_weights()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.02, 0.02)
+    if lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05, target_modules=LLM))
+        base = model.base_model.model
+    else:
+        base = model
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith("model.visual"))
+    assert base.lm_head.weight is base.model.language_model.embed_tokens.weight
+    tensors = sum(p.numel() * p.element_size() for p in model.parameters())
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    vis, text, sup = visual_tokens, text_tokens, supervised_tokens
+    ids = torch.randint(0, 1000, (batch_size, text + vis))
+    ids[:, 2 : 2 + vis] = config_hf.image_token_id
+    grid = int((vis * 4) ** 0.5)  # vis visual tokens = 4*vis patches before the 2x2 merge
+    pixels = torch.randn(batch_size * grid * grid, 3 * 2 * 14 * 14, dtype=dtype)
+    thw = torch.tensor([[1, grid, grid]] * batch_size)
+    _gc.collect()
+    with measure("cpu") as m:
+        for _ in range(2):  # step 2 runs with the optimizer states alive
+            hidden = base.model(input_ids=ids, pixel_values=pixels, image_grid_thw=thw,
+                                mm_token_type_ids=(ids == config_hf.image_token_id).long()).last_hidden_state  # fmt: skip
+            logits = base.lm_head(hidden[:, -sup:])  # logits only at the supervised positions, as the trainer does
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, -sup:].flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            del hidden, logits, loss
+    return est.total_bytes, tensors + m.peak_bytes

@@ -1,0 +1,320 @@
+"""The stages of one train -> evaluate pass and the one function that orders them; a run and a loop cycle both call it.
+
+Order (run_pass): data (the caller's records: a run's splits, a cycle's training set) -> load -> estimate ->
+prepare -> train -> evaluate -> write. The data come first so a bad manifest fails before a model loads.
+Every file a pass writes has one writer here: metrics.json, samples.jsonl and report.md per evaluated set
+(write_stage), adapter/ (train_stage); run_info.json is RunInfo's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import OmegaConf
+
+from vlmsweep import data as data_mod
+from vlmsweep import memory, prompts
+from vlmsweep.config import Config, pixel_budget
+from vlmsweep.data import Record
+from vlmsweep.model import adapter as model_adapter
+from vlmsweep.model import load as model_load
+from vlmsweep.model.quant import torch_dtype
+from vlmsweep.model.scope import trainable_by_part
+from vlmsweep.train.collator import make_collator
+from vlmsweep.train.peak import measure
+from vlmsweep.train.trainer import check_lengths, train
+
+log = logging.getLogger(__name__)
+
+
+def rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 when alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+PACKAGES = ("vlmsweep", "torch", "torchvision", "transformers", "tokenizers", "peft", "accelerate",
+            "bitsandbytes", "xgrammar", "hydra-core", "hydra-optuna-sweeper", "optuna", "wandb", "pillow")
+
+
+# ----------------------------------------------------------------------------- run folder
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_revision() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if rev.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Written to a temporary file and renamed: a crash never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def config_dict(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics dict as floats (booleans and strings are not metrics)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class RunInfo:
+    """run_info.json: status, error, choices, versions, revision and cost; rewritten as the run goes."""
+
+    def __init__(self, cfg: Config, out_dir: Path, overrides: list[str] | None = None):
+        self.path = out_dir / "run_info.json"
+        self.data: dict[str, Any] = {
+            "status": "running",
+            "error": None,
+            "choices": dict(cfg.choices),
+            "overrides": list(overrides or []),
+            "seed": cfg.seed,
+            "receipt_ratio": cfg.data_mix.receipt_ratio,
+            "visual_tokens": cfg.max_pixels.visual_tokens,
+            "compute_dtype": str(torch_dtype(cfg.quant)).removeprefix("torch."),  # float32 on a CPU without bf16
+            "versions": versions(),
+            "git": git_revision(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "cost": {},
+        }
+        self.save()
+
+    def update(self, **values: Any) -> None:
+        self.data.update(values)
+        self.save()
+
+    def save(self) -> None:
+        if rank() == 0:  # every rank shares the run folder; only rank 0 writes to it
+            write_json(self.path, self.data)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def datasets(cfg: Config) -> data_mod.Splits:
+    """The splits this run reads (train / test, and mining / regression for a loop): the user's manifests
+    or synthetic samples from the mix. Manifests are validated here, before any model is loaded."""
+    names = data_mod.needed_splits(cfg.train.enabled, cfg.eval.enabled, cfg.loop.cycles > 0)
+    splits = data_mod.load_splits(cfg.data, cfg.data_mix, Path(cfg.cache_dir).expanduser() / "data", names)
+    if cfg.train.enabled and not splits["train"]:
+        raise ValueError("the training set is empty: set data.train_size > 0 or data.train_manifest")
+    if cfg.eval.enabled and not splits["test"]:
+        raise ValueError("the test set is empty: set data.test_size > 0 or data.test_manifest")
+    return splits
+
+
+# ----------------------------------------------------------------------------- the stages
+
+
+def load_stage(cfg: Config, check_schemas: bool):
+    """Base model and processor; with decoding=json_schema the schemas compile now, before any training."""
+    base, processor, _ = model_load.load(cfg)
+    if check_schemas and cfg.decoding.constrained:
+        from vlmsweep.evaluate import check_schemas_compile
+
+        check_schemas_compile(processor.tokenizer, base.config.text_config.vocab_size)
+    return base, processor
+
+
+def estimate_stage(cfg: Config, base, processor, records: list[Record]) -> dict[str, float]:
+    """Estimated peak accelerator memory for this config, before training (logged, not enforced). A failed
+    estimate is a warning that says why: it must never stop a run."""
+    try:
+        tok = processor.tokenizer
+        sample = records[: min(16, len(records))]
+        answers = [len(tok(prompts.serialize(r.target))["input_ids"]) + 1 for r in sample]
+        prompt = len(tok(prompts.instruction(sample[0].domain, cfg.domain_tag.in_prompt))["input_ids"]) + 20
+        est = memory.estimate_from_config(
+            cfg, base.config, text_tokens=prompt + max(answers), supervised_tokens=max(answers)
+        )
+        log.info("estimated peak accelerator memory:\n%s", est.table())
+        return {f"memory.estimate.{k}": float(v) for k, v in est.as_dict().items() if isinstance(v, (int, float))}
+    except Exception as err:  # noqa: BLE001 - an estimate must never stop a run
+        log.warning("memory estimate failed (the run goes on without one): %s: %s", type(err).__name__, err)
+        return {}
+
+
+def prepare_model(cfg: Config, base, adapter: str | None, trainable: bool):
+    """LoRA on the scope's modules, or an existing adapter (to continue training or to evaluate)."""
+    if adapter:
+        return model_adapter.load_adapter(base, adapter, trainable=trainable, cfg=cfg)
+    if trainable:
+        return model_load.attach_lora(base, cfg.scope, cfg.lora, cfg.seed)
+    return base
+
+
+def train_stage(cfg: Config, model, processor, records: list[Record], out_dir: Path, tracker, info: RunInfo):
+    """Trains on `records` and writes out_dir/adapter/ (with the run's processor, budget, prompt and schema)."""
+    collator = make_collator(cfg, processor)
+    lengths = check_lengths(records, collator, cfg.train.on_truncation)
+    parts = trainable_by_part(model)
+    log.info("trainable parameters by part: %s", parts)
+    with measure() as peak:
+        trainer, metrics = train(model, collator, lengths.kept, cfg, out_dir, sink=tracker.log,
+                                 memory_probe=lambda: peak.peak_bytes)
+    metrics.update({f"train.trainable_params.{k}": float(v) for k, v in parts.items()})
+    metrics["train.skipped_too_long"] = float(len(lengths.skipped))
+    # CUDA: peak allocated; CPU: peak RSS growth during training (vlmsweep.train.peak.measure)
+    metrics["cost.train_peak_memory_mb"] = peak.peak_bytes / 2**20
+    info.update(skipped=[{"id": i, "reason": r} for i, r in lengths.skipped], chat_template=collator.template_check.as_dict())
+    metrics["train.template_identity_checked"] = float(collator.template_check.checked)
+    if trainer.is_world_process_zero():
+        model_adapter.save_adapter(model, processor, cfg, out_dir / "adapter", *pixel_budget(cfg))
+    return metrics
+
+
+def eval_stage(cfg: Config, model, processor, records: list[Record]) -> tuple[dict[str, float], list[dict]]:
+    """Generates and scores one set; writes nothing (write_stage does)."""
+    from vlmsweep.evaluate import evaluate
+
+    min_pixels, max_pixels = pixel_budget(cfg)
+    model.eval()
+    return evaluate(
+        model,
+        processor,
+        records,
+        cfg.eval,
+        cfg.decoding,
+        domain_tag=cfg.domain_tag.in_prompt,
+        max_pixels=max_pixels,
+        min_pixels=min_pixels,
+        out_dir=None,
+    )
+
+
+def write_stage(cfg: Config, folder: Path, metrics: dict[str, float], samples: list[dict],
+                pass_metrics: dict[str, float] | None = None, appendix: str = "") -> dict[str, float]:
+    """folder/metrics.json (the pass's training, estimate and slice metrics beside the set's), samples.jsonl and
+    report.md (ending with `appendix`), each written once. Returns what metrics.json holds."""
+    from vlmsweep.evaluate.outputs import write_outputs
+
+    everything = numeric({**(pass_metrics or {}), **metrics})
+    write_outputs(folder, metrics, samples, worst_per_tag=int(cfg.eval.worst_per_tag), file_metrics=everything,
+                  appendix=appendix)
+    return everything
+
+
+def free_memory() -> None:
+    """Between in-process trials (Hydra's basic launcher, Optuna): free the accelerator, reset peaks."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+# ----------------------------------------------------------------------------- the one order
+
+
+@dataclass
+class Pass:
+    """What one pass of the stages works on: a run, or one loop cycle."""
+
+    out_dir: Path  # adapter/ goes here
+    train: list[Record]  # the training set; empty: no training
+    evals: dict[str, tuple[list[Record], Path]]  # set name -> (records, folder of its files), evaluated in order
+    tracker: Any  # train-step logs and the sample tables go here
+    main_set: str = "test"  # the set whose metrics.json carries the training and estimate metrics too
+    adapter: str | None = None  # start from this adapter (continue training it, or evaluate it)
+    trained_metrics: dict[str, float] | None = None  # the adapter was trained before (a resumed cycle): its metrics
+    estimate: bool = True  # log the memory estimate (a loop does it once, at cycle 0)
+    samples_table: str | None = "samples"  # tracker table of the main set's samples (cfg.tracker.log_samples)
+    on_trained: Callable[[dict[str, float]], None] | None = None  # after training, before evaluation (loop state)
+    slices: dict[str, list[Record]] = field(default_factory=dict)  # eval.slices: scored apart, beside the main set
+
+
+@dataclass
+class PassResult:
+    metrics: dict[str, float]  # what the main set's metrics.json holds (training metrics included)
+    sets: dict[str, tuple[dict[str, float], list[dict]]] = field(default_factory=dict)  # name -> (metrics, samples)
+
+
+def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
+    """load -> estimate -> prepare -> train -> evaluate -> write, for the records the caller chose (data)."""
+    if cfg.model.source == "ocr":  # the OCR baseline: nothing to load or train; the same scoring and files
+        from vlmsweep.ocr.baseline import evaluate_ocr
+
+        return evaluate_and_write(cfg, p, lambda records: evaluate_ocr(records, cfg.eval, None), {})
+    base, processor = load_stage(cfg, check_schemas=bool(p.evals))
+    metrics: dict[str, float] = {}
+    if p.estimate:
+        metrics |= estimate_stage(cfg, base, processor, p.train or next(iter(p.evals.values()))[0])
+    trains = bool(p.train) and p.trained_metrics is None
+    model = prepare_model(cfg, base, p.adapter, trainable=trains)
+    if trains:
+        trained = numeric(train_stage(cfg, model, processor, p.train, p.out_dir, p.tracker, info))
+    else:
+        trained = dict(p.trained_metrics or {})
+    metrics |= trained
+    if p.on_trained is not None and trains:
+        p.on_trained(trained)
+    if rank() != 0:
+        # Data-parallel training is over; evaluation, metrics and reports belong to rank 0 alone.
+        return PassResult({})
+    return evaluate_and_write(cfg, p, lambda records: eval_stage(cfg, model, processor, records), metrics)
+
+
+def evaluate_and_write(cfg: Config, p: Pass, evaluate_fn: Callable[[list[Record]], tuple[dict[str, float], list[dict]]],
+                       metrics: dict[str, float]) -> PassResult:
+    """Every set of the pass, then its slices, scored by `evaluate_fn` (the model's generation or the OCR
+    baseline); each folder's files are written once, the main set's last with the slices' metrics and table."""
+    from vlmsweep.evaluate.slices import evaluate_slices, slice_table
+
+    sets = {name: evaluate_fn(records) for name, (records, _) in p.evals.items()}
+    slice_metrics: dict[str, float] = {}
+    if p.slices and p.main_set in sets:
+        slice_metrics = evaluate_slices(
+            cfg, p.slices, lambda records, folder: write_stage(cfg, folder, *evaluate_fn(records)), sets[p.main_set][0],
+            p.out_dir)
+    result = PassResult(numeric(metrics), sets)
+    for name, (_, folder) in p.evals.items():
+        set_metrics, samples = sets[name]
+        if name != p.main_set:
+            write_stage(cfg, folder, set_metrics, samples)
+            continue
+        result.metrics = write_stage(cfg, folder, set_metrics, samples, metrics | slice_metrics,
+                                     appendix=slice_table(slice_metrics, list(p.slices)) if p.slices else "")
+        if p.samples_table and cfg.tracker.log_samples:
+            p.tracker.table(p.samples_table, samples)
+    if p.main_set not in p.evals:  # training only: metrics.json holds the training and estimate metrics
+        write_json(p.out_dir / "metrics.json", result.metrics)
+    return result
