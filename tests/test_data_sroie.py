@@ -54,5 +54,34 @@ def test_sroie_layout_errors_name_the_file(tmp_path):
     (tmp_path / "key" / "001.json").write_text(json.dumps({"company": "A", "total": "1.00"}))
     rec = load_sroie(tmp_path)[0]
     assert rec.target["store"] == "A" and rec.target["date"] is None and rec.target["total"] == "1.00"
-    with pytest.raises(FileNotFoundError, match="expected the SROIE layout"):
+    with pytest.raises(FileNotFoundError, match="no SROIE receipts in any layout .* RRC task-3 download"):
         load_sroie(tmp_path / "img")
+
+
+def test_the_mirror_root_and_the_rrc_download_layouts_load_and_split_from_the_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    from vlmsweep.data.__main__ import main
+
+    key = {"company": "CORNER CAFE", "date": "14/03/2025", "address": "12 MAIN ST", "total": "9.00"}
+    rrc = tmp_path / "task3"  # the RRC download: X51005200931.jpg beside X51005200931.txt (JSON text)
+    mirror = tmp_path / "ICDAR-2019-SROIE" / "data"  # the mirror's root holds data/img + data/key
+    for folder, keys in ((rrc, rrc), (mirror / "img", mirror / "key")):
+        folder.mkdir(parents=True)
+        keys.mkdir(parents=True, exist_ok=True)
+    for i in range(10):
+        stem = f"X5100520{i:04d}"
+        Image.new("RGB", (40, 80), "white").save(rrc / f"{stem}.jpg")
+        (rrc / f"{stem}.txt").write_text(json.dumps({**key, "total": f"{i}.00"}))
+        Image.new("RGB", (40, 80), "white").save(mirror / "img" / f"{i:03d}.jpg")
+        (mirror / "key" / f"{i:03d}.json").write_text(json.dumps(key))
+    assert [r.target["total"] for r in load_sroie(rrc)] == [f"{i}.00" for i in range(10)]
+    assert len(load_sroie(tmp_path / "ICDAR-2019-SROIE")) == 10
+
+    assert main(["sroie", "--root", str(rrc), "--out", str(tmp_path / "out"), "--test", "0.2"]) == 0
+    train, test = read_manifest(tmp_path / "out" / "train.jsonl"), read_manifest(tmp_path / "out" / "test.jsonl")
+    assert [r.id for r in test] == ["sroie-X51005200004", "sroie-X51005200009"]  # every 5th, by sorted id
+    assert len(train) == 8 and not {r.id for r in train} & {r.id for r in test}
+    assert "8 -> " in capsys.readouterr().out
+    assert main(["sroie", "--root", str(rrc), "--out", str(tmp_path / "bad"), "--test", "20"]) == 2
+    assert "--test 20.0: give the held-out share as a fraction" in capsys.readouterr().err

@@ -53,9 +53,21 @@ def typed_config(cfg: DictConfig, choices: dict[str, str]):
         raise
 
 
+def input_errors() -> tuple[type[BaseException], ...]:
+    """The errors that are a mistake in what the user gave, each with a message naming it and the fix."""
+    from vlmsweep.data.leakage import LeakageError
+    from vlmsweep.data.manifest import ManifestError
+    from vlmsweep.model.load import CheckpointNotFound
+    from vlmsweep.model.template import TemplateMismatch
+
+    return ManifestError, LeakageError, CheckpointNotFound, TemplateMismatch
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     from vlmsweep.run import objective, run
+
+    INPUT_ERRORS = input_errors()
 
     hc = HydraConfig.get()
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
@@ -78,7 +90,15 @@ def main(cfg: DictConfig) -> float:
     # A failed run re-raises after run() recorded it in run_info.json: Hydra's basic sweeper finishes
     # the batch and reports the failure; the Optuna sweeper (max_failure_rate: 1.0 in vlmsweep/conf/sweep)
     # marks the trial FAIL and goes on.
-    metrics = run(config, overrides=list(hc.overrides.task))
+    try:
+        metrics = run(config, overrides=list(hc.overrides.task))
+    except INPUT_ERRORS as err:
+        if hc.mode != RunMode.RUN:
+            raise  # a multirun job: the sweeper records the failure and goes on
+        # A mistake in the user's inputs (a manifest line, a leak between splits, a missing checkpoint): one
+        # line that says what to do, not a traceback; run_info.json in the run folder records it too.
+        print(f"error: {err}\n(recorded in {out_dir / 'run_info.json'})", file=sys.stderr)
+        raise SystemExit(1) from None
     if MULTIRUN_TOTAL and MULTIRUN_TOTAL > 1 and hc.job.num == 0:
         seconds = time.monotonic() - started
         print(f"vlmsweep: run 1 of {MULTIRUN_TOTAL} took {seconds:.0f} s: about "

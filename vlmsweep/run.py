@@ -85,6 +85,7 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, fl
         evals={"test": (splits["test"], out_dir)} if cfg.eval.enabled else {},
         tracker=tracker,
         adapter=cfg.model.adapter,
+        estimate=cfg.train.enabled,  # the estimate is of a training step: an evaluation-only run has none
         slices=slices,
     ), info)
     if rank() == 0:

@@ -3,7 +3,7 @@
     python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1 [--split train --seed 0
         --noise scan --receipt-ratio R --hard-negatives H]
     python -m vlmsweep.data check MANIFEST [--skip-bad-lines]   # every line and every image
-    python -m vlmsweep.data sroie --root SROIE_DIR --out DIR     # writes DIR/manifest.jsonl
+    python -m vlmsweep.data sroie --root SROIE_DIR --out DIR [--test 0.2]   # DIR/manifest.jsonl [+ train/test]
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="validate every line and open every image of a manifest; count its domains")
     c.add_argument("manifest", type=Path)
     c.add_argument("--skip-bad-lines", action="store_true")
-    s = sub.add_parser("sroie", help="write a manifest for an SROIE folder (img/ + key/)")
+    s = sub.add_parser("sroie", help="write a manifest for an SROIE download (img/ + key/, the mirror's data/, "
+                                     "or the RRC's NAME.jpg + NAME.txt)")
     s.add_argument("--root", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--test", type=float, default=0.0, metavar="FRACTION",
+                   help="also write train.jsonl and test.jsonl: this share of the receipts (by sorted id, every "
+                        "k-th one) held out for data.test_manifest")
     a = p.parse_args(argv)
     try:
         if a.cmd == "render":
@@ -56,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
             records = load_sroie(a.root)
             write_manifest(records, a.out / "manifest.jsonl")
             print(f"{len(records)} SROIE receipts -> {a.out / 'manifest.jsonl'} (items, subtotal, tax unannotated)")
+            if a.test:
+                if not 0 < a.test < 1:
+                    raise ValueError(f"--test {a.test}: give the held-out share as a fraction between 0 and 1, e.g. 0.2")
+                every = max(2, round(1 / a.test))  # deterministic and spread over the ids: every k-th receipt
+                test = records[every - 1::every]
+                train = [r for r in records if r not in test]
+                write_manifest(train, a.out / "train.jsonl")
+                write_manifest(test, a.out / "test.jsonl")
+                print(f"{len(train)} -> {a.out / 'train.jsonl'}, {len(test)} -> {a.out / 'test.jsonl'} "
+                      f"(data.train_manifest / data.test_manifest)")
     except (ManifestError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Real receipts: the ICDAR 2019 SROIE layout (img/NNN.jpg + key/NNN.json) as receipt Records.
+"""Real receipts: ICDAR 2019 SROIE (img/NNN.jpg + key/NNN.json, or the layouts in LAYOUTS) as receipt Records.
 
 Get the full set (626 training receipts with labels) from the ICDAR 2019 Robust Reading Challenge
 on Scanned Receipts OCR and Information Extraction (https://rrc.cvc.uab.es/?ch=13, research use
@@ -23,19 +23,34 @@ FIELD_MAP = {"company": "store", "date": "date", "address": "address", "total": 
 UNANNOTATED = ("items", "subtotal", "tax")
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+LAYOUTS = ("ROOT/img/NAME.jpg + ROOT/key/NAME.json (the sample layout)",
+           "ROOT/data/img/ + ROOT/data/key/ (the root of the zzzDavid/ICDAR-2019-SROIE mirror)",
+           "NAME.jpg + NAME.txt side by side in ROOT, the .txt holding the JSON key (the RRC task-3 download)")
+
+
+def _pairs(root: Path) -> tuple[dict[str, Path], dict[str, Path], str]:
+    """(stem -> image, stem -> key file, how the pair is described in errors) for whichever layout root has."""
+    for base in (root, root / "data"):
+        if (base / "img").is_dir() and (base / "key").is_dir():
+            images = {p.stem: p for p in (base / "img").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+            return images, {p.stem: p for p in (base / "key").glob("*.json")}, "img/NAME.jpg needs key/NAME.json"
+    if root.is_dir():
+        images = {p.stem: p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        keys = {p.stem: p for p in root.iterdir() if p.suffix.lower() in (".txt", ".json")}
+        if images and keys:
+            return images, keys, "NAME.jpg needs NAME.txt (or NAME.json) beside it"
+    raise FileNotFoundError(f"{root}: no SROIE receipts in any layout this converter reads: " + "; ".join(LAYOUTS))
+
+
 def load_sroie(root: Path) -> list[Record]:
-    """Records for every img/NNN.jpg that has a key/NNN.json; a key without its image (or the reverse)
+    """Records for every receipt image that has its key (LAYOUTS); a key without its image (or the reverse)
     and a malformed key file are errors naming the file."""
     root = Path(root)
-    img_dir, key_dir = root / "img", root / "key"
-    if not img_dir.is_dir() or not key_dir.is_dir():
-        raise FileNotFoundError(f"{root}: expected the SROIE layout img/NNN.jpg + key/NNN.json")
-    images = {p.stem: p for p in img_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
-    keys = {p.stem: p for p in key_dir.glob("*.json")}
+    images, keys, rule = _pairs(root)
     orphans = sorted(set(images) ^ set(keys))
     if orphans:
-        raise ValueError(f"{root}: image and key files do not pair up for {orphans[:10]} "
-                         "(every img/NNN.jpg needs key/NNN.json)")
+        raise ValueError(f"{root}: image and key files do not pair up for {orphans[:10]} (every {rule})")
     records = []
     for stem in sorted(keys):
         try:
@@ -53,5 +68,5 @@ def load_sroie(root: Path) -> list[Record]:
         records.append(Record(id=f"sroie-{stem}", image=images[stem].resolve(), domain="receipt", target=target,
                               image_domain="receipt", origin="manifest", seed=None, unannotated=UNANNOTATED))
     if not records:
-        raise ValueError(f"{root}: no receipts found under img/ and key/")
+        raise ValueError(f"{root}: no receipts found (" + "; ".join(LAYOUTS) + ")")
     return records

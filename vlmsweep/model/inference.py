@@ -178,8 +178,14 @@ def open_folder(folder: Path | str, *, with_adapter: bool = True) -> Opened:
         cfg = model_config(folder, info)
         model = model_load.load_base_model(cfg.model, cfg.quant, str(folder))
     model.eval()
-    log.info("loaded %s folder %s (base %s, quant %s); prompts, budget and schemas from %s",
-             kind, folder, cfg.model.name, cfg.quant.name, settings.source)
+    if kind == "adapter":
+        what = f"base {cfg.model.name}, quant {cfg.quant.name}"
+    else:  # a checkpoint (an export, say): its own weights; what it was merged from, where recorded
+        merged = (info or {}).get("merged", {}).get("base", {})
+        dtype = next(iter(model.parameters())).dtype
+        what = f"{cfg.model.family} checkpoint, {str(dtype).removeprefix('torch.')} weights" + (
+            f", merged from an adapter on {merged.get('model')}" if merged.get("model") else "")
+    log.info("loaded %s folder %s (%s); prompts, budget and schemas from %s", kind, folder, what, settings.source)
     return Opened(model=model, processor=processor, cfg=cfg, folder=folder, kind=kind, settings=settings, info=info)
 
 

@@ -34,8 +34,13 @@ class CheckpointNotFound(FileNotFoundError):
     """No folder and no reachable hub: the message says how to download and pass model.path."""
 
 
-def download_hint(path: str) -> str:
-    repo = path if _is_hub_id(path) else "Qwen/Qwen2-VL-2B-Instruct"
+# The release a folder path stands for, when the user gave a folder that does not exist: the 4-bit one for a
+# prequantized model option (exp1/exp2), where the 16-bit release would be refused as not quantized.
+RELEASE = {False: "Qwen/Qwen2-VL-2B-Instruct", True: "unsloth/Qwen2-VL-2B-Instruct-bnb-4bit"}
+
+
+def download_hint(path: str, prequantized: bool = False) -> str:
+    repo = path if _is_hub_id(path) else RELEASE[prequantized]
     return (
         f"download the checkpoint once on a machine with network: `huggingface-cli download {repo} "
         f"--local-dir FOLDER`, copy FOLDER here and pass model.path=FOLDER (or use model=tiny, the embedded model)"
@@ -59,7 +64,8 @@ def resolve_path(model: ModelConfig, cache_dir: str) -> str:
             if Path(path).is_dir():
                 return path
             if not _is_hub_id(path):
-                raise CheckpointNotFound(f"model.path={model.path}: no such folder. To get the weights, {download_hint(path)}")
+                raise CheckpointNotFound(f"model.path={model.path}: no such folder. To get the weights, "
+                                         f"{download_hint(path, model.prequantized)}")
             return _hub_snapshot(path)
     raise ValueError(f"model.source={model.source!r}")
 
