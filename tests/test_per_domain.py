@@ -92,7 +92,8 @@ FAST_PER_DOMAIN = ["train.max_steps=1", "train.batch_size=2", "train.logging_ste
 @pytest.mark.slow
 def test_single_vs_per_domain_multirun_and_report(tmp_path):
     """One command trains one adapter (single) and two (per_domain), evaluates with routing, and the comparison
-    report shows both rows with routing accuracy; predict routes a page with the router."""
+    report shows both rows with routing accuracy. (Evaluation and predict routed by the router run as README steps
+    in tests/test_readme_commands.py, on the user's manifest and scans.)"""
     proc = vlmsweep("-m", "adapters=single,per_domain", *FAST_PER_DOMAIN, "hydra.sweep.dir=multirun", cwd=tmp_path)
     assert "2 runs" in proc.stdout
     runs = {read_json(d / "run_info.json")["choices"]["adapters"]: d for d in (tmp_path / "multirun").iterdir()
@@ -125,21 +126,3 @@ def test_single_vs_per_domain_multirun_and_report(tmp_path):
     col = next(i for i, h in enumerate(header) if h.startswith("routing.accuracy"))
     assert float(rows["per_domain"][col]) == pytest.approx(right / 3, abs=1e-3) and rows["single"][col].strip() == ""
     assert any(h.startswith("rate.leakage") for h in header) and any(h.startswith("content.") for h in header)
-
-    # predict on new pages with the router: each line says which adapter read it and why; an unreadable page
-    # is a line with its error (its known group's adapter took it)
-    from userdata import draw
-
-    for name in ("a.png", "b.jpg"):
-        draw(tmp_path / "scans" / name, ["PATIENT KIM", "AMOXICILLIN 500 mg"])
-    (tmp_path / "scans" / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut off")
-    out = vlmsweep("multirun/" + per.name + "/adapters", "scans", "--domain", "prescription_ko", "--routing", "model",
-                   "--max-new-tokens", "4", "--out", "pred.jsonl", cwd=tmp_path, module="vlmsweep.predict")
-    assert "3 lines" in out.stderr and "routing model" in out.stderr
-    lines = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert [Path(x["image"]).name for x in lines] == ["a.png", "b.jpg", "c.png"]
-    for x in lines[:2]:
-        scores = x["route"]["scores"]
-        assert x["adapter"] == x["route"]["model"] == max(scores, key=scores.get) and x["route"]["by"] == "model"
-        assert x["error"] is None and x["domain"] == "prescription_ko"
-    assert lines[2]["error"] and lines[2]["adapter"] == "prescriptions" and lines[2]["route"]["model"] is None
