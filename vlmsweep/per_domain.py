@@ -110,6 +110,7 @@ def run_per_domain(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_log
 
     samples_by_id: dict[str, dict] = {}
     train_metrics: dict[str, dict[str, float]] = {}
+    skipped: dict[str, list] = {}
     steps_before = 0
     for i, group in enumerate(groups):
         if i > 0:  # LoRA is injected into the base in place: each group starts from a freshly loaded base
@@ -123,6 +124,7 @@ def run_per_domain(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_log
             train_metrics[group] = train_stage(cfg, model, processor, records, work, _GroupSink(tracker, group, steps_before),
                                                info)
             steps_before += cfg.train.max_steps
+            skipped[group] = info.data.get("skipped", [])  # train_stage records one group's skips at a time
             adapters.mkdir(parents=True, exist_ok=True)
             if (adapters / group).exists():
                 shutil.rmtree(adapters / group)
@@ -136,6 +138,7 @@ def run_per_domain(cfg: Config, out_dir: Path, tracker, info: RunInfo, extra_log
         del model, base
     if cfg.train.enabled:
         routing.write_routing(adapters, groups)
+        info.update(skipped=skipped)  # group -> the samples train.on_truncation=skip left out
     if not cfg.eval.enabled:
         metrics |= combine_train_metrics(train_metrics)
         write_json(out_dir / "metrics.json", metrics)
