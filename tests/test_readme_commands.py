@@ -151,6 +151,17 @@ STEPS: dict[str, Step | str] = {
              check="export_bnb4", why="exp1's run on the 4-bit replica of the release stands in for a QLoRA run"),
     "python -m vlmsweep.export RUN_DIR/adapter --out lora --vllm-lora":
         Step(replace={"RUN_DIR": "{ws}/runs/default"}, check="vllm_lora"),
+    "python -m vlmsweep -m adapters=single,per_domain":
+        Step(extra=[x for x in QUICK if not x.startswith("data.train_size")] + ["data.train_size=4",
+                                                                               "hydra.sweep.dir={ws}/multirun/adapters"],
+             check="per_domain_multirun", why="4 training samples: per_domain needs a prescription and a receipt"),
+    "python -m vlmsweep adapters=per_domain adapters.routing=model train.enabled=false model.adapter=RUN_DIR/adapters "
+    "data.test_manifest=my_data/test.jsonl":
+        Step(replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=QUICK + ["hydra.run.dir={ws}/runs/routed"],
+             check="routed_eval"),
+    "python -m vlmsweep.predict RUN_DIR/adapters scans/ --domain prescription_ko --routing model":
+        Step(replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--max-new-tokens", "4", "--out", "routed.jsonl"],
+             check="routed_predict"),
     "python -m vlmsweep model=tiny_warm":
         "builds the warmed embedded model first (many minutes on 2 cores): tests/test_warmup.py builds one with a short "
         "recipe and resolves model=tiny_warm to it",
@@ -232,7 +243,7 @@ def test_readme_command_runs(command, workspace):
     assert argv[:2] == ["python", "-m"]
     proc = vlmsweep(argv[3:], workspace, module=argv[2])
     if step.check:
-        (CHECKS | OCR_CHECKS)[step.check](proc, workspace)
+        (CHECKS | OCR_CHECKS | PER_DOMAIN_CHECKS)[step.check](proc, workspace)
 
 
 def _run_ok(proc, ws):
@@ -347,6 +358,43 @@ def _real_receipts(proc, ws):
     assert samples(run_dir(proc) / "slices" / "real_receipts")[0]["id"] == "sroie-001"
 
 
+def _per_domain_multirun(proc, ws):
+    """Two runs: one adapter, and one per group in adapters/<group>/ with routing.json; both rows in the report."""
+    runs = {json.loads((d / "run_info.json").read_text())["choices"]["adapters"]: d
+            for d in (ws / "multirun" / "adapters").iterdir() if (d / "run_info.json").is_file()}
+    assert set(runs) == {"single", "per_domain"} and runs["per_domain"].name == "1"
+    assert sorted(p.name for p in (runs["per_domain"] / "adapters").iterdir()) == ["prescriptions", "receipts",
+                                                                                    "routing.json"]
+    assert 0 <= json.loads((runs["per_domain"] / "metrics.json").read_text())["routing.accuracy"] <= 1
+    vlmsweep(["multirun/adapters"], ws, module="vlmsweep.report")
+    summary = (ws / "multirun" / "adapters" / "report" / "summary.md").read_text(encoding="utf-8")
+    assert "| single |" in summary and "| per_domain |" in summary and "routing.accuracy" in summary
+
+
+def _routed_eval(proc, ws):
+    """The user's test manifest through the trained adapters, each page to the adapter the router chose."""
+    _user_ids(proc, ws)
+    for s in samples(run_dir(proc)):
+        assert s["adapter"] == s["route"]["model"] == max(s["route"]["scores"], key=s["route"]["scores"].get)
+        assert s["route"]["by"] == "model" and s["route"]["known"] == ("receipts" if s["id"] == "rcpt-001" else "prescriptions")
+    metrics = json.loads((run_dir(proc) / "metrics.json").read_text())
+    assert metrics["routing.samples"] == 2 and "by_group.receipts.routing.accuracy" in metrics
+
+
+def _routed_predict(proc, ws):
+    """Each scan to the adapter the router chose, in input order; the corrupt one keeps its domain's group."""
+    lines = _lines(ws / "routed.jsonl")
+    assert [Path(x["image"]).name for x in lines] == ["broken.png"] + [f"page_{i}.{'png' if i % 2 else 'jpg'}"
+                                                                    for i in range(5)]
+    assert lines[0]["error"] and lines[0]["adapter"] == "prescriptions" and lines[0]["route"]["model"] is None
+    for x in lines[1:]:
+        scores = x["route"]["scores"]
+        assert x["adapter"] == x["route"]["model"] == max(scores, key=scores.get) and x["error"] is None
+    assert "6 lines" in proc.stderr and "routing model" in proc.stderr
+
+
+PER_DOMAIN_CHECKS = {"per_domain_multirun": _per_domain_multirun, "routed_eval": _routed_eval,
+                     "routed_predict": _routed_predict}  # joined to CHECKS below
 OCR_CHECKS = {"ocr_report": _ocr_report, "slices": _slices, "real_receipts": _real_receipts}  # joined to CHECKS below
 
 

@@ -99,6 +99,14 @@ class DecodingConfig:
 
 
 @dataclass(frozen=True)
+class AdaptersConfig:
+    name: str = MISSING  # single | per_domain
+    per_domain: bool = False  # one adapter per domain group (vlmsweep/per_domain.py)
+    routing: str = "known"  # per_domain: known (the sample's domain) | model (the base model classifies the page)
+    groups: dict[str, list[str]] = field(default_factory=dict)  # group name -> its domains (per_domain)
+
+
+@dataclass(frozen=True)
 class TrackerConfig:
     name: str = MISSING  # wandb | none
     backend: str = "none"
@@ -187,6 +195,7 @@ class Config:
     loss: LossConfig = MISSING
     decoding: DecodingConfig = MISSING
     tracker: TrackerConfig = MISSING
+    adapters: AdaptersConfig = MISSING
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -240,6 +249,43 @@ def to_config(cfg: DictConfig | dict[str, Any], choices: dict[str, str] | None =
     return config
 
 
+def adapters_errors(c: Config) -> list[str]:
+    a = c.adapters
+    if a.routing not in ("known", "model"):
+        return [f"adapters.routing={a.routing!r}: expected known or model"]
+    if not a.per_domain:
+        return [] if a.routing == "known" and not a.groups else [
+            f"adapters={a.name}: adapters.routing and adapters.groups apply to adapters=per_domain only"]
+    out = []
+    if c.loop.cycles > 0:
+        out.append("adapters=per_domain with loop.cycles>0: the retrain loop trains one adapter; use loop.cycles=0")
+    if c.eval.slices or c.eval.slice_manifests:
+        out.append("adapters=per_domain does not evaluate eval.slices yet; leave eval.slices empty")
+    if c.model.source == "ocr":
+        out.append(f"adapters=per_domain with model={c.model.name}: the OCR baseline has no adapters")
+    if c.train.enabled and c.model.adapter:
+        out.append("adapters=per_domain trains its adapters from the base: drop model.adapter, or evaluate a "
+                   "per-domain run's adapters/ folder with train.enabled=false model.adapter=RUN_DIR/adapters")
+    if not c.train.enabled and not c.model.adapter and c.eval.enabled:
+        out.append("adapters=per_domain with train.enabled=false needs model.adapter=RUN_DIR/adapters "
+                   "(a per-domain run's adapters folder)")
+    from vlmsweep.prompts import SCHEMA_OF_DOMAIN
+
+    seen: dict[str, str] = {}
+    for group, domains in a.groups.items():
+        if not domains:
+            out.append(f"adapters.groups.{group} is empty: give it domains or remove the group")
+        for d in domains:
+            if d not in SCHEMA_OF_DOMAIN:
+                out.append(f"adapters.groups.{group}: unknown domain {d!r}; expected one of {sorted(SCHEMA_OF_DOMAIN)}")
+            elif d in seen:
+                out.append(f"adapters.groups: domain {d} is in both {seen[d]} and {group}; a domain needs one adapter")
+            seen.setdefault(d, group)
+    if len(a.groups) < 2:
+        out.append(f"adapters.groups has {len(a.groups)} group(s): per_domain needs at least two (else use adapters=single)")
+    return out
+
+
 def check(c: Config) -> None:
     errors = []
     if c.model.source not in ("tiny", "pretrained", "shape", "ocr"):
@@ -278,6 +324,7 @@ def check(c: Config) -> None:
     if c.loop.cycles > 0 and (c.eval.slices or c.eval.slice_manifests):  # not silently ignored
         errors.append("eval.slices / eval.slice_manifests: the retrain loop does not evaluate slices yet; "
                       "use them with loop.cycles=0")
+    errors += adapters_errors(c)
     if c.sweep.objective.startswith("slice/"):  # slice/<name>/<metric>: the slice must be one this run evaluates
         name = c.sweep.objective.split("/")[1]
         if name not in c.eval.slices and name not in c.eval.slice_manifests:

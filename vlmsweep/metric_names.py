@@ -8,6 +8,9 @@ RUN_METRICS = {
     "train.samples_per_second": True,
     "cost.train_seconds_per_sample": False,
     "cost.train_peak_memory_mb": False,
+    "routing.accuracy": True,  # adapters=per_domain: share of test pages the router sends to their own group
+    "routing.samples": True,  # pages the router judged (a count, not an outcome)
+    "cost.routing_seconds_per_sample": False,
 }
 
 
@@ -19,14 +22,16 @@ WALL_CLOCK = frozenset({
     "cost.train_seconds_per_sample",
     "train.samples_per_second",
     "train.seconds",
+    "cost.routing_seconds_per_sample",
 })
 
 
 def base_metric(name: str) -> str:
-    """The metric a scoped name measures: slice/<name>/<metric> and by_domain.<domain>.<metric> -> <metric>."""
+    """The metric a scoped name measures: slice/<name>/<metric>, by_domain.<domain>.<metric> and
+    by_group.<group>.<metric> (adapters=per_domain) -> <metric>."""
     if name.startswith("slice/") and name.count("/") >= 2:
         name = name.split("/", 2)[2]
-    return name.split(".", 2)[2] if name.startswith("by_domain.") and name.count(".") >= 2 else name
+    return name.split(".", 2)[2] if name.startswith(("by_domain.", "by_group.")) and name.count(".") >= 2 else name
 
 
 def is_wall_clock(name: str) -> bool:

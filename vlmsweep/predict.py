@@ -1,6 +1,7 @@
 """`python -m vlmsweep.predict FOLDER IMAGES...`: new images -> one JSON line each, with the folder's own settings.
 
-FOLDER is a run's adapter/ folder or a model folder (an export); IMAGES are image files, folders of images,
+FOLDER is a run's adapter/ folder, a model folder (an export), or a per-domain run's adapters/ folder (each image
+goes to its group's adapter: by its domain, or with --routing model by the router of vlmsweep/routing.py); IMAGES are image files, folders of images,
 glob patterns, or JSON Lines manifests whose lines need only `image` (`id`, `domain` and a `target`, which is
 ignored, are optional). Each image gets one line: id, image, domain, the parsed object, whether it is valid
 against the folder's schema, the raw text, the stop reason, timing; an image that cannot be read gets a line
@@ -186,17 +187,84 @@ def predict(opened, items: Sequence[Item], *, domain: str | None, constrained: b
     return counts
 
 
+def per_domain_folder(folder: str) -> Path | None:
+    """The adapters/ folder of a per-domain run (given itself or its run folder), else None."""
+    from vlmsweep import routing
+
+    path = Path(folder).expanduser()
+    for candidate in (path, path / "adapters"):
+        if routing.read_routing(candidate) is not None:
+            return candidate
+    return None
+
+
+def predict_per_domain(folder: Path, items: Sequence[Item], *, domain: str | None, how: str, constrained: bool,
+                       batch_size: int, max_new_tokens: int, summary_lang: str | None, out: IO[str]) -> dict[str, int]:
+    """Each image to its group's adapter (run.py's evaluation routes the same way, vlmsweep/per_domain.py): the group
+    of its domain, or the router's choice (the base model under the first adapter, adapters switched off). Lines
+    come out in input order with `adapter` and `route`; each group's adapter folder is opened in turn."""
+    import gc
+    import io
+
+    from vlmsweep import routing
+    from vlmsweep.model.inference import open_folder
+
+    info = routing.read_routing(folder)
+    groups: dict[str, list[str]] = info["groups"]
+    known = [routing.group_of(item.domain or domain, groups, f"image {item.id}") for item in items]
+    routes: list[routing.Route | None] = [None] * len(items)
+    lines: list[dict | None] = [None] * len(items)
+    counts = {"lines": 0, "errors": 0, "schema_valid": 0}
+    opened = None
+    for group in groups:
+        opened = None
+        gc.collect()
+        opened = open_folder(folder / info["adapters"][group])
+        if constrained:
+            from vlmsweep.evaluate import check_schemas_compile
+            from vlmsweep.evaluate.generate import vocab_size_of
+
+            check_schemas_compile(opened.processor.tokenizer, vocab_size_of(opened.model), opened.settings.schemas)
+        if how == "model" and group == next(iter(groups)):  # the router needs only the base: the first folder's
+            s = opened.settings
+            for i, item in enumerate(items):
+                image = load_or_error(item, s.max_pixels)
+                if not isinstance(image, str):
+                    routes[i] = routing.route_images(opened.model, opened.processor, [image], list(groups),
+                                                     min_pixels=s.min_pixels, max_pixels=s.max_pixels)[0]
+        mine = [i for i in range(len(items)) if (routes[i].group if routes[i] is not None else known[i]) == group]
+        if not mine:
+            continue
+        buffer = io.StringIO()
+        got = predict(opened, [items[i] for i in mine], domain=domain, constrained=constrained, batch_size=batch_size,
+                      max_new_tokens=max_new_tokens, summary_lang=summary_lang, out=buffer)
+        counts = {k: counts[k] + got[k] for k in counts}
+        for i, text in zip(mine, buffer.getvalue().splitlines()):
+            route = routes[i]
+            lines[i] = json.loads(text) | {"adapter": group, "route": {
+                "known": known[i], "model": route.group if route else None, "scores": route.scores if route else None,
+                "by": how if route or how == "known" else "known (unreadable image)"}}
+    for line in lines:
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    out.flush()
+    return counts
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m vlmsweep.predict",
         description="Read new images into JSON with a trained adapter (a run's adapter/ folder) or a model folder.",
     )
-    p.add_argument("folder", help="a run's adapter/ folder, or a model folder (python -m vlmsweep.export)")
+    p.add_argument("folder", help="a run's adapter/ folder, a model folder (python -m vlmsweep.export), or a "
+                   "per-domain run's adapters/ folder (adapters=per_domain)")
     p.add_argument("images", nargs="+", help="image files, folders of images, glob patterns, or .jsonl manifests")
     p.add_argument("--domain", choices=sorted(prompts.SCHEMA_OF_DOMAIN),
                    help="the domain to ask for every image without one in its manifest line")
     p.add_argument("--decoding", choices=("json_schema", "free"), default="json_schema",
                    help="json_schema (default): answers constrained to the folder's schema (xgrammar); free: unconstrained")
+    p.add_argument("--routing", choices=("known", "model"), default="known",
+                   help="per-domain adapters only: known (default): the adapter of the image's domain group; model: the "
+                        "adapter the router picks (the base model classifying the page among the group names)")
     p.add_argument("--out", help="write the JSON lines to this file (default: standard output)")
     p.add_argument("--summary", choices=("ko", "zh", "en"), help="add a template summary of each parsed answer")
     p.add_argument("--batch-size", type=int, default=8, help="images per generate call (default 8)")
@@ -223,6 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if left_out:
         log.warning("left out %d file(s) whose extension is not an image's: %s", len(left_out), ", ".join(left_out))
+    per_domain = per_domain_folder(args.folder)
+    if per_domain is None and args.routing != "known":
+        print(f"error: --routing {args.routing} needs a per-domain run's adapters/ folder (with routing.json); "
+              f"{args.folder} is one adapter", file=sys.stderr)
+        return 2
+    if per_domain is not None:
+        return main_per_domain(args, per_domain, items)
     from vlmsweep.model.inference import open_folder
 
     try:
@@ -249,6 +324,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = args.out or "standard output"
     print(f"vlmsweep.predict: {counts['lines']} lines to {where} ({counts['errors']} unreadable, "
           f"{counts['schema_valid']} schema-valid) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def main_per_domain(args, folder: Path, items: list[Item]) -> int:
+    started = time.perf_counter()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    target = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        counts = predict_per_domain(folder, items, domain=args.domain, how=args.routing,
+                                    constrained=args.decoding == "json_schema", batch_size=args.batch_size,
+                                    max_new_tokens=args.max_new_tokens, summary_lang=args.summary, out=target)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if args.out:
+            target.close()
+    print(f"vlmsweep.predict: {counts['lines']} lines to {args.out or 'standard output'} ({counts['errors']} unreadable, "
+          f"{counts['schema_valid']} schema-valid; per-domain adapters, routing {args.routing}) in "
+          f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -50,6 +50,10 @@ def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
                     "manifests and state from one process. Run the loop in a single process, or use loop.cycles=0"
                 )
             metrics = loop.run_loop(cfg, out_dir, tracker, info)
+        elif cfg.adapters.per_domain:
+            from vlmsweep.per_domain import run_per_domain
+
+            metrics = run_per_domain(cfg, out_dir, tracker, info)
         else:
             metrics = run_once(cfg, out_dir, tracker, info)
     except BaseException as err:
@@ -62,7 +66,8 @@ def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
     tracker.finish()
     free_memory()
     if main_process:
-        what = "report.md, metrics.json, cycle_N/" if cfg.loop.cycles > 0 else "metrics.json, samples.jsonl, report.md" + (", adapter/" if cfg.train.enabled else "")
+        what = "report.md, metrics.json, cycle_N/" if cfg.loop.cycles > 0 else "metrics.json, samples.jsonl, report.md" + (
+            ("" if not cfg.train.enabled else ", adapters/<group>/" if cfg.adapters.per_domain else ", adapter/"))
         print(f"vlmsweep: outputs in {out_dir.resolve()}  ({what})")
     return metrics
 
