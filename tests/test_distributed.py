@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import pytest
@@ -19,7 +20,10 @@ def test_two_process_run_matches_one_process_with_the_same_global_batch(tmp_path
     one = tmp_path / "one"
     vlmsweep(*SAME, "train.batch_size=4", f"hydra.run.dir={one}", cwd=tmp_path)
     two = tmp_path / "two"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m"]
+    with socket.socket() as probe:  # a port free now, not a fixed one another job on the machine may hold
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m"]
     proc = vlmsweep(*SAME, "train.batch_size=2", f"hydra.run.dir={two}", cwd=tmp_path, launcher=torchrun)
     assert proc.stdout.count("outputs in") == 1  # only rank 0 reports
     info = read_json(two / "run_info.json")
