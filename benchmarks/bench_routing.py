@@ -21,7 +21,7 @@ from vlmsweep.config import DataMixConfig, visual_tokens_to_pixels
 from vlmsweep.data.build import render_records, split_jobs
 from vlmsweep.data.images import load_image
 from vlmsweep.model import load as model_load
-from vlmsweep.model.inference import compose
+from vlmsweep.overrides import compose
 
 
 def main() -> None:

@@ -44,22 +44,9 @@ def tiny_path(cache_dir) -> Path:
 
 def compose(overrides: list[str], output_dir: Path | None = None):
     """The typed Config exactly as `python -m vlmsweep OVERRIDES` would build it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf, open_dict
+    from vlmsweep.overrides import compose as package_compose
 
-    from vlmsweep.config import register_configs, to_config
-    from vlmsweep.sweeps import register_resolvers
-
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.output_dir = str(output_dir or "unused")
-    return to_config(cfg, choices)
+    return package_compose(overrides, output_dir or "unused")
 
 
 # Few steps, few samples, short answers budget: end-to-end runs that take seconds on 2 cores.

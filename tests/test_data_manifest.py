@@ -183,11 +183,12 @@ def test_check_images_turns_unusable_images_into_bad_lines_naming_file_and_id(fo
 def test_a_missing_manifest_fails_before_any_model_is_loaded(tmp_path, monkeypatch):
     from conftest import FAST, compose
     from vlmsweep import run as run_mod
+    from vlmsweep.model import load as model_load
 
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before the manifest was checked")
 
-    monkeypatch.setattr(run_mod.model_load, "load", no_model)
+    monkeypatch.setattr(model_load, "load", no_model)
     with pytest.raises(ManifestError, match="nope.jsonl: manifest not found"):
         run_mod.run(compose(FAST + [f"data.train_manifest={tmp_path / 'nope.jsonl'}"], output_dir=tmp_path / "r"))
     with pytest.raises(ManifestError, match="nope.jsonl: manifest not found"):  # the loop checks its manifests first too
@@ -198,7 +199,8 @@ def test_a_missing_manifest_fails_before_any_model_is_loaded(tmp_path, monkeypat
 def test_a_missing_leakage_keyword_file_fails_before_any_model_is_loaded(tmp_path, monkeypatch):
     from conftest import FAST, compose
     from vlmsweep import run as run_mod
+    from vlmsweep.model import load as model_load
 
-    monkeypatch.setattr(run_mod.model_load, "load", lambda *a, **k: pytest.fail("the model was loaded first"))
+    monkeypatch.setattr(model_load, "load", lambda *a, **k: pytest.fail("the model was loaded first"))
     with pytest.raises(ValueError, match="eval.leakage_keywords: '@nope.txt': no such file"):
         run_mod.run(compose(FAST + ["eval.leakage_keywords=[@en,@nope.txt]"], output_dir=tmp_path / "r"))

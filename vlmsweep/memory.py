@@ -452,27 +452,14 @@ TEXT_TOKENS, SUPERVISED_TOKENS = 300, 200
 
 def compose_config(overrides: list[str]) -> "Config":
     """The typed Config of `python -m vlmsweep OVERRIDES`, composed without starting a run."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    from vlmsweep.config import register_configs, to_config
-    from vlmsweep.overrides import PACKAGE_CONF, check_command_line
-    from vlmsweep.sweeps import register_resolvers
+    from vlmsweep.overrides import check_command_line, compose
 
     if any(o in ("-m", "--multirun") for o in overrides):
         raise ValueError("python -m vlmsweep.memory estimates one config: drop -m and give one value per option")
     problem, _ = check_command_line(overrides)
     if problem:
         raise ValueError(problem)
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(PACKAGE_CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.output_dir = "unused"  # nothing is written
-    return to_config(cfg, choices)
+    return compose(overrides)  # nothing is written
 
 
 def main(argv: list[str] | None = None) -> int:

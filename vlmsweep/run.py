@@ -19,12 +19,6 @@ from vlmsweep.config import Config
 from vlmsweep.evaluate.slices import load_slices
 from vlmsweep.stages import Pass, RunInfo, config_dict, datasets, free_memory, rank, run_pass, world_size
 
-# Kept importable from here for code written against the earlier layout (their homes: vlmsweep.stages,
-# vlmsweep.train.collator, vlmsweep.config).
-from vlmsweep.config import pixel_budget  # noqa: F401
-from vlmsweep.stages import write_json  # noqa: F401
-from vlmsweep.train.collator import make_collator  # noqa: F401
-
 
 def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
     out_dir = Path(cfg.output_dir)

@@ -20,6 +20,7 @@ from vlmsweep import prompts
 from vlmsweep.config import Config
 from vlmsweep.model import adapter as model_adapter
 from vlmsweep.model import load as model_load
+from vlmsweep.overrides import compose
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +60,6 @@ class Opened:
     kind: str  # adapter | model
     settings: Settings
     info: dict | None  # the folder's vlmsweep_adapter.json, when it has one
-
-
-def compose(overrides: list[str]) -> Config:
-    """The typed Config `python -m vlmsweep OVERRIDES` would build, without a run folder."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import open_dict
-
-    from vlmsweep.config import register_configs, to_config
-    from vlmsweep.overrides import PACKAGE_CONF
-    from vlmsweep.sweeps import register_resolvers
-
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(PACKAGE_CONF), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.output_dir = "unused"
-    return to_config(cfg, choices)
 
 
 def folder_kind(folder: Path) -> str:
