@@ -201,7 +201,7 @@ def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, ti
         events.append(("train", Path(out_dir).name))
         return real_train(cfg, model, processor, records, out_dir, tracker, info)
 
-    def write_with_a_digit_flip(cfg, folder, metrics, samples, pass_metrics=None):
+    def write_with_a_digit_flip(cfg, folder, metrics, samples, pass_metrics=None, appendix=""):
         # The random tiny model fails the contract, and whether its garbage also trips a data-fixable tag is
         # chance: fix the mining tags instead (the loop mines these same sample dicts). Cycle 0: one digit_flip,
         # so the hard set, synthesis, lineage and oversampling run for real; cycle 1: none, so the mine is empty.
@@ -215,7 +215,7 @@ def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, ti
                 s["tags"] = [t for t in s["tags"] if t in loop.UNFIXABLE_TAGS]
             if Path(folder).parent.name == "cycle_0":
                 samples[0]["tags"].append("digit_flip")
-        return real_write(cfg, folder, metrics, samples, pass_metrics)
+        return real_write(cfg, folder, metrics, samples, pass_metrics, appendix=appendix)
 
     monkeypatch.setattr(stages, "train_stage", train_and_record)
     monkeypatch.setattr(stages, "write_stage", write_with_a_digit_flip)

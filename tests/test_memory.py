@@ -122,7 +122,8 @@ def _train_two_steps(dtype, lora: bool, batch: int) -> tuple[int, int]:
     "dtype,lora,batch",
     # bf16 + LoRA measured 0.79x on this CPU (CPU bf16 kernels' fp32 temporaries): in the README, not here
     # fp32 full fine-tune measured 0.997x as well; left out to keep the suite fast
-    [(torch.float32, True, 2), (torch.bfloat16, False, 2)],
+    # bf16-full at batch 1: this CPU has no native bf16 (emulated, ~20x slower), and batch 2 cost a minute
+    [(torch.float32, True, 2), (torch.bfloat16, False, 1)],
     ids=["fp32-lora", "bf16-full"],
 )
 def test_estimate_within_25_percent_of_measured_cpu_step(dtype, lora, batch):

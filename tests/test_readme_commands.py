@@ -58,18 +58,19 @@ class Step:
     check: str | None = None  # name of a check function below
     why: str = ""  # why the command runs with more than speed overrides (shown on failure)
     needs_tesseract: bool = False  # the OCR baseline: skipped, naming the Debian packages, without Tesseract
+    group: str | None = None  # steps that use what another step wrote share a group: one xdist worker, in order
 
 
 # The README's commands, in an order where each finds what the earlier ones made ({ws} = the workspace).
 STEPS: dict[str, Step | str] = {
     "python -m pytest -q": "the test command itself: this suite is what it runs",
-    "python -m vlmsweep": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/default"], check="run_ok"),
+    "python -m vlmsweep": Step(group="default", extra=QUICK + ["hydra.run.dir={ws}/runs/default"], check="run_ok"),
     "python -m vlmsweep.data check my_data/train.jsonl": Step(check="check_ok"),
     "python -m vlmsweep.data check MANIFEST": Step(replace={"MANIFEST": "my_data/test.jsonl"}, check="check_ok"),
     "python -m vlmsweep data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl":
-        Step(extra=QUICK + ["hydra.run.dir={ws}/runs/own"], check="own_data"),
+        Step(group="own", extra=QUICK + ["hydra.run.dir={ws}/runs/own"], check="own_data"),
     "python -m vlmsweep train.enabled=false model.adapter=RUN_DIR/adapter data.test_manifest=my_data/test.jsonl":
-        Step(replace={"RUN_DIR": "{ws}/runs/own"}, extra=QUICK + ["hydra.run.dir={ws}/runs/own_eval"],
+        Step(group="own", replace={"RUN_DIR": "{ws}/runs/own"}, extra=QUICK + ["hydra.run.dir={ws}/runs/own_eval"],
              check="same_as_own"),
     "python -m vlmsweep loop.cycles=1 data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl "
     "data.mining_manifest=my_data/pool.jsonl data.regression_manifest=my_data/regression.jsonl":
@@ -78,22 +79,23 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep --config-dir my_conf +experiment=my_rx": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/mine"],
                                                                       check="user_ids"),
     "python -m vlmsweep train.enabled=false model.adapter=PATH":
-        Step(replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + ["hydra.run.dir={ws}/runs/eval"],
+        Step(group="default", replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + ["hydra.run.dir={ws}/runs/eval"],
              check="same_as_default"),
-    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all": Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/2x2"],
+    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all": Step(group="2x2", extra=QUICK + ["hydra.sweep.dir={ws}/multirun/2x2"],
                                                               check="four_runs"),
-    "python -m vlmsweep.report outputs/multirun/DATE/TIME": Step(replace={"outputs/multirun/DATE/TIME": "{ws}/multirun/2x2"},
+    "python -m vlmsweep.report outputs/multirun/DATE/TIME": Step(group="2x2", replace={"outputs/multirun/DATE/TIME": "{ws}/multirun/2x2"},
                                                                  check="report"),
     "python -m vlmsweep.report outputs/multirun/2026-11-26/09-02-00":
-        Step(replace={"outputs/multirun/2026-11-26/09-02-00": "{ws}/multirun/2x2"}, check="report"),
-    "python -m vlmsweep.report DIR": Step(replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
-    "python -m vlmsweep.report DIR --wandb offline": Step(replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
+        Step(group="2x2", replace={"outputs/multirun/2026-11-26/09-02-00": "{ws}/multirun/2x2"}, check="report"),
+    "python -m vlmsweep.report DIR": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
+    "python -m vlmsweep.report DIR --wandb offline": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
     "python -m vlmsweep -m decoding=free,json_schema": Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/decoding"]),
     "python -m vlmsweep loop.cycles=3": Step(replace={"loop.cycles=3": "loop.cycles=1"},
                                              extra=QUICK + ["hydra.run.dir={ws}/runs/loop"], check="run_ok",
                                              why="one retrain cycle instead of three: the same code path, a third the time"),
     "python -m vlmsweep loop.cycles=1 train.max_steps=10 data.train_size=16 data.test_size=4":
-        Step(extra=QUICK + ["hydra.run.dir={ws}/runs/loop_readme"], check="run_ok"),
+        "with the speed overrides (QUICK replaces its sizes and steps) it is the run of the `loop.cycles=3` step above, "
+        "which runs one cycle",
     "python -m vlmsweep -m quant=nf4,bf16 loop.cycles=3":
         Step(replace={"quant=nf4,bf16": "quant=bf16", "loop.cycles=3": "loop.cycles=1"},
              extra=QUICK + ["hydra.sweep.dir={ws}/multirun/loops"],
@@ -115,6 +117,7 @@ STEPS: dict[str, Step | str] = {
     **{f"python -m vlmsweep +experiment=exp{i} model.path=/models/Qwen2-VL-2B-Instruct{suffix} $DATA":
        Step(replace={f"/models/Qwen2-VL-2B-Instruct{suffix}": "{%s}" % folder, "$DATA": DATA},
             extra=QUICK + ["max_pixels=256tok", f"hydra.run.dir={{ws}}/runs/exp{i}"], check=f"exp{i}",
+            group="exp1" if i == 1 else None,
             why="the embedded replica of the release stands in for the download; 256 visual tokens, not 1024")
        for i, suffix, folder in ((1, "-bnb-4bit", "bnb4"), (2, "-bnb-4bit", "bnb4"), (3, "", "release"), (4, "", "release"))},
     "python -m vlmsweep --config-dir DIR -m +sweep=NAME":
@@ -124,7 +127,7 @@ STEPS: dict[str, Step | str] = {
                                                            check="rendered"),
     "python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1":
         Step(replace={"DIR": "{ws}/rendered_mix", "--n 24": "--n 3"}, check="rendered"),
-    "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(check="sroie"),
+    "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(group="sroie", check="sroie"),
     "python -m vlmsweep -m model=tiny,ocr_tesseract train.enabled=false":
         Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/ocr"], check="ocr_report", needs_tesseract=True),
     "python -m vlmsweep model=ocr_tesseract 'eval.slices=[synthetic,numeric_challenge]'":
@@ -132,35 +135,35 @@ STEPS: dict[str, Step | str] = {
         "tests/test_readme_commands.py; tests/test_slices.py runs it on five pages per slice",
     "python -m vlmsweep model=ocr_tesseract 'eval.slices=[synthetic,numeric_challenge]' "
     "+eval.slice_manifests.real_receipts=data/sroie/manifest.jsonl":
-        Step(extra=QUICK + ["eval.slice_size=1", "hydra.run.dir={ws}/runs/real_receipts"], check="real_receipts",
+        Step(group="sroie", extra=QUICK + ["eval.slice_size=1", "hydra.run.dir={ws}/runs/real_receipts"], check="real_receipts",
              needs_tesseract=True),
     "python -m vlmsweep.memory +experiment=exp2 max_pixels=1024tok": Step(check="memory_exp2"),
     "python -m vlmsweep.memory model=qwen2_5_vl_3b": Step(check="memory_qwen2_5"),
     "python -m vlmsweep.memory OVERRIDES": "a placeholder for any run's overrides: the two steps above and tests/test_memory.py run it",
     "python -m vlmsweep.predict RUN_DIR/adapter scans/ --domain prescription_ko --out predictions.jsonl":
-        Step(replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_scans"),
+        Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_scans"),
     "python -m vlmsweep.predict RUN_DIR/adapter my_data/new.jsonl --summary ko":
-        Step(replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_manifest"),
+        Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_manifest"),
     "python -m vlmsweep.export RUN_DIR/adapter --out merged":
-        Step(replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--check", "2", "--max-new-tokens", "8"],
+        Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--check", "2", "--max-new-tokens", "8"],
              check="export_tiny"),
     "python -m vlmsweep.predict merged scans/ --domain prescription_ko --out predictions_merged.jsonl":
-        Step(extra=["--max-new-tokens", "8"], check="predict_merged"),
+        Step(group="default", extra=["--max-new-tokens", "8"], check="predict_merged"),
     "python -m vlmsweep.export EXP1_RUN/adapter --out merged_exp1":
-        Step(replace={"EXP1_RUN": "{ws}/runs/exp1"}, extra=["--check", "2", "--max-new-tokens", "8"],
+        Step(group="exp1", replace={"EXP1_RUN": "{ws}/runs/exp1"}, extra=["--check", "2", "--max-new-tokens", "8"],
              check="export_bnb4", why="exp1's run on the 4-bit replica of the release stands in for a QLoRA run"),
     "python -m vlmsweep.export RUN_DIR/adapter --out lora --vllm-lora":
-        Step(replace={"RUN_DIR": "{ws}/runs/default"}, check="vllm_lora"),
+        Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, check="vllm_lora"),
     "python -m vlmsweep -m adapters=single,per_domain":
-        Step(extra=[x for x in QUICK if not x.startswith("data.train_size")] + ["data.train_size=4",
+        Step(group="adapters", extra=[x for x in QUICK if not x.startswith("data.train_size")] + ["data.train_size=4",
                                                                                "hydra.sweep.dir={ws}/multirun/adapters"],
              check="per_domain_multirun", why="4 training samples: per_domain needs a prescription and a receipt"),
     "python -m vlmsweep adapters=per_domain adapters.routing=model train.enabled=false model.adapter=RUN_DIR/adapters "
     "data.test_manifest=my_data/test.jsonl":
-        Step(replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=QUICK + ["hydra.run.dir={ws}/runs/routed"],
+        Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=QUICK + ["hydra.run.dir={ws}/runs/routed"],
              check="routed_eval"),
     "python -m vlmsweep.predict RUN_DIR/adapters scans/ --domain prescription_ko --routing model":
-        Step(replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--max-new-tokens", "4", "--out", "routed.jsonl"],
+        Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--max-new-tokens", "4", "--out", "routed.jsonl"],
              check="routed_predict"),
     "python -m vlmsweep model=tiny_warm":
         "builds the warmed embedded model first (many minutes on 2 cores): tests/test_warmup.py builds one with a short "
@@ -220,11 +223,13 @@ def replica(name: str) -> Path:
     return ensure_embedded_model(name, os.environ["VLMSWEEP_CACHE"])
 
 
-RUNNABLE = [c for c, s in STEPS.items() if isinstance(s, Step)]
+# A step in a group runs on that group's xdist worker after the group's earlier steps; the others go to any worker
+# (each worker has its own workspace, made by the fixture above).
+RUNNABLE = [pytest.param(c, marks=pytest.mark.xdist_group(f"readme_{s.group}")) if s.group else c
+            for c, s in STEPS.items() if isinstance(s, Step)]
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("readme_commands")  # one worker, in STEPS order: a step uses what earlier ones made
 @pytest.mark.parametrize("command", RUNNABLE)
 def test_readme_command_runs(command, workspace):
     step = STEPS[command]
