@@ -24,6 +24,10 @@ QUICK = ["train.max_steps=1", "train.batch_size=2", "train.logging_steps=1", "da
 # Two budgets instead of five (a 1280-token trial costs minutes on a CPU). Quoted: Hydra refuses to sweep its own
 # config from the command line, but takes the search space as a string value.
 SMALL_BUDGETS = 'hydra.sweeper.params.max_pixels="choice(256tok,512tok)"'
+# Sweeps whose search space is all this step checks: the objective is the training loss, so a trial is one step.
+NO_EVAL = ["eval.enabled=false", "sweep.objective=train.loss"]
+NO_EVAL_WHY = ("the sweep's own search space, scored on the training loss: the sweep with evaluation runs in the "
+               "config-dir sweep step and in tests/test_sweeps.py")
 DATA = "data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl"  # the user's manifests
 
 
@@ -94,16 +98,18 @@ STEPS: dict[str, Step | str] = {
                                              extra=QUICK + ["hydra.run.dir={ws}/runs/loop"], check="run_ok",
                                              why="one retrain cycle instead of three: the same code path, a third the time"),
     "python -m vlmsweep loop.cycles=1 train.max_steps=10 data.train_size=16 data.test_size=4":
-        "with the speed overrides (QUICK replaces its sizes and steps) it is the run of the `loop.cycles=3` step above, "
-        "which runs one cycle",
+        "with the speed overrides (QUICK replaces its sizes and steps) it is the run of the `loop.cycles=3` step in "
+        "tests/test_readme_commands.py, which runs one cycle",
     "python -m vlmsweep -m quant=nf4,bf16 loop.cycles=3":
-        Step(replace={"quant=nf4,bf16": "quant=bf16", "loop.cycles=3": "loop.cycles=1"},
-             extra=QUICK + ["hydra.sweep.dir={ws}/multirun/loops"],
-             why="one configuration and one retrain cycle: the multirun-of-loops path without its cost"),
-    "python -m vlmsweep -m +sweep=max_pixels": Step(extra=QUICK + ["sweep.trials=1", SMALL_BUDGETS,
-                                                                    "hydra.sweep.dir={ws}/sweeps/mp"]),
-    "python -m vlmsweep -m +sweep=receipt_ratio": Step(extra=QUICK + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rr"]),
-    "python -m vlmsweep -m +sweep=lora_rank": Step(extra=QUICK + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rank"]),
+        "a multirun of loops: the multirun path is the 2x2 step's and the loop path the loop.cycles=3 step's in "
+        "tests/test_readme_commands.py; tests/test_loop.py kills and resumes a loop in a subprocess",
+    "python -m vlmsweep -m +sweep=max_pixels":
+        "tests/test_sweeps.py::test_a_sweep_through_the_command_line_then_its_report_and_a_resumed_invocation runs this "
+        "command from a user's folder (two budgets, three trials over two invocations) and its report",
+    "python -m vlmsweep -m +sweep=receipt_ratio": Step(extra=QUICK + NO_EVAL + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rr"],
+                                                      why=NO_EVAL_WHY),
+    "python -m vlmsweep -m +sweep=lora_rank": Step(extra=QUICK + NO_EVAL + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rank"],
+                                                  why=NO_EVAL_WHY),
     "python -m vlmsweep -m +sweep=lora_rank sweep.trials=40 sweep.storage=postgresql://vlmsweep:vlmsweep@DBHOST:5432/vlmsweep":
         "needs a PostgreSQL server: tests/test_cluster.py runs the shared study on a real one when it can start",
     "python -m vlmsweep -m +sweep=max_pixels hydra/launcher=slurm hydra.sweeper.n_jobs=4":
@@ -119,7 +125,11 @@ STEPS: dict[str, Step | str] = {
             extra=QUICK + ["max_pixels=256tok", f"hydra.run.dir={{ws}}/runs/exp{i}"], check=f"exp{i}",
             group="exp1" if i == 1 else None,
             why="the embedded replica of the release stands in for the download; 256 visual tokens, not 1024")
-       for i, suffix, folder in ((1, "-bnb-4bit", "bnb4"), (2, "-bnb-4bit", "bnb4"), (3, "", "release"), (4, "", "release"))},
+       for i, suffix, folder in ((1, "-bnb-4bit", "bnb4"), (3, "", "release"))},
+    **{f"python -m vlmsweep +experiment=exp{i} model.path=/models/Qwen2-VL-2B-Instruct{suffix} $DATA":
+       f"exp{i} is exp{i - 1}'s command with scope=all: the exp{i - 1} step runs the command line on the replica, "
+       "tests/test_release_run.py::test_prequantized_replica_trains_and_evaluates_on_the_cpu[all] and the 2x2 step "
+       "(scope=all) run this scope" for i, suffix in ((2, "-bnb-4bit"), (4, ""))},
     "python -m vlmsweep --config-dir DIR -m +sweep=NAME":
         Step(replace={"DIR": "my_conf", "NAME": "my_budget"},
              extra=QUICK + ["sweep.trials=1", SMALL_BUDGETS, "hydra.sweep.dir={ws}/sweeps/mine"], check="my_sweep"),
