@@ -68,6 +68,7 @@ class Step:
 # The README's commands, in an order where each finds what the earlier ones made ({ws} = the workspace).
 STEPS: dict[str, Step | str] = {
     "python -m pytest -q": "the test command itself: this suite is what it runs",
+    "python -m pytest -q -n 0": "the test command in one process: this suite is what it runs",
     "python -m vlmsweep": Step(group="default", extra=QUICK + ["hydra.run.dir={ws}/runs/default"], check="run_ok"),
     "python -m vlmsweep.data check my_data/train.jsonl": Step(check="check_ok"),
     "python -m vlmsweep.data check MANIFEST": Step(replace={"MANIFEST": "my_data/test.jsonl"}, check="check_ok"),
