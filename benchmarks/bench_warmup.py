@@ -57,25 +57,11 @@ def raw_model(cache: Path) -> Path:
 
 def default_run(model_dir: Path, out: Path) -> dict[str, float]:
     """`python -m vlmsweep` on its defaults, with model.path pointing at the warmed folder."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    import vlmsweep
-    from vlmsweep.config import register_configs, to_config
+    from vlmsweep.overrides import compose
     from vlmsweep.run import run
-    from vlmsweep.sweeps import register_resolvers
 
-    register_configs()
-    register_resolvers()
-    conf = Path(vlmsweep.__file__).parent / "conf"
     overrides = ["model.source=pretrained", f"model.path={model_dir}", "tracker=none"]
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.output_dir = str(out)
-    return run(to_config(cfg, choices), overrides)
+    return run(compose(overrides, out), overrides)
 
 
 def main() -> None:

@@ -38,22 +38,9 @@ IGNORE = -100
 
 def compose(overrides: list[str], output_dir: Path):
     """The typed Config exactly as `python -m vlmsweep OVERRIDES` builds it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import open_dict
+    from vlmsweep.overrides import compose as package_compose
 
-    from vlmsweep.config import register_configs, to_config
-    from vlmsweep.sweeps import register_resolvers
-
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "vlmsweep" / "conf"), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.output_dir = str(output_dir)
-    return to_config(cfg, choices)
+    return package_compose(overrides, output_dir)
 
 
 # ----------------------------------------------------------------------------- the plain script

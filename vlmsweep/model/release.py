@@ -12,6 +12,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+# The special-token ids every Qwen2-VL and Qwen2.5-VL release shares (the Qwen2 vocabulary's).
+TOKEN_IDS = {
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+    "vision_token_id": 151654,
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+}
+
 # chat_template.json, verbatim. No {% generation %} markers: an assistant-token mask built from it
 # is all zeros (vlmsweep.model.template installs a training template proven identical to it).
 CHAT_TEMPLATE = (
@@ -34,13 +45,7 @@ CHAT_TEMPLATE = (
 CONFIG: dict[str, Any] = {
     "architectures": ["Qwen2VLForConditionalGeneration"],
     "attention_dropout": 0.0,
-    "bos_token_id": 151643,
-    "eos_token_id": 151645,
-    "vision_start_token_id": 151652,
-    "vision_end_token_id": 151653,
-    "vision_token_id": 151654,
-    "image_token_id": 151655,
-    "video_token_id": 151656,
+    **TOKEN_IDS,
     "hidden_act": "silu",
     "hidden_size": 1536,
     "initializer_range": 0.02,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmsweep.config import ModelConfig
+from vlmsweep.model.release import TOKEN_IDS
 
 MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 
@@ -29,13 +30,7 @@ QWEN2_5_VL_3B = {
     "max_position_embeddings": 128000,
     "tie_word_embeddings": True,
     "vocab_size": 151936,
-    "bos_token_id": 151643,
-    "eos_token_id": 151645,
-    "vision_start_token_id": 151652,
-    "vision_end_token_id": 151653,
-    "vision_token_id": 151654,
-    "image_token_id": 151655,
-    "video_token_id": 151656,
+    **TOKEN_IDS,
     "torch_dtype": "bfloat16",
     "vision_config": {
         "depth": 32,
