@@ -51,11 +51,12 @@ def test_every_generated_target_is_valid_and_compact(focus):
         for lang in ("ko", "zh"):
             t, _ = prescription.sample_target(random.Random(seed), lang, focus)
             assert schema_errors("prescription", t) == [], (seed, lang, focus)
-            assert 1 <= len(t["medications"]) <= 4 and len(t["diagnosis_codes"]) <= 3
+            assert 1 <= len(t["medications"]) <= (2 if focus == "short" else 4)
+            assert len(t["diagnosis_codes"]) <= (2 if focus == "short" else 3)
         for lang in ("en", "ko", "zh"):
             t, _ = receipt.sample_target(random.Random(seed), lang, focus)
             assert schema_errors("receipt", t) == [], (seed, lang, focus)
-            assert (2 if lang == "en" else 1) <= len(t["items"]) <= 6
+            assert (2 if lang == "en" and focus != "short" else 1) <= len(t["items"]) <= (2 if focus == "short" else 6)
 
 
 def test_receipt_arithmetic_is_consistent():

@@ -25,7 +25,7 @@ from .record import DOMAINS, RECEIPT_DOMAINS, SPLITS, Record
 from .schema import empty_target
 
 GENERATOR_VERSION = 1  # bump by hand for changes the source hash below cannot see (e.g. font files)
-FOCUSES = ("digits", "units", "near_miss", "hard_negative", "sparse")
+FOCUSES = ("digits", "units", "near_miss", "hard_negative", "sparse", "short")
 LANG_OF_DOMAIN = {"prescription_ko": "ko", "prescription_zh": "zh", "receipt": "en", "receipt_ko": "ko", "receipt_zh": "zh"}
 _SOURCES = ("prescription.py", "receipt.py", "canvas.py", "noise.py", "vocab.py", "fonts.py", "build.py")
 

@@ -144,5 +144,15 @@ def as_number(x: float) -> float | int:
     return int(x) if float(x).is_integer() else float(x)
 
 
+# Focus "short": lists (items, medications, diagnosis codes) of at most this many entries: short answers whose
+# end is easy to predict (the Instruct warm-up's documents, vlmsweep.model.warmup).
+SHORT_LIST = 2
+
+
+def list_size(n: int, focus: str | None) -> int:
+    """A list's drawn length, or at most SHORT_LIST under the focus "short"."""
+    return min(n, SHORT_LIST) if focus == "short" else n
+
+
 def maybe_null(rng: random.Random, value, p: float):
     return None if rng.random() < p else value

@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 
 from . import vocab
-from .canvas import Canvas, as_number, digits, fmt_num, maybe_null
+from .canvas import Canvas, as_number, digits, fmt_num, list_size, maybe_null
 
 PAGE = (840, 1188)  # A4 portrait at ~100 dpi: the size a phone scan is usually downscaled to
 TABLET_DOSES = [1, 1, 1, 1, 2, 0.5, 1.5]  # scored tablets split in halves
@@ -75,7 +75,7 @@ def sample_target(rng: random.Random, lang: str, focus: str | None = None) -> tu
     p_null = 0.45 if focus == "sparse" else 0.04
     p_null_med = 0.3 if focus == "sparse" else 0.03
     drugs, lasa = (vocab.KO_DRUGS, vocab.KO_LASA) if lang == "ko" else (vocab.ZH_DRUGS, vocab.ZH_LASA)
-    k = rng.choice([1, 2, 2, 3, 3, 4]) if focus != "near_miss" else rng.choice([2, 3, 4])
+    k = list_size(rng.choice([1, 2, 2, 3, 3, 4]) if focus != "near_miss" else rng.choice([2, 3, 4]), focus)
     # A child's form holds only drugs that suit a child (and children's products only go to children);
     # the diagnoses and the clinic or ward follow below.
     child = rng.random() < 0.2
@@ -101,7 +101,7 @@ def sample_target(rng: random.Random, lang: str, focus: str | None = None) -> tu
         usage.append(timing)
     age = rng.randint(1, 14 if lang == "zh" else 18) if child else rng.randint(19, 88)
     dx_pool = [d for d in vocab.DIAGNOSES if d[0] in vocab.PEDIATRIC_CODES] if child else vocab.DIAGNOSES
-    dx = rng.sample(dx_pool, rng.choice([1, 1, 2, 2, 3]))
+    dx = rng.sample(dx_pool, list_size(rng.choice([1, 1, 2, 2, 3]), focus))
     date = _date(rng)
     if lang == "ko":
         province, city, area, districts = rng.choice(vocab.KO_PLACES)

@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 
 from . import vocab
-from .canvas import Canvas, digits, maybe_null
+from .canvas import Canvas, digits, list_size, maybe_null
 
 WIDTH = 480  # thermal roll, ~80 mm at 150 dpi
 LANGS = ("en", "ko", "zh")
@@ -60,7 +60,7 @@ def _sample_en(rng: random.Random, focus: str | None) -> tuple[dict[str, Any], d
     date_s = rng.choice([f"{date:%d/%m/%Y}", f"{date:%Y-%m-%d}", f"{date:%d-%m-%Y}", f"{date:%d/%m/%y}"])
     items = []
     subtotal = 0
-    for name in rng.sample(vocab.ITEMS, rng.randint(2, 6)):
+    for name in rng.sample(vocab.ITEMS, list_size(rng.randint(2, 6), focus)):
         qty = rng.choice([1, 1, 1, 2, 2, 3, 4, 6])
         unit = rng.randint(50, 2500) if focus != "digits" else int(digits(rng, 3, focus))
         unit = max(unit, 10)
@@ -202,7 +202,7 @@ def _sample_ko(rng: random.Random, focus: str | None) -> tuple[dict[str, Any], d
     date = _date(rng)
     date_s = rng.choice([f"{date:%Y-%m-%d}", f"{date:%Y.%m.%d}", f"{date:%Y/%m/%d}", f"{date:%y-%m-%d}"])
     items, total = [], 0
-    for name, price in rng.sample(vocab.KO_STORES[kind], rng.randint(1, 6)):
+    for name, price in rng.sample(vocab.KO_STORES[kind], list_size(rng.randint(1, 6), focus)):
         qty = rng.choice([1, 1, 1, 1, 2, 2, 3])
         if focus == "digits":
             price = int(digits(rng, 2, focus)) * 100 or 500
@@ -263,7 +263,7 @@ def _sample_zh(rng: random.Random, focus: str | None) -> tuple[dict[str, Any], d
     date = _date(rng)
     date_s = rng.choice([f"{date:%Y-%m-%d}", f"{date:%Y/%m/%d}", f"{date.year}年{date:%m}月{date:%d}日", f"{date:%Y.%m.%d}"])
     items, subtotal = [], 0
-    for name, price in rng.sample(goods, rng.randint(1, 6)):
+    for name, price in rng.sample(goods, list_size(rng.randint(1, 6), focus)):
         qty = rng.choice([1, 1, 1, 2, 2, 3, 4])
         if focus == "digits":
             price = int(digits(rng, 3, focus)) * 10 or 500
