@@ -30,7 +30,9 @@ def test_round_trip_keeps_records_and_writes_relative_paths(folder):
     recs = [Record("a", folder / "img" / "a.jpg", "prescription_ko", RX, "prescription_ko", seed=7),
             Record("b", folder / "img" / "a.jpg", "prescription_zh", empty_target("prescription"), "receipt"),
             Record("c", folder / "img" / "a.jpg", "receipt", empty_target("receipt") | {"items": None}, "receipt",
-                   origin="manifest", unannotated=("items",))]
+                   origin="manifest", unannotated=("items",)),
+            Record("d", folder / "img" / "a.jpg", "prescription_ko", RX, "prescription_ko", origin="synth:0:digit_flip",
+                   parents=("a", "b"))]
     write_manifest(recs, folder / "sub" / "m.jsonl")
     first = json.loads((folder / "sub" / "m.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert first["image"] == "../img/a.jpg" and "image_domain" not in first

@@ -79,6 +79,12 @@ def test_hard_set_synthesises_through_the_generators_per_tag(cache_dir):
     # The two sparse-form tags draw distinct documents (their own seed streams).
     assert {r.seed for r in synth["synth:2:missing_value"]}.isdisjoint({r.seed for r in synth["synth:2:hallucinated_value"]})
     assert all(r.id.startswith("targeted-sparse-") for r in synth["synth:2:missing_value"])
+    # Lineage: each synthetic record names the mined records whose failure it targets (m0 was mined under
+    # missing_value, and carries hallucinated_value too), and the hard set's manifest keeps it.
+    assert {o: {r.parents for r in rs} for o, rs in synth.items()} == {
+        "synth:2:digit_flip": {("m1",)}, "synth:2:domain_leakage": {("m2",)},
+        "synth:2:hallucinated_value": {("m0",)}, "synth:2:missing_value": {("m0",)}}
+    assert all(r.parents == () for r in hard.records[:3])
 
 
 def test_training_set_oversamples_the_hard_set_with_unique_ids():

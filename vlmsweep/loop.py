@@ -94,9 +94,11 @@ def synth_domains(tag: str, asked: Sequence[str]) -> tuple[str, ...]:
 
 
 def synthesize(failing: dict[str, Sequence[str]], per_tag: int, cycle: int, data_seed: int, cache_dir: Path,
-               noise: str) -> dict[str, list[Record]]:
+               noise: str, parents: dict[str, Sequence[str]] | None = None) -> dict[str, list[Record]]:
     """`per_tag` targeted samples for each data-fixable tag in `failing` (tag -> asked domains of its
-    failures), rendered through data.generate_targeted; origin synth:<cycle>:<tag>."""
+    failures), rendered through data.generate_targeted; origin synth:<cycle>:<tag>, and as parents the ids
+    of the records mined for that tag (`parents`: tag -> ids), so each one traces back to the failures it targets."""
+    parents = parents or {}
     out: dict[str, list[Record]] = {}
     if per_tag <= 0:
         return out
@@ -105,7 +107,8 @@ def synthesize(failing: dict[str, Sequence[str]], per_tag: int, cycle: int, data
             raise ValueError(f"synthesize: tag {tag!r} is not data-fixable; fixable tags: {list(FOCUS_OF_TAG)}")
         records = data_mod.generate_targeted(FOCUS_OF_TAG[tag], per_tag, synth_seed(data_seed, cycle, tag), cache_dir,
                                              noise=noise, domains=synth_domains(tag, asked))
-        out[tag] = [dataclasses.replace(r, origin=f"synth:{cycle}:{tag}") for r in records]
+        out[tag] = [dataclasses.replace(r, origin=f"synth:{cycle}:{tag}", parents=tuple(parents.get(tag, ())))
+                    for r in records]
     return out
 
 
@@ -129,7 +132,10 @@ def build_hard_set(samples: Sequence[dict], pool: Sequence[Record], cycle: int, 
     mined = mine_failures(samples, pool, mine_per_tag, cycle)
     failing = {tag: sorted({s["domain"] for s in samples if tag in s.get("tags", ())})
                for tag in FOCUS_OF_TAG if counts[tag] > 0}
-    synth = synthesize(failing, synth_per_tag, cycle, data_seed, cache_dir, noise)
+    # A synthetic record's parents: the mined records whose samples carry its tag (mined under that tag or an earlier one).
+    mined_ids = {r.id for records in mined.values() for r in records}
+    parents = {tag: [str(s["id"]) for s in samples if tag in s.get("tags", ()) and s["id"] in mined_ids] for tag in failing}
+    synth = synthesize(failing, synth_per_tag, cycle, data_seed, cache_dir, noise, parents=parents)
     records = [r for tag in FOCUS_OF_TAG for r in mined.get(tag, [])] + [r for tag in FOCUS_OF_TAG for r in synth.get(tag, [])]
     return HardSet(
         records=records,

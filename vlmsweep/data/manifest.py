@@ -16,7 +16,7 @@ from .schema import keys, schema_errors
 log = logging.getLogger(__name__)
 
 REQUIRED = ("id", "image", "domain", "target")
-OPTIONAL = ("image_domain", "origin", "seed", "unannotated")
+OPTIONAL = ("image_domain", "origin", "seed", "unannotated", "parents")
 
 
 class ManifestError(ValueError):
@@ -74,8 +74,12 @@ def _parse_line(raw: str, base: Path, seen: set[str]) -> Record:
     unannotated = obj.get("unannotated", [])
     if not isinstance(unannotated, list) or set(unannotated) - set(keys(schema)):
         raise ValueError(f"unannotated must list {schema} keys, got {unannotated!r}")
+    parents = obj.get("parents", [])
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ValueError(f"parents must be a list of record ids, got {parents!r}")
     return Record(id=rid, image=path, domain=domain, target=target, image_domain=image_domain,
-                  origin=str(obj.get("origin", "manifest")), seed=seed, unannotated=tuple(unannotated))
+                  origin=str(obj.get("origin", "manifest")), seed=seed, unannotated=tuple(unannotated),
+                  parents=tuple(parents))
 
 
 def scan_manifest(path: Path, check_images: bool = False) -> Iterator[tuple[int, Record | None, str | None]]:
@@ -164,6 +168,8 @@ def to_line(rec: Record, base: Path) -> dict:
         line["seed"] = rec.seed
     if rec.unannotated:
         line["unannotated"] = list(rec.unannotated)
+    if rec.parents:
+        line["parents"] = list(rec.parents)
     return line
 
 

@@ -22,3 +22,4 @@ class Record:
     origin: str = "base"  # lineage: base | mined:<cycle>:<tag> | synth:<cycle>:<tag> | manifest
     seed: int | None = None  # generator seed (near-duplicate guard); None for real data
     unannotated: tuple[str, ...] = ()  # top-level target keys the source does not label (e.g. SROIE items): not scorable
+    parents: tuple[str, ...] = ()  # synth:<cycle>:<tag> records: ids of the mined records whose failure they target
