@@ -177,20 +177,22 @@ def ensure_embedded_model(
 
 def build_once(folder: Path, write: Callable[[Path], Path]) -> Path:
     """Fill a cache folder once: `write(tmp)` builds it in a temporary folder beside `folder` and returns the
-    folder to publish, which is renamed into place, so concurrent workers never load a half-written model."""
+    folder to publish, which is renamed into place, so concurrent workers never load a half-written model.
+    A lock file beside it makes a second process wait for the first one's build instead of repeating it
+    (the warmed model takes minutes)."""
+    from filelock import FileLock
+
     if (folder / "config.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        built = write(tmp)
+    with FileLock(str(folder.parent / f".{folder.name}.lock")):
+        if (folder / "config.json").exists():  # built by another process while this one waited
+            return folder
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         try:
-            built.rename(folder)
-        except OSError:  # another process finished first
-            if not (folder / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            write(tmp).rename(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
