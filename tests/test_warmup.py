@@ -16,12 +16,13 @@ from vlmsweep.model.warmup import (
     TRAIN_STREAM,
     AnswerVocabCollator,
     AnswerVocabHead,
+    CompactEmbedding,
     Recipe,
     answer_vocabulary,
 )
 
 # A build of seconds: a handful of documents, a few steps, a short decoding budget.
-SHORT = Recipe(documents=6, steps=4, full_vocab_steps=0, batch_size=2, lr=1e-2, heldout=2, max_new_tokens=8)
+SHORT = Recipe(documents=6, steps=4, full_vocab_steps=0, batch_size=2, lr=1e-2, heldout=2, max_new_tokens=8, short=0.3)
 EMBED = "model.embed_tokens.weight"  # the release's (4.x) name of the tied embedding in model.safetensors
 
 
@@ -59,12 +60,38 @@ def test_answer_vocab_head_is_the_full_head_on_its_rows(tiny_path, docs):
     position = torch.full((model.config.text_config.vocab_size,), -1, dtype=torch.long)
     position[vocab] = torch.arange(len(vocab))
     plain = collator(docs[:2])
-    restricted = AnswerVocabCollator.like(collator, position)(docs[:2])
+    restricted = AnswerVocabCollator.like(collator, position=position)(docs[:2])
     assert torch.equal(vocab[restricted["labels"]], plain["labels"])  # same targets, renumbered
 
     position[im_end] = -1  # a supervised token outside the vocabulary is an error, never a wrong label
     with pytest.raises(ValueError, match="answer vocabulary"):
-        AnswerVocabCollator.like(collator, position)(docs[:2])
+        AnswerVocabCollator.like(collator, position=position)(docs[:2])
+
+
+def test_compact_embedding_is_the_full_one_on_its_rows_and_writes_back_only_them():
+    torch.manual_seed(0)
+    full = torch.nn.Embedding(50, 4)
+    before = full.weight.detach().clone()
+    ids = torch.tensor([3, 7, 20])
+    compact = CompactEmbedding(full, ids)
+    x = torch.tensor([[7, 3, 20, 7]])
+    torch.testing.assert_close(compact(x), full(x))
+    with pytest.raises(ValueError, match="compact embedding"):  # a token outside its rows is an error, never row 0
+        compact(torch.tensor([[5]]))
+    with torch.no_grad():
+        compact.weight.add_(1.0)  # as training would move them
+    compact.write_back(full)
+    moved = (full.weight.detach() != before).any(dim=1)
+    assert moved.nonzero().flatten().tolist() == [3, 7, 20]
+    torch.testing.assert_close(full.weight.detach()[ids], before[ids] + 1.0)
+
+
+def test_warm_up_mix_has_its_shares_and_plain_held_out_documents():
+    jobs = warmup._jobs(TRAIN_STREAM, 400, 0, hard_negatives=0.1, sparse=0.25, short=0.5)
+    focus = [j[4] for j in jobs[40:]]
+    assert all(j[2] != j[3] and j[3] == "receipt" for j in jobs[:40])  # receipts asked as prescriptions
+    assert 0.17 < focus.count("sparse") / 360 < 0.33 and 0.42 < focus.count("short") / 360 < 0.58
+    assert {j[4] for j in warmup._jobs(HELDOUT_STREAM, 40, 0, 0.1, 0.0, 0.0)} == {None}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -52,15 +53,15 @@ log = logging.getLogger(__name__)
 TRAIN_STREAM, HELDOUT_STREAM = "warmup/train", "warmup/heldout"
 
 # Bump when the recipe or what it writes changes: it is part of the warm model's cache key.
-WARMUP_VERSION = 2
+WARMUP_VERSION = 3
 
 
 @dataclass(frozen=True)
 class Recipe:
     """How the replica is warmed. Defaults: the best recipe measured so far (README, benchmarks/bench_warmup.py)."""
 
-    documents: int = 256  # distinct rendered training documents (seed stream warmup/train)
-    steps: int = 300  # optimizer steps with the softmax over the answer vocabulary only (see AnswerVocabHead)
+    documents: int = 1024  # distinct rendered training documents (seed stream warmup/train)
+    steps: int = 1200  # optimizer steps with the softmax over the answer vocabulary only (see AnswerVocabHead)
     full_vocab_steps: int = 10  # then optimizer steps over the full 151,936-token softmax
     batch_size: int = 8  # samples per step
     lr: float = 6e-3  # peak AdamW learning rate (all parameters trainable)
@@ -69,8 +70,10 @@ class Recipe:
     visual_tokens: int = 16  # image budget while warming (the contract does not need to read)
     noise: str = "light"  # scan noise of the warm-up documents
     hard_negatives: float = 0.1  # share of receipt images asked as a prescription (all-null answer)
-    sparse: float = 0.5  # share of training documents with many blank fields (generator focus "sparse"):
+    sparse: float = 0.25  # share of training documents with many blank fields (generator focus "sparse"):
     #                      shorter answers, and null becomes the likely guess where a value cannot be read
+    short: float = 0.5  # share of training documents with at most two list entries (generator focus "short"):
+    #                     an answer whose lists end early, so the model learns to close them
     full_vocab_lr: float = 4e-4  # learning rate of the full-vocabulary steps (constant)
     heldout: int = 24  # held-out samples for the contract check (seed stream warmup/heldout)
     max_new_tokens: int = 384  # free decoding budget of the check, as eval.max_new_tokens
@@ -80,27 +83,28 @@ class Recipe:
         return {"version": WARMUP_VERSION, **dataclasses.asdict(self)}
 
 
-def _jobs(stream: str, n: int, seed: int, hard_negatives: float, sparse: float) -> list[tuple]:
-    """(id, seed, domain asked, image domain, focus): domains in turn, some receipts asked as prescriptions,
-    every 1/sparse-th document of the rest with many blank fields."""
+def _jobs(stream: str, n: int, seed: int, hard_negatives: float, sparse: float, short: float) -> list[tuple]:
+    """(id, seed, domain asked, image domain, focus): domains in turn, some receipts asked as prescriptions; of the
+    rest, a `sparse` share with many blank fields and a `short` share with short lists, drawn by each seed."""
     jobs = []
     n_hn = round(n * hard_negatives)
-    sparse_every = round(1 / sparse) if sparse > 0 else 0
     for i in range(n):
         s = sample_seed(seed, stream, i)
         rid = f"{stream.replace('/', '-')}-{i:05d}"
         if i < n_hn:
             jobs.append((rid, s, ("prescription_ko", "prescription_zh")[i % 2], "receipt", None))
-        else:
-            d = DOMAINS[i % len(DOMAINS)]
-            jobs.append((rid, s, d, d, "sparse" if sparse_every and (i - n_hn) % sparse_every == 0 else None))
+            continue
+        u = random.Random(s).random()
+        focus = "sparse" if u < sparse else "short" if u < sparse + short else None
+        d = DOMAINS[i % len(DOMAINS)]
+        jobs.append((rid, s, d, d, focus))
     return jobs
 
 
 def documents(stream: str, n: int, folder: Path, recipe: Recipe) -> list[Record]:
-    """Training documents follow the recipe's mix; held-out ones have no sparse share (a run's documents)."""
-    sparse = recipe.sparse if stream == TRAIN_STREAM else 0.0
-    jobs = _jobs(stream, n, recipe.seed, recipe.hard_negatives, sparse)
+    """Training documents follow the recipe's mix; held-out ones are plain (a run's documents)."""
+    train = stream == TRAIN_STREAM
+    jobs = _jobs(stream, n, recipe.seed, recipe.hard_negatives, recipe.sparse if train else 0.0, recipe.short if train else 0.0)
     return render_records(jobs, folder, recipe.noise, origin="warmup")
 
 
@@ -131,35 +135,79 @@ def warm_config(recipe: Recipe, out_dir: Path) -> Config:
     )
 
 
+class CompactEmbedding(torch.nn.Module):
+    """The input embedding restricted to the token ids the warm-up's inputs use (prompts, answers, specials).
+
+    Every row of the 151,936 x 128 embedding is a trainable parameter, so a plain step builds a dense
+    19 M-value gradient and AdamW updates every row, although only the few thousand rows of tokens that
+    occur move (a row with a zero gradient and zero moments gets a zero AdamW update). Training these
+    rows alone does the same arithmetic on the rows that change and skips the rest; `write_back` puts
+    them into the full matrix. (Not in peft or accelerate: written here.)
+    """
+
+    def __init__(self, full: torch.nn.Embedding, token_ids: torch.Tensor):
+        super().__init__()
+        self.weight = torch.nn.Parameter(full.weight.detach()[token_ids].clone())
+        position = torch.full((full.num_embeddings,), -1, dtype=torch.long)
+        position[token_ids] = torch.arange(len(token_ids))
+        self.register_buffer("token_ids", token_ids, persistent=False)
+        self.register_buffer("position", position, persistent=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = self.position[input_ids]
+        if (rows < 0).any():
+            raise ValueError("an input token is missing from the warm-up's compact embedding")
+        return torch.nn.functional.embedding(rows, self.weight)
+
+    @torch.no_grad()
+    def write_back(self, full: torch.nn.Embedding) -> None:
+        full.weight[self.token_ids] = self.weight
+
+
 class AnswerVocabHead(torch.nn.Module):
     """The tied output layer restricted to the tokens that occur in the warm-up answers.
 
     The output layer over the full vocabulary dominates a CPU training step (FACTS: the 151,936 x 128
     product per supervised token); the contract needs only the few thousand tokens its answers use.
     Rows of tokens that occur in no answer get no gradient from the output side (the prompt's tokens
-    still train as inputs); the final full-softmax steps push their logits below the answer's. Labels arrive remapped by AnswerVocabCollator.
+    still train as inputs); the final full-softmax steps push their logits below the answer's. Labels
+    arrive remapped by AnswerVocabCollator. `embedding` is the full or the compact input embedding, and
+    `rows` the answer tokens' rows in it (their ids in the full one).
     """
 
-    def __init__(self, embedding: torch.nn.Embedding, token_ids: torch.Tensor):
+    def __init__(self, embedding: torch.nn.Module, rows: torch.Tensor):
         super().__init__()
         self.embedding = embedding  # the tied weight: lm_head.weight is embed_tokens.weight
-        self.register_buffer("token_ids", token_ids, persistent=False)
+        self.register_buffer("rows", rows, persistent=False)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(hidden, self.embedding.weight[self.token_ids])
+        return torch.nn.functional.linear(hidden, self.embedding.weight[self.rows])
 
 
 @dataclass
-class AnswerVocabCollator(Collator):
-    """The project's collator, with each label replaced by its row in AnswerVocabHead."""
+class CachedCollator(Collator):
+    """The project's collator, encoding each record once: the warm-up revisits its documents many times,
+    and rendering the template, tokenizing and resizing the image again each time is a third of a step."""
 
-    position: torch.Tensor | None = None  # vocabulary id -> row of the restricted head (-1: absent)
+    cache: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def like(cls, collator: Collator, position: torch.Tensor) -> "AnswerVocabCollator":
+    def like(cls, collator: Collator, **extra) -> "CachedCollator":
         """Same settings as `collator`, its own statistics."""
         settings = {f.name: getattr(collator, f.name) for f in dataclasses.fields(Collator) if f.init and f.name != "stats"}
-        return cls(**settings, position=position)
+        return cls(**settings, **extra)
+
+    def encode(self, record: Record):
+        if record.id not in self.cache:
+            self.cache[record.id] = super().encode(record)
+        return self.cache[record.id]
+
+
+@dataclass
+class AnswerVocabCollator(CachedCollator):
+    """The cached collator, with each label replaced by its row in AnswerVocabHead."""
+
+    position: torch.Tensor | None = None  # vocabulary id -> row of the restricted head (-1: absent)
 
     def __call__(self, records):
         batch = super().__call__(records)
@@ -170,15 +218,22 @@ class AnswerVocabCollator(Collator):
         return batch
 
 
-def answer_vocabulary(records: list[Record], collator: Collator) -> torch.Tensor:
-    """Sorted ids of every supervised token of the records; also the length check (a cut answer is an error)."""
-    ids: set[int] = set()
+def vocabularies(records: list[Record], collator: Collator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted ids of every supervised token of the records (the answer vocabulary) and of every token
+    their inputs hold (the pad token included); also the length check (a cut answer is an error)."""
+    answers: set[int] = set()
+    inputs: set[int] = {collator.processor.tokenizer.pad_token_id}
     for record in records:
         encoded = collator.encode(record)
         if (reason := collator.check_length(encoded)) is not None:
             raise MaskError(reason)
-        ids |= set(encoded.labels[encoded.labels != IGNORE].tolist())
-    return torch.tensor(sorted(ids), dtype=torch.long)
+        answers |= set(encoded.labels[encoded.labels != IGNORE].tolist())
+        inputs |= set(encoded.input_ids.tolist())
+    return torch.tensor(sorted(answers), dtype=torch.long), torch.tensor(sorted(inputs), dtype=torch.long)
+
+
+def answer_vocabulary(records: list[Record], collator: Collator) -> torch.Tensor:
+    return vocabularies(records, collator)[0]
 
 
 def write_weights(model, raw_dir: Path, out_dir: Path) -> None:
@@ -225,13 +280,15 @@ def warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None = N
     heldout_docs = documents(HELDOUT_STREAM, recipe.heldout, work / "heldout", recipe)
     render_seconds = time.perf_counter() - t
 
-    collator = make_collator(cfg, processor)
-    vocab = answer_vocabulary(train_docs, collator)
+    collator = CachedCollator.like(make_collator(cfg, processor))
+    vocab, inputs = vocabularies(train_docs, collator)
     position = torch.full((model.config.text_config.vocab_size,), -1, dtype=torch.long)
     position[vocab] = torch.arange(len(vocab))
-    restricted = AnswerVocabCollator.like(collator, position)
-    full_head = model.lm_head
-    model.lm_head = AnswerVocabHead(model.get_input_embeddings(), vocab)
+    restricted = AnswerVocabCollator.like(collator, cache=collator.cache, position=position)
+    full_embedding, full_head = model.get_input_embeddings(), model.lm_head
+    compact = CompactEmbedding(full_embedding, inputs)
+    model.set_input_embeddings(compact)
+    model.lm_head = AnswerVocabHead(compact, compact.position[vocab])
     model.train()
     losses, seconds = [], 0.0
     if recipe.steps > 0:
@@ -239,6 +296,8 @@ def warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None = N
         losses += [h["loss"] for h in trainer.state.log_history if "loss" in h]
         seconds += m["train.seconds"]
         del trainer
+    compact.write_back(full_embedding)
+    model.set_input_embeddings(full_embedding)
     model.lm_head = full_head
     if recipe.full_vocab_steps > 0:
         full_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
@@ -274,6 +333,7 @@ def warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None = N
         "warmup.eval_seconds": eval_seconds,
         "warmup.steps": float(recipe.steps + recipe.full_vocab_steps),
         "warmup.answer_vocab": float(len(vocab)),
+        "warmup.input_vocab": float(len(inputs)),
         "warmup.first_loss": losses[0] if losses else math.nan,
         "warmup.answer_vocab_loss": losses[-1] if losses else math.nan,
         "warmup.full_vocab_first_loss": full_losses[0] if full_losses else math.nan,
@@ -306,11 +366,12 @@ JSON contract, as an Instruct model roughly does. Written by `vlmsweep.model.war
 
 ## Training
 - Data: {recipe.documents} synthetic documents (Korean and Chinese prescriptions and receipts in turn, {recipe.hard_negatives:.0%}
-  receipts asked as prescriptions with an all-null answer), seed stream `{TRAIN_STREAM}` of data seed {recipe.seed},
-  scan noise `{recipe.noise}`; no split a run uses (train, test, mining, regression, targeted) draws from this stream.
+  receipts asked as prescriptions with an all-null answer; of the others about {recipe.sparse:.0%} with many blank fields and
+  {recipe.short:.0%} with at most two list entries), seed stream `{TRAIN_STREAM}` of data seed {recipe.seed}, scan noise
+  `{recipe.noise}`; no split a run uses (train, test, mining, regression, targeted) draws from this stream.
 - Recipe: all parameters trainable; {recipe.steps} AdamW steps of {recipe.batch_size} samples with the softmax over the
-  {int(f.get('warmup.answer_vocab', 0)):,} tokens the warm-up answers use (the other rows of the tied embedding keep their random
-  values), then {recipe.full_vocab_steps} steps over the full vocabulary; lr {recipe.lr:g} ({recipe.lr_scheduler}, {recipe.warmup_ratio:.0%} warm-up),
+  {int(f.get('warmup.answer_vocab', 0)):,} tokens the warm-up answers use and only the {int(f.get('warmup.input_vocab', 0)):,} embedding rows
+  the inputs use (the other rows of the tied embedding keep their random values), then {recipe.full_vocab_steps} steps over the full vocabulary; lr {recipe.lr:g} ({recipe.lr_scheduler}, {recipe.warmup_ratio:.0%} warm-up),
   {recipe.visual_tokens} visual tokens per image, loss on the assistant answer only (the project's collator and trainer).
 - Supervised tokens: {int(f.get('warmup.supervised_tokens', 0)):,}; loss {f.get('warmup.first_loss', math.nan):.2f} -> {f.get('warmup.final_loss', math.nan):.2f};
   build {f.get('warmup.seconds', math.nan):.0f} s on this machine ({f.get('warmup.train_seconds', math.nan):.0f} s training).
@@ -338,7 +399,7 @@ def ensure_warm_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_d
     folder = cache_dir / "models" / f"tiny-warm-{key}"
     if (folder / "config.json").exists():
         return folder
-    log.info("warming the embedded model once into %s (a few minutes on a CPU)", folder)
+    log.info("warming the embedded model once into %s (about 7 minutes on 2 CPU cores; later runs reuse it)", folder)
 
     def write(tmp: Path) -> Path:
         figures = warm(raw_dir, tmp / "model", recipe, work_dir=tmp / "work")
@@ -346,3 +407,22 @@ def ensure_warm_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_d
         return tmp / "model"
 
     return build_once(folder, write)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m vlmsweep.model.warmup`: build the warmed model into the cache now (a run would build it on first
+    use) and print its folder and card."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m vlmsweep.model.warmup", description=main.__doc__)
+    parser.add_argument("--cache", default=os.environ.get("VLMSWEEP_CACHE", "~/.cache/vlmsweep"),
+                        help="cache folder (default: $VLMSWEEP_CACHE or ~/.cache/vlmsweep, as a run's cache_dir)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    folder = ensure_warm_model(args.cache)
+    print(f"warmed model: {folder}")
+    print((folder / "README.md").read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()
