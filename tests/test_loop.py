@@ -87,6 +87,26 @@ def test_hard_set_synthesises_through_the_generators_per_tag(cache_dir):
     assert all(r.parents == () for r in hard.records[:3])
 
 
+def test_a_cycle_tracker_offsets_steps_and_forwards_everything_else():
+    from vlmsweep.tracking import Tracker
+
+    calls = []
+
+    class Recording(Tracker):
+        def log(self, values, step=None):
+            calls.append(("log", step))
+
+        def table(self, name, rows):
+            calls.append(("table", name))
+
+    cycle = loop._CycleTracker(Recording(None), offset=30)
+    cycle.log({"train/loss": 1.0}, step=5)
+    cycle.table("cycle_1/samples", [{"id": "a"}])  # a loop run with W&B logs each cycle's samples
+    assert calls == [("log", 35), ("table", "cycle_1/samples")]
+    public = [n for n in dir(Tracker) if not n.startswith("_")]
+    assert all(callable(getattr(cycle, n)) or n == "active" for n in public)
+
+
 def test_training_set_oversamples_the_hard_set_with_unique_ids():
     base, hard = [rec("t0"), rec("t1")], [rec("h0"), rec("h1")]
     out = loop.training_set(base, hard, oversample=3)

@@ -299,13 +299,17 @@ def fixed_splits(cfg: Config, out_dir: Path, info: RunInfo) -> dict[str, list[Re
 
 
 class _CycleTracker:
-    """The tracker for one cycle's training: steps continue after the previous cycles' (W&B wants them increasing)."""
+    """The tracker for one cycle: training steps continue after the previous cycles' (W&B wants them increasing);
+    everything else (tables, summaries, images) goes to the run's tracker as it is."""
 
     def __init__(self, tracker, offset: int):
         self.tracker, self.offset = tracker, offset
 
     def log(self, values: dict[str, float], step: int | None = None) -> None:
         self.tracker.log(values, step=None if step is None else self.offset + step)
+
+    def __getattr__(self, name: str):
+        return getattr(self.tracker, name)
 
 
 # ----------------------------------------------------------------------------- one cycle
