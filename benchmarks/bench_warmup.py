@@ -4,6 +4,7 @@
     python benchmarks/bench_warmup.py --set steps=300 batch_size=8 documents=1024 visual_tokens=64 \
         lr=2e-3 lr_scheduler=linear                           # a variant: any Recipe field
     python benchmarks/bench_warmup.py --then-run              # also the default `python -m vlmsweep` on it
+    python benchmarks/bench_warmup.py --layers 4              # warm a replica with 4 LLM layers instead of 2
 
 Targets (issue #12): held-out strict parse >= 0.9 and exact key set >= 0.9 under free decoding, build
 < 10 min on 2 CPU cores; the default LoRA run afterwards keeps strict parse >= 0.8. The held-out samples
@@ -49,10 +50,16 @@ def parse_recipe(pairs: list[str]) -> Recipe:
     return Recipe(**values)
 
 
-def raw_model(cache: Path) -> Path:
-    from vlmsweep.model.tiny import ensure_embedded_model
+def raw_model(cache: Path, layers: int | None = None, folder: Path | None = None) -> Path:
+    """The raw tiny replica; with `layers`, one with that many LLM layers (other sizes the same), written to `folder`."""
+    from vlmsweep.model import release, tiny
 
-    return ensure_embedded_model("tiny", cache)
+    if layers is None:
+        return tiny.ensure_embedded_model("tiny", cache)
+    sizes = json.loads(json.dumps(tiny.TINY_SIZES))
+    sizes["text"].update(num_hidden_layers=layers, max_window_layers=layers)
+    tiny.write_replica(release.release_config(**sizes, dtype="float32"), folder)
+    return folder
 
 
 def default_run(model_dir: Path, out: Path) -> dict[str, float]:
@@ -69,6 +76,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="Recipe fields to change")
     ap.add_argument("--then-run", action="store_true", help="then the default LoRA run on the warmed model")
     ap.add_argument("--keep", type=Path, help="write the warmed model here (default: a temporary folder)")
+    ap.add_argument("--layers", type=int, help="LLM layers of the replica to warm (default: the tiny replica's 2)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     recipe = parse_recipe(args.set)
@@ -77,7 +85,8 @@ def main() -> None:
     print(f"# recipe {json.dumps(dataclasses.asdict(recipe))}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-warmup-") as tmp:
         out = args.keep or Path(tmp) / "warm"
-        figures = warm(raw_model(cache), out, recipe)
+        raw = raw_model(cache, args.layers, Path(tmp) / "raw")
+        figures = warm(raw, out, recipe)
         result = {k: round(figures[k], 4) for k in KEYS if k in figures}
         if args.then_run:
             t = time.perf_counter()

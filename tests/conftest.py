@@ -16,12 +16,35 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault(_var, "1")
 
 
+# The user's cache (as a run's cache_dir): the warmed embedded model, the default `model=tiny_warm`, is built there
+# once (minutes; `.ci/run` builds it before the suite) and shared with every session's own cache.
+USER_CACHE = Path(os.path.expanduser(os.environ.get("VLMSWEEP_CACHE", "~/.cache/vlmsweep")))
+
+
+def share_warm_model(cache: Path) -> Path:
+    """The warmed model of the user's cache (built there if missing, under a lock), linked into `cache`: the
+    default model of every run a test starts, found as a run finds it (cache_dir/models/tiny-warm-<key>)."""
+    from vlmsweep.model.warmup import ensure_warm_model
+
+    built = ensure_warm_model(USER_CACHE)
+    link = cache / "models" / built.name
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            link.symlink_to(built, target_is_directory=True)
+        except FileExistsError:  # another worker linked it first
+            pass
+    return link
+
+
 @pytest.fixture(scope="session", autouse=True)
 def offline_env(tmp_path_factory):
     """No hub, no W&B server; one cache so the tiny model and datasets are built once per session."""
     cache = Path(os.environ.get("VLMSWEEP_TEST_CACHE") or tmp_path_factory.mktemp("vlmsweep-cache"))
     saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "WANDB_MODE", "VLMSWEEP_CACHE", "WANDB_SILENT")}
     os.environ.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline", VLMSWEEP_CACHE=str(cache), WANDB_SILENT="true")
+    if cache.resolve() != USER_CACHE.resolve():
+        share_warm_model(cache)
     yield cache
     for k, v in saved.items():
         if v is None:
@@ -33,6 +56,14 @@ def offline_env(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cache_dir(offline_env) -> Path:
     return offline_env
+
+
+@pytest.fixture(scope="session")
+def warm_path(cache_dir) -> Path:
+    """The warmed embedded model (the default model), as the session's cache holds it."""
+    from vlmsweep.model.warmup import ensure_warm_model
+
+    return ensure_warm_model(cache_dir)
 
 
 @pytest.fixture(scope="session")

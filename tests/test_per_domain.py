@@ -1,14 +1,13 @@
-"""adapters=per_domain: the domain grouping, the router's scores, and one multirun single vs per_domain with its report."""
+"""adapters=per_domain: the domain grouping and the router's scores. (The multirun single vs per_domain with its report,
+routed evaluation and routed predict run as README steps in tests/test_readme_commands.py, on a user's manifest and scans.)"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from conftest import compose
-from helpers import read_json, vlmsweep
 from vlmsweep import routing
 from vlmsweep.data import Record
 
@@ -82,47 +81,3 @@ def test_router_scores_are_the_answers_log_probabilities(tiny_path):
             expected = sum(float(logp[n - len(ids) - 1 + j, t]) for j, t in enumerate(ids))
             assert route.scores[g] == pytest.approx(expected, abs=1e-3)
         assert route.group == max(groups, key=route.scores.get)
-
-
-FAST_PER_DOMAIN = ["train.max_steps=1", "train.batch_size=2", "train.logging_steps=1", "data.train_size=4",
-                   "data.test_size=3", "eval.batch_size=3", "eval.max_new_tokens=4", "max_pixels.visual_tokens=64",
-                   "tracker=none"]
-
-
-@pytest.mark.slow
-def test_single_vs_per_domain_multirun_and_report(tmp_path):
-    """One command trains one adapter (single) and two (per_domain), evaluates with routing, and the comparison
-    report shows both rows with routing accuracy. (Evaluation and predict routed by the router run as README steps
-    in tests/test_readme_commands.py, on the user's manifest and scans.)"""
-    proc = vlmsweep("-m", "adapters=single,per_domain", *FAST_PER_DOMAIN, "hydra.sweep.dir=multirun", cwd=tmp_path)
-    assert "2 runs" in proc.stdout
-    runs = {read_json(d / "run_info.json")["choices"]["adapters"]: d for d in (tmp_path / "multirun").iterdir()
-            if (d / "run_info.json").is_file()}
-    assert set(runs) == {"single", "per_domain"}
-    per = runs["per_domain"]
-    assert (runs["single"] / "adapter").is_dir() and not (per / "adapter").exists()
-    for group in ("prescriptions", "receipts"):  # each a self-sufficient adapter folder
-        assert {"adapter_config.json", "adapter_model.safetensors", "vlmsweep_adapter.json"} <= \
-            {p.name for p in (per / "adapters" / group).iterdir()}
-    assert read_json(per / "adapters" / "routing.json")["groups"]["receipts"] == ["receipt", "receipt_ko", "receipt_zh"]
-    metrics = read_json(per / "metrics.json")
-    samples = [json.loads(x) for x in (per / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert len(samples) == 3 and {s["route"]["known"] for s in samples} == {"prescriptions", "receipts"}
-    for s in samples:  # routing=known: each page went to its own group's adapter; the router was asked anyway
-        assert s["adapter"] == s["route"]["known"] == routing.group_of(s["domain"], GROUPS)
-        assert s["route"]["model"] == max(s["route"]["scores"], key=s["route"]["scores"].get)
-    right = sum(s["route"]["model"] == s["route"]["known"] for s in samples)
-    assert metrics["routing.accuracy"] == pytest.approx(right / 3)
-    for group in ("prescriptions", "receipts"):
-        assert f"by_group.{group}.contract.key_set_rate" in metrics and f"by_group.{group}.train.loss" in metrics
-    assert "## Per-domain adapters" in (per / "report.md").read_text(encoding="utf-8")
-    assert "routing.accuracy" not in read_json(runs["single"] / "metrics.json")
-
-    vlmsweep("multirun", cwd=tmp_path, module="vlmsweep.report")
-    table = (tmp_path / "multirun" / "report" / "summary.md").read_text(encoding="utf-8").splitlines()
-    header = next(line for line in table if line.startswith("| run |")).split(" | ")
-    rows = {line.split(" | ")[1]: line.split(" | ") for line in table if "| single |" in line or "| per_domain |" in line}
-    assert set(rows) == {"single", "per_domain"}
-    col = next(i for i, h in enumerate(header) if h.startswith("routing.accuracy"))
-    assert float(rows["per_domain"][col]) == pytest.approx(right / 3, abs=1e-3) and rows["single"][col].strip() == ""
-    assert any(h.startswith("rate.leakage") for h in header) and any(h.startswith("content.") for h in header)

@@ -90,17 +90,21 @@ STEPS: dict[str, Step | str] = {
                                                               check="four_runs"),
     "python -m vlmsweep.report outputs/multirun/DATE/TIME": Step(group="2x2", replace={"outputs/multirun/DATE/TIME": "{ws}/multirun/2x2"},
                                                                  check="report"),
-    "python -m vlmsweep.report outputs/multirun/2026-11-26/09-02-00":
-        Step(group="2x2", replace={"outputs/multirun/2026-11-26/09-02-00": "{ws}/multirun/2x2"}, check="report"),
+    "python -m vlmsweep.report outputs/multirun/2026-11-30/01-40-05":
+        Step(group="2x2", replace={"outputs/multirun/2026-11-30/01-40-05": "{ws}/multirun/2x2"}, check="report"),
     "python -m vlmsweep.report DIR": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
     "python -m vlmsweep.report DIR --wandb offline": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
     "python -m vlmsweep -m decoding=free,json_schema": Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/decoding"]),
     "python -m vlmsweep loop.cycles=3": Step(replace={"loop.cycles=3": "loop.cycles=1"},
-                                             extra=QUICK + ["hydra.run.dir={ws}/runs/loop"], check="run_ok",
-                                             why="one retrain cycle instead of three: the same code path, a third the time"),
-    "python -m vlmsweep loop.cycles=1 train.max_steps=10 data.train_size=16 data.test_size=4":
+                                             extra=QUICK + ["data.mining_size=4", "eval.max_new_tokens=320",
+                                                            "loop.mine_per_tag=2", "loop.synth_per_tag=1",
+                                                            "hydra.run.dir={ws}/runs/loop"], check="mined_loop",
+                                             why="one retrain cycle instead of three: the same code path, a third the "
+                                                 "time; room for whole answers, so the warmed model's own failures "
+                                                 "are tagged and mined"),
+    "python -m vlmsweep loop.cycles=2":
         "with the speed overrides (QUICK replaces its sizes and steps) it is the run of the `loop.cycles=3` step in "
-        "tests/test_readme_commands.py, which runs one cycle",
+        "tests/test_readme_commands.py, which runs one cycle and checks the mining of the model's own failures",
     "python -m vlmsweep -m quant=nf4,bf16 loop.cycles=3":
         "a multirun of loops: the multirun path is the 2x2 step's and the loop path the loop.cycles=3 step's in "
         "tests/test_readme_commands.py; tests/test_loop.py kills and resumes a loop in a subprocess",
@@ -166,9 +170,10 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.export RUN_DIR/adapter --out lora --vllm-lora":
         Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, check="vllm_lora"),
     "python -m vlmsweep -m adapters=single,per_domain":
-        Step(group="adapters", extra=[x for x in QUICK if not x.startswith("data.train_size")] + ["data.train_size=4",
-                                                                               "hydra.sweep.dir={ws}/multirun/adapters"],
-             check="per_domain_multirun", why="4 training samples: per_domain needs a prescription and a receipt"),
+        Step(group="adapters", extra=[x for x in QUICK if not x.startswith(("data.train_size", "data.test_size"))]
+             + ["data.train_size=4", "data.test_size=3", "hydra.sweep.dir={ws}/multirun/adapters"],
+             check="per_domain_multirun",
+             why="4 training and 3 test samples: per_domain needs a prescription and a receipt in each"),
     "python -m vlmsweep adapters=per_domain adapters.routing=model train.enabled=false model.adapter=RUN_DIR/adapters "
     "data.test_manifest=my_data/test.jsonl":
         Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=QUICK + ["hydra.run.dir={ws}/runs/routed"],
@@ -176,9 +181,10 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.predict RUN_DIR/adapters scans/ --domain prescription_ko --routing model":
         Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--max-new-tokens", "4", "--out", "routed.jsonl"],
              check="routed_predict"),
-    "python -m vlmsweep model=tiny_warm":
-        "builds the warmed embedded model first (many minutes on 2 cores): tests/test_warmup.py builds one with a short "
-        "recipe and resolves model=tiny_warm to it",
+    "python -m vlmsweep.model.warmup": Step(check="warm_card"),
+    "python -m vlmsweep model=tiny":
+        "the raw replica is what tests/test_warmup.py::test_the_default_model_is_the_warmed_one_and_model_tiny_the_raw_one "
+        "resolves model=tiny to, and what tests/test_release_run.py trains and evaluates from its folder",
 }
 
 
@@ -307,6 +313,36 @@ def _own_loop(proc, ws):
     assert "rcpt-002" not in trained and "rcpt-001" not in trained  # regression / test never trained on
 
 
+def _mined_loop(proc, ws):
+    """The default model's own outputs on the mining pool are tagged, mined and answered with targeted data that
+    names the mined records; cycle 1 trains on that hard set."""
+    _run_ok(proc, ws)
+    out = run_dir(proc)
+    mining = {s["id"]: s for s in samples(out / "cycle_0" / "mining")}
+    hard = [json.loads(x) for x in (out / "cycle_0" / "hard_set.jsonl").read_text().splitlines()]
+    mined = [r for r in hard if r["origin"].startswith("mined:0:")]
+    synth = [r for r in hard if r["origin"].startswith("synth:0:")]
+    assert mined and synth, f"nothing mined from the model's outputs: {[s['tags'] for s in mining.values()]}"
+    for r in mined:  # mined under a tag the evaluator put on that very sample of the model's outputs
+        assert r["origin"].split(":")[2] in mining[r["id"]]["tags"] and mining[r["id"]]["raw"]
+    mined_ids = {r["id"] for r in mined}
+    for r in synth:  # each targeted record traces back to mined records that carry its tag
+        tag = r["origin"].split(":")[2]
+        assert r["parents"] and set(r["parents"]) <= mined_ids
+        assert all(tag in mining[p]["tags"] for p in r["parents"])
+    trained = {json.loads(x)["id"] for x in (out / "cycle_1" / "train.jsonl").read_text().splitlines()}
+    assert {r["id"] for r in hard} <= trained
+
+
+def _warm_card(proc, ws):
+    """The default model's folder and card: the contract it reached on held-out documents, and that it does not read."""
+    folder = Path(proc.stdout.split("warmed model: ", 1)[1].splitlines()[0])
+    assert (folder / "config.json").is_file() and "It does not read" in proc.stdout
+    figures = json.loads((folder / "warmup.json").read_text())["figures"]
+    assert figures["heldout.contract.strict_parse_rate"] >= 0.9 and figures["heldout.contract.key_set_rate"] >= 0.9
+    assert f"strict parse {figures['heldout.contract.strict_parse_rate']:.2f}" in proc.stdout
+
+
 def _exp(quant: str, scope: str):
     def check(proc, ws):
         _user_ids(proc, ws)
@@ -375,19 +411,41 @@ def _real_receipts(proc, ws):
 
 
 def _per_domain_multirun(proc, ws):
-    """Two runs: one adapter, and one per group in adapters/<group>/ with routing.json; both rows in the report."""
+    """Two runs: one adapter, and one per group in adapters/<group>/ (each a self-sufficient adapter folder) with
+    routing.json; each page evaluated by its own group's adapter, the router asked anyway; both rows in the report."""
+    from vlmsweep import routing
+
+    assert "2 runs" in proc.stdout
     runs = {json.loads((d / "run_info.json").read_text())["choices"]["adapters"]: d
             for d in (ws / "multirun" / "adapters").iterdir() if (d / "run_info.json").is_file()}
     assert set(runs) == {"single", "per_domain"} and runs["per_domain"].name == "1"
-    assert sorted(p.name for p in (runs["per_domain"] / "adapters").iterdir()) == ["prescriptions", "receipts",
-                                                                                    "routing.json"]
-    routed = samples(runs["per_domain"])  # the metric is the share of pages the router sent to their own group
+    per = runs["per_domain"]
+    assert (runs["single"] / "adapter").is_dir() and not (per / "adapter").exists()
+    assert sorted(p.name for p in (per / "adapters").iterdir()) == ["prescriptions", "receipts", "routing.json"]
+    for group in ("prescriptions", "receipts"):
+        assert {"adapter_config.json", "adapter_model.safetensors", "vlmsweep_adapter.json"} <= \
+            {p.name for p in (per / "adapters" / group).iterdir()}
+    groups = json.loads((per / "adapters" / "routing.json").read_text())["groups"]
+    assert groups["receipts"] == ["receipt", "receipt_ko", "receipt_zh"]
+    routed = samples(per)  # the metric is the share of pages the router sent to their own group
+    assert {s["route"]["known"] for s in routed} == {"prescriptions", "receipts"}
+    for s in routed:  # routing=known: each page went to its own group's adapter
+        assert s["adapter"] == s["route"]["known"] == routing.group_of(s["domain"], groups)
+        assert s["route"]["model"] == max(s["route"]["scores"], key=s["route"]["scores"].get)
     right = sum(s["route"]["model"] == s["route"]["known"] for s in routed)
-    accuracy = json.loads((runs["per_domain"] / "metrics.json").read_text())["routing.accuracy"]
-    assert accuracy == pytest.approx(right / len(routed))
+    metrics = json.loads((per / "metrics.json").read_text())
+    assert metrics["routing.accuracy"] == pytest.approx(right / len(routed))
+    for group in ("prescriptions", "receipts"):
+        assert f"by_group.{group}.contract.key_set_rate" in metrics and f"by_group.{group}.train.loss" in metrics
+    assert "## Per-domain adapters" in (per / "report.md").read_text(encoding="utf-8")
+    assert "routing.accuracy" not in json.loads((runs["single"] / "metrics.json").read_text())
     vlmsweep(["multirun/adapters"], ws, module="vlmsweep.report")
-    summary = (ws / "multirun" / "adapters" / "report" / "summary.md").read_text(encoding="utf-8")
-    assert "| single |" in summary and "| per_domain |" in summary and "routing.accuracy" in summary
+    table = (ws / "multirun" / "adapters" / "report" / "summary.md").read_text(encoding="utf-8").splitlines()
+    header = next(line for line in table if line.startswith("| run |")).split(" | ")
+    rows = {line.split(" | ")[1]: line.split(" | ") for line in table if "| single |" in line or "| per_domain |" in line}
+    assert set(rows) == {"single", "per_domain"}
+    col = next(i for i, h in enumerate(header) if h.startswith("routing.accuracy"))
+    assert float(rows["per_domain"][col]) == pytest.approx(right / len(routed), abs=1e-3) and rows["single"][col].strip() == ""
 
 
 def _routed_eval(proc, ws):
@@ -484,7 +542,9 @@ def _export_tiny(proc, ws):
     assert check["dequantised"] is None and check["max_abs_logit_diff"] < 1e-4
     from safetensors.torch import load_file
 
-    base = load_file(str(replica("tiny") / "model.safetensors"))
+    from vlmsweep.model.warmup import ensure_warm_model
+
+    base = load_file(str(ensure_warm_model(os.environ["VLMSWEEP_CACHE"]) / "model.safetensors"))  # the default model
     config = json.loads((ws / "runs" / "default" / "adapter" / "adapter_config.json").read_text())
     scale = config["lora_alpha"] / config["r"]
     layers = {k.split(".lora_")[0].removeprefix("base_model.model.model.language_model.") for k in lora}
@@ -524,7 +584,7 @@ def _vllm_lora(proc, ws):
     assert config["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
 
-CHECKS = {"same_as_default": _same_outputs_as("default"), "same_as_own": _same_outputs_as("own"), "own_data": _own_data, "own_loop": _own_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
+CHECKS = {"same_as_default": _same_outputs_as("default"), "same_as_own": _same_outputs_as("own"), "own_data": _own_data, "own_loop": _own_loop, "mined_loop": _mined_loop, "warm_card": _warm_card, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
           "exp3": _exp("bf16", "llm"), "exp4": _exp("bf16", "all"), "my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
           "rendered": _rendered, "sroie": _sroie, "predict_scans": _predict_scans,
           "predict_manifest": _predict_manifest, "export_tiny": _export_tiny, "predict_merged": _predict_merged,

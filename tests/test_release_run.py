@@ -18,8 +18,9 @@ from vlmsweep.model.template import TRAINING_TEMPLATES, TemplateMismatch
 from vlmsweep.model.tiny import ensure_embedded_model
 from vlmsweep.run import run
 
-# FAST, shorter still: these runs prove the paths, not the numbers.
-LEAN = FAST + ["train.max_steps=1", "data.train_size=2", "eval.max_new_tokens=8"]
+# FAST, shorter still: these runs prove the paths, not the numbers. model=tiny: the release replica as built, not
+# the warmed default.
+LEAN = FAST + ["model=tiny", "train.max_steps=1", "data.train_size=2", "eval.max_new_tokens=8"]
 
 
 @pytest.fixture(scope="module")

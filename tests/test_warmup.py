@@ -134,6 +134,19 @@ def test_warm_model_is_cached_with_a_card(warmed, cache_dir, tiny_path, monkeypa
         warmup.ensure_warm_model(cache_dir, other, raw_dir=tiny_path)
 
 
+def test_the_default_model_is_the_warmed_one_and_model_tiny_the_raw_one(warm_path, tiny_path):
+    from conftest import compose
+
+    from vlmsweep.model.load import resolve_path
+
+    default = compose([])
+    assert default.model.name == "tiny_warm" and resolve_path(default.model, default.cache_dir) == str(warm_path)
+    raw = compose(["model=tiny"])
+    assert resolve_path(raw.model, raw.cache_dir) == str(tiny_path)
+    recipe = json.loads((warm_path / "warmup.json").read_text())["recipe"]
+    assert recipe == Recipe().key()  # the cached model is the one today's recipe builds
+
+
 def test_model_tiny_warm_resolves_to_the_warm_model(monkeypatch, tmp_path):
     from conftest import compose
 

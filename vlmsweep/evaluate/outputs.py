@@ -55,9 +55,10 @@ def _severity(sample: dict) -> tuple:
 
 
 EMBEDDED_MEANING = (
-    "**The model is the embedded tiny Qwen2-VL** (built locally, it reads no document content): these numbers "
-    "show that every stage runs and how the JSON-contract metrics move; its content metrics are noise by "
-    "construction and say nothing about how well a real checkpoint reads documents."
+    "**The model is the embedded tiny Qwen2-VL** (built locally, it reads no document content; the warmed one "
+    "has learned the answer format and plausible values, not reading): these numbers show that every stage runs "
+    "and how the JSON-contract metrics move; its content metrics are chance-level guessing by construction and "
+    "say nothing about how well a real checkpoint reads documents."
 )
 
 
@@ -87,7 +88,9 @@ def describe_evaluation(cfg: dict, split: str) -> list[str]:
         return []
     model, data, ev = cfg.get("model", {}), cfg.get("data", {}), cfg.get("eval", {})
     name = lambda group: (cfg.get(group) or {}).get("name", "?")  # noqa: E731
-    where = model.get("path") or ("built locally" if model.get("source") == "tiny" else "?")
+    where = ("built locally, warmed once to answer in the JSON contract; its card is README.md in the model folder"
+             if model.get("source") == "tiny" and model.get("path") == "tiny_warm" else
+             model.get("path") or ("built locally" if model.get("source") == "tiny" else "?"))
     if cfg.get("train", {}).get("enabled"):
         adapter = "LoRA trained in this run" + (f", starting from {model['adapter']}" if model.get("adapter") else "")
     else:
