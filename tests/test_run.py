@@ -74,7 +74,7 @@ def test_constrained_decoding_ab_through_the_run(tmp_path, tiny_path, monkeypatc
     bias = FinishJsonSooner(AutoProcessor.from_pretrained(tiny_path).tokenizer, VOCAB_SIZE)
     real = generate.generate_batch
     monkeypatch.setattr(generate, "generate_batch", lambda *a, **k: real(*a, **{**k, "extra_logits_processors": [bias]}))
-    fast = [o for o in FAST if not o.startswith("eval.max_new_tokens")] + ["eval.max_new_tokens=160"]
+    fast = [o for o in FAST if not o.startswith("eval.max_new_tokens")] + ["eval.max_new_tokens=160", "model=tiny"]
     free = run(compose(fast + ["train.enabled=false"], output_dir=tmp_path / "free"))
     constrained = run(compose(fast + ["train.enabled=false", "decoding=json_schema"], output_dir=tmp_path / "json"))
     assert constrained["contract.strict_parse_rate"] == 1.0 and constrained["contract.schema_valid_rate"] == 1.0
