@@ -18,7 +18,7 @@ from vlmsweep.model.warmup import (
     AnswerVocabHead,
     CompactEmbedding,
     Recipe,
-    answer_vocabulary,
+    vocabularies,
 )
 
 # A build of seconds: a handful of documents, a few steps, a short decoding budget.
@@ -49,7 +49,7 @@ def test_answer_vocab_head_is_the_full_head_on_its_rows(tiny_path, docs):
 
     model = Qwen2VLForConditionalGeneration.from_pretrained(str(tiny_path), dtype=torch.float32)
     collator = _collator(tiny_path)
-    vocab = answer_vocabulary(docs, collator)
+    vocab, _ = vocabularies(docs, collator)
     im_end = collator.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert im_end in vocab.tolist() and 50 < len(vocab) < 5000  # JSON punctuation, keys, values, <|im_end|>
 

@@ -187,7 +187,7 @@ class AnswerVocabHead(torch.nn.Module):
 @dataclass
 class CachedCollator(Collator):
     """The project's collator, encoding each record once: the warm-up revisits its documents many times,
-    and rendering the template, tokenizing and resizing the image again each time is a third of a step."""
+    and rendering the template, tokenizing and resizing the image again each time would repeat that work every epoch."""
 
     cache: dict = dataclasses.field(default_factory=dict)
 
@@ -230,10 +230,6 @@ def vocabularies(records: list[Record], collator: Collator) -> tuple[torch.Tenso
         answers |= set(encoded.labels[encoded.labels != IGNORE].tolist())
         inputs |= set(encoded.input_ids.tolist())
     return torch.tensor(sorted(answers), dtype=torch.long), torch.tensor(sorted(inputs), dtype=torch.long)
-
-
-def answer_vocabulary(records: list[Record], collator: Collator) -> torch.Tensor:
-    return vocabularies(records, collator)[0]
 
 
 def write_weights(model, raw_dir: Path, out_dir: Path) -> None:
