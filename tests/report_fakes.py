@@ -42,7 +42,7 @@ def make_2x2(root: Path, cells: dict[tuple[str, str], list[float] | list[list[fl
     for quant in ("nf4", "bf16"):
         for scope in ("llm", "all"):
             values = cells[(quant, scope)]
-            per_seed = values if isinstance(values[0], list) else [values]
+            per_seed = values if isinstance(values[0], list) else [values] * seeds  # one list: every seed alike
             for s in range(seeds):
                 make_run(root / str(k), choices={"quant": quant, "scope": scope, "max_pixels": "256"},
                          overrides=[f"quant={quant}", f"scope={scope}", f"seed={s}"], seed=s,

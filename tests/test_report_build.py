@@ -26,7 +26,7 @@ def test_2x2_report_with_a_failed_and_a_missing_run(tmp_path):
     }, extra={"tags.digit_flip": 3, "tags.parse_fail": 1, "contract.strict_parse_rate": 0.9})  # fmt: skip
     make_run(root / "4", choices={"quant": "fp16", "scope": "llm"}, status="failed", error="CUDA out of memory", write_metrics=False)
     make_run(root / "5", choices={"quant": "fp32", "scope": "llm"}, write_metrics=False)  # crashed before writing
-    html_path = build_report(root, n_resamples=B, quiet=True)
+    html_path = build_report(root, quiet=True)
     out = root / "report"
     assert html_path == out / "report.html"
     rows = _rows(out)
@@ -47,12 +47,13 @@ def test_2x2_verdict_html_and_plots(tmp_path):
     root = make_2x2(tmp_path / "sweep", {
         ("nf4", "llm"): [0.2, 0.4, 0.6], ("nf4", "all"): [0.5, 0.7, 0.9],
         ("bf16", "llm"): [0.2, 0.4, 0.6], ("bf16", "all"): [0.5, 0.7, 0.9],
-    }, extra={"tags.digit_flip": 2})  # fmt: skip
-    html_path = build_report(root, n_resamples=B, quiet=True)
+    }, extra={"tags.digit_flip": 2}, seeds=2)  # fmt: skip
+    html_path = build_report(root, quiet=True)
     md = (root / "report" / "summary.md").read_text()
     assert "## 2×2: quant × scope" in md
+    assert "2×2 quant × scope: n = 3 test samples (paired across runs), 2 seed(s) per cell" in md
     assert "scope moves content.field_em by +0.3 [+0.3, +0.3] (all vs llm: better)" in md
-    assert "quant's effect is within noise (+0 [+0, +0], bf16 vs nf4)" in md
+    assert "quant is not distinguishable from seed noise (+0 [+0, +0], bf16 vs nf4" in md
     page = html_path.read_text()
     # self-contained: no external stylesheet, script or image; every image is an inline PNG
     assert not re.search(r"<(link|script)\b", page)
@@ -73,7 +74,7 @@ def test_visual_budget_sweep_plots_pareto_and_optuna(tmp_path):
                  metrics={"cost.visual_tokens_per_image": v * 0.9, "cost.eval_seconds_per_sample": sec})  # fmt: skip
     (root / "optimization_results.yaml").write_text("name: optuna\nbest_params:\n  max_pixels.visual_tokens: 1024\nbest_value: 0.8\n")
     out = tmp_path / "elsewhere"
-    build_report(root, out_dir=out, n_resamples=B, quiet=True)
+    build_report(root, out_dir=out, quiet=True)
     assert (out / "plots" / "visual_budget.png").stat().st_size > 1000
     md = (out / "summary.md").read_text()
     assert "best_value: 0.8" in md and "max_pixels.visual_tokens" in md.splitlines()[2]
@@ -84,7 +85,7 @@ def test_receipt_ratio_plot(tmp_path):
     for k, r in enumerate((0.0, 0.25, 0.5)):
         make_run(tmp_path / str(k), overrides=[f"data_mix.receipt_ratio={r}"],
                  scores={"content.field_em": [0.5 + r / 4], "rate.leakage": [r / 2]})  # fmt: skip
-    build_report(tmp_path, n_resamples=B, quiet=True)
+    build_report(tmp_path, quiet=True)
     assert (tmp_path / "report" / "plots" / "receipt_ratio.png").stat().st_size > 1000
 
 
@@ -95,7 +96,7 @@ def test_loop_cycles_in_numeric_order(tmp_path):
     runs = load_runs(tmp_path)
     assert [r.name for r in runs] == ["cycle_0", "cycle_1", "cycle_2", "cycle_10"]
     assert runs[0].axes["quant"] == "nf4" and runs[3].axes["cycle"] == "10"
-    build_report(tmp_path, n_resamples=B, quiet=True)
+    build_report(tmp_path, quiet=True)
     assert (tmp_path / "report" / "plots" / "cycles.png").exists()
 
 
@@ -107,14 +108,14 @@ def test_broken_files_are_reported_not_fatal(tmp_path):
     runs = load_runs(tmp_path)
     assert runs[0].ok and "samples.jsonl line 3: invalid JSON" in runs[0].problems[0]
     assert runs[1].status == "failed" and "metrics.json" in runs[1].problems[0]
-    page = build_report(tmp_path, n_resamples=B, quiet=True).read_text()
+    page = build_report(tmp_path, quiet=True).read_text()
     assert "samples.jsonl line 3" in page
 
 
 def test_cli(tmp_path, capsys):
     make_run(tmp_path / "0", choices={"quant": "nf4"}, scores={"content.field_em": [1.0]})
     make_run(tmp_path / "1", choices={"quant": "bf16"}, scores={"content.field_em": [0.0]})
-    assert main([str(tmp_path), "--metrics", "content.field_em", "--resamples", "50"]) == 0
+    assert main([str(tmp_path), "--metrics", "content.field_em"]) == 0
     assert "report.html" in capsys.readouterr().out
     assert main([str(tmp_path), "--metrics", "content.nope"]) == 2
     assert "content.nope not in any run's metrics.json" in capsys.readouterr().err
@@ -130,7 +131,7 @@ def test_report_plots_and_table_go_to_an_offline_wandb_run(tmp_path, monkeypatch
     root = make_2x2(tmp_path / "sweep", {
         ("nf4", "llm"): [0.5, 0.5], ("nf4", "all"): [0.8, 0.8], ("bf16", "llm"): [0.5, 0.5], ("bf16", "all"): [0.8, 0.8],
     })  # fmt: skip
-    assert main([str(root), "--resamples", "50", "--wandb", "offline"]) == 0
+    assert main([str(root), "--wandb", "offline"]) == 0
     run_dirs = list((root / "report" / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 1
     images = {p.name.rsplit("_", 2)[0] for p in (run_dirs[0] / "files" / "media" / "images" / "report").glob("*.png")}
@@ -150,13 +151,14 @@ def test_one_value_per_run_metrics_get_no_interval_in_any_table(tmp_path):
                      scores={"content.field_em": [0.2, 0.4, 0.6]},
                      metrics={"cost.eval_seconds_per_sample": sec + 0.01 * k, "cost.train_peak_memory_mb": mem + k})
             k += 1
-    build_report(root, n_resamples=B, quiet=True)
+    build_report(root, quiet=True)
     md = (root / "report" / "summary.md").read_text()
     rows = [line.split(" | ") for line in md.splitlines() if line.startswith("| cost.")]
     assert len(rows) == 6  # two costs x (quant, scope, interaction)
     for row in rows:
-        assert row[4] == "no interval (one value per run)" and row[5] == "—", row
-    # per-sample metrics keep their bootstrap interval
+        assert row[4] == "no interval (one value per run)" and row[5].startswith(("no interval", "no verdict")), row
+        assert row[6] == "—", row  # no minimum detectable effect without a spread
+    # per-sample metrics keep their interval (over test samples: one seed, so no verdict)
     em = [line for line in md.splitlines() if line.startswith("| content.field_em |")]
     assert len(em) == 3 and all("[" in line and "no interval" not in line for line in em)
     # no zero-width interval anywhere for a metric with one value per run
@@ -177,7 +179,7 @@ def test_plots_and_csv_label_runs_by_what_differs(tmp_path):
     # seed and max_pixels are the same everywhere; the overrides quant=/scope= repeat the choices
     assert [r.label for r in runs] == ["quant=nf4 scope=llm", "quant=nf4 scope=all", "quant=bf16 scope=llm",
                                        "quant=bf16 scope=all"]
-    build_report(root, n_resamples=B, quiet=True)
+    build_report(root, quiet=True)
     assert [r["label"] for r in _rows(root / "report")] == [r.label for r in runs]
 
 
@@ -232,7 +234,7 @@ def test_sweep_folder_with_timestamped_trials_read_with_its_study(tmp_path):
     assert [r.label for r in runs][:2] == ["max_pixels=512tok", "max_pixels=256tok"]
     assert "exited" in runs[3].error and "runs it again" in runs[3].error
     assert "sweep.trials" not in runs[0].axes  # how many trials were asked for is not an axis
-    html_path = build_report(root, n_resamples=B, quiet=True)
+    html_path = build_report(root, quiet=True)
     md = (root / "report" / "summary.md").read_text()
     assert "# Optuna study max_pixels: 5 trials" in md
     assert "- trials: 3 COMPLETE, 1 FAIL, 1 RUNNING" in md

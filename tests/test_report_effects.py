@@ -1,4 +1,4 @@
-"""2x2 effects, bootstrap intervals, verdicts, metric direction and Pareto front on hand-made runs."""
+"""2x2 effects, their intervals over samples and seeds, verdicts, metric direction and Pareto front on hand-made runs."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from vlmsweep.report import load_runs
 from vlmsweep.report.effects import factorial_effects, find_factorials, higher_is_better, pareto_front, verdict
 from vlmsweep.report.runs import varying_axes
 
-B = 400  # resamples in tests (the report uses 2000)
 
-
-def _effects(root, metric="content.field_em", n=B):
+def _effects(root, metric="content.field_em"):
     runs = load_runs(root)
     facts = find_factorials(runs, varying_axes(runs))
     assert len(facts) == 1
-    return facts[0], {e.name: e for e in factorial_effects(facts[0], metric, n_resamples=n)}
+    return facts[0], {e.name: e for e in factorial_effects(facts[0], metric)}
 
 
 def test_main_effects_and_interaction_equal_hand_computed(tmp_path):
@@ -59,9 +57,24 @@ def test_strong_effect_excludes_zero_null_effect_includes_it(tmp_path):
     assert eff["scope"].low > 0  # strong, consistent effect
     assert eff["quant"].low < 0 < eff["quant"].high  # zero-mean perturbation
     assert eff["quant"].within_noise and not eff["scope"].within_noise
+    # one seed: the interval covers the test samples only, so nothing is called found
+    assert not eff["scope"].found and eff["scope"].noise == "samples only"
     text = verdict(list(eff.values()))
-    assert text.startswith("scope moves content.field_em by +0.1")
-    assert "(all vs llm: better)" in text and "quant's effect is within noise" in text
+    assert "scope: +0.1" in text and "over test samples only (all vs llm); one training seed" in text
+    assert "no verdict" in text and "moves" not in text and "better" not in text
+
+
+def test_paired_t_interval_equals_hand_computed(tmp_path):
+    """One seed: the interval is the paired t interval over samples, computed here by hand."""
+    from scipy import stats
+
+    cells = _noisy_cells(12, scope_shift=0.1, rng_seed=3)
+    _, eff = _effects(make_2x2(tmp_path, cells))
+    c = {k: np.array(v) for k, v in cells.items()}
+    d = ((c[("nf4", "all")] - c[("nf4", "llm")]) + (c[("bf16", "all")] - c[("bf16", "llm")])) / 2  # scope, per sample
+    half = stats.t.ppf(0.975, 11) * d.std(ddof=1) / np.sqrt(12)
+    assert (eff["scope"].low, eff["scope"].high) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert eff["scope"].df == 11
 
 
 def test_interval_shrinks_with_more_samples(tmp_path):
@@ -74,7 +87,7 @@ def test_interval_shrinks_with_more_samples(tmp_path):
     assert widths[1] < widths[0] / 2.5  # ~1/sqrt(16) = 1/4 expected
 
 
-def test_seeds_are_a_replicate_axis_resampled_hierarchically(tmp_path):
+def test_seeds_are_a_replicate_axis_and_widen_the_interval(tmp_path):
     base = [0.4, 0.6]
     cells = {
         ("nf4", "llm"): [base, [0.5, 0.7]],  # seed means 0.5, 0.6 -> 0.55
@@ -91,7 +104,13 @@ def test_seeds_are_a_replicate_axis_resampled_hierarchically(tmp_path):
     assert eff["quant"].estimate == pytest.approx(((0.5 - 0.55) + (0.7 - 0.8)) / 2)
     assert eff["scope"].n_seeds == 2 and eff["scope"].n_samples == 2
     # seed-level disagreement (0.7 vs 0.9 within one cell) must widen the interval beyond sample noise alone
+    assert eff["scope"].noise == "seeds and samples"
     assert eff["scope"].high - eff["scope"].low > 0.05
+    # the seeds' spread, hand-computed: pooled within-cell variance of run means over 4 degrees of freedom
+    run_means = {"nf4/llm": (0.5, 0.6), "nf4/all": (0.7, 0.9), "bf16/llm": (0.5, 0.5), "bf16/all": (0.8, 0.6)}
+    pooled = sum((a - b) ** 2 / 2 for a, b in run_means.values()) / 4
+    seeds_se = np.sqrt(pooled * 4 * 0.25 / 2)  # sum_c w_c^2 / R_c with w = +-1/2 and R = 2
+    assert eff["scope"].se >= seeds_se - 1e-12
 
 
 def test_a_constant_paired_shift_has_no_spread(tmp_path):
@@ -103,11 +122,17 @@ def test_a_constant_paired_shift_has_no_spread(tmp_path):
     assert (eff["quant"].low, eff["quant"].high) == pytest.approx((0.0, 0.0))
 
 
-def test_same_seed_gives_same_interval(tmp_path):
-    root = make_2x2(tmp_path, _noisy_cells(30, scope_shift=0.1))
-    _, a = _effects(root)
-    _, b = _effects(root)
-    assert (a["scope"].low, a["scope"].high) == (b["scope"].low, b["scope"].high)
+def test_found_needs_seed_noise_and_an_interval_excluding_zero(tmp_path):
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.2, 0.8, 30)
+    cells = {(q, s): [list(base + (0.3 if s == "all" else 0.0) + rng.normal(0, 0.02) + rng.normal(0, 0.05, 30))
+                      for _ in range(3)] for q in ("nf4", "bf16") for s in ("llm", "all")}
+    _, eff = _effects(make_2x2(tmp_path, cells, seeds=3))
+    assert eff["scope"].found and eff["scope"].n_seeds == 3 and eff["scope"].low > 0.2
+    assert not eff["quant"].found and eff["quant"].verdict_text == "not distinguishable from seed noise"
+    assert eff["quant"].mde > 0 and eff["quant"].mde < 0.2
+    text = verdict(list(eff.values()))
+    assert text.startswith("scope moves content.field_em by +0.3") and "quant is not distinguishable from seed noise" in text
 
 
 def test_no_factorial_for_a_one_axis_sweep_or_an_incomplete_grid(tmp_path):

@@ -121,7 +121,7 @@ class TrackerConfig:
 class DataConfig:
     seed: int = 0  # seed of the synthetic data; split streams are derived from it
     train_size: int = 64  # training samples drawn from the mix
-    test_size: int = 8  # held-out samples, never trained on or mined
+    test_size: int = 64  # held-out samples, never trained on or mined
     mining_size: int = 8  # mining pool for the retrain loop
     regression_size: int = 8  # fixed at cycle 0, never trained on
     train_manifest: Optional[str] = None  # JSONL manifest of your own data; replaces the synthetic train set
@@ -154,6 +154,11 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PerturbConfig:
+    digit_flip: float = 0.0  # positive control: share of the digits in each answer replaced before scoring (seeded by seed)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     enabled: bool = True
     batch_size: int = 8
@@ -163,6 +168,7 @@ class EvalConfig:
     slices: list[str] = field(default_factory=list)  # named sets evaluated beside the test set: synthetic, numeric_challenge, or a slice_manifests name
     slice_manifests: dict[str, str] = field(default_factory=dict)  # slice name -> JSONL manifest (each one is evaluated)
     slice_size: int = 10  # pages of a rendered slice (numeric_challenge)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)  # a known injected effect (vlmsweep/evaluate/perturb.py)
 
 
 @dataclass(frozen=True)
@@ -315,6 +321,11 @@ def check(c: Config) -> None:
         errors.append(f"data_mix.receipt_ratio={c.data_mix.receipt_ratio}: expected a value in [0, 1]")
     if not 0.0 <= c.data_mix.hard_negatives < 1.0:
         errors.append(f"data_mix.hard_negatives={c.data_mix.hard_negatives}: expected a value in [0, 1)")
+    if not 0.0 <= c.eval.perturb.digit_flip <= 1.0:
+        errors.append(f"eval.perturb.digit_flip={c.eval.perturb.digit_flip}: expected a share in [0, 1]")
+    elif c.eval.perturb.digit_flip > 0 and (c.loop.cycles > 0 or c.adapters.per_domain):
+        errors.append("eval.perturb.digit_flip is a positive control for single runs (loop.cycles=0, adapters=single): "
+                      "perturbed answers would feed the loop's mining or the router")
     if c.train.on_truncation not in ("error", "skip"):
         errors.append(f"train.on_truncation={c.train.on_truncation!r}: expected error or skip")
     if c.tracker.backend not in ("wandb", "none"):

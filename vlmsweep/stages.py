@@ -219,6 +219,7 @@ def eval_stage(cfg: Config, model, processor, records: list[Record]) -> tuple[di
         max_pixels=max_pixels,
         min_pixels=min_pixels,
         out_dir=None,
+        seed=cfg.seed,
     )
 
 
@@ -273,7 +274,7 @@ def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
     if cfg.model.source == "ocr":  # the OCR baseline: nothing to load or train; the same scoring and files
         from vlmsweep.ocr.baseline import evaluate_ocr
 
-        return evaluate_and_write(cfg, p, lambda records: evaluate_ocr(records, cfg.eval, None), {})
+        return evaluate_and_write(cfg, p, lambda records: evaluate_ocr(records, cfg.eval, None, seed=cfg.seed), {}, info)
     base, processor = load_stage(cfg, check_schemas=bool(p.evals))
     metrics: dict[str, float] = {}
     if p.estimate:
@@ -290,13 +291,14 @@ def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
     if rank() != 0:
         # Data-parallel training is over; evaluation, metrics and reports belong to rank 0 alone.
         return PassResult({})
-    return evaluate_and_write(cfg, p, lambda records: eval_stage(cfg, model, processor, records), metrics)
+    return evaluate_and_write(cfg, p, lambda records: eval_stage(cfg, model, processor, records), metrics, info)
 
 
 def evaluate_and_write(cfg: Config, p: Pass, evaluate_fn: Callable[[list[Record]], tuple[dict[str, float], list[dict]]],
-                       metrics: dict[str, float]) -> PassResult:
+                       metrics: dict[str, float], info: RunInfo) -> PassResult:
     """Every set of the pass, then its slices, scored by `evaluate_fn` (the model's generation or the OCR
-    baseline); each folder's files are written once, the main set's last with the slices' metrics and table."""
+    baseline); each folder's files are written once, the main set's last with the slices' metrics and table.
+    With eval.perturb, run_info.json records the main set's injected change (perturbed minus clean scoring)."""
     from vlmsweep.evaluate.slices import evaluate_slices, slice_table
 
     sets = {name: evaluate_fn(records) for name, (records, _) in p.evals.items()}
@@ -313,6 +315,10 @@ def evaluate_and_write(cfg: Config, p: Pass, evaluate_fn: Callable[[list[Record]
             continue
         result.metrics = write_stage(cfg, folder, set_metrics, samples, metrics | slice_metrics,
                                      appendix=slice_table(slice_metrics, list(p.slices)) if p.slices else "")
+        if cfg.eval.perturb.digit_flip > 0:
+            from vlmsweep.evaluate.perturb import summary
+
+            info.update(perturb=summary(samples, cfg.eval.perturb.digit_flip, cfg.seed))
         if p.samples_table and cfg.tracker.log_samples:
             p.tracker.table(p.samples_table, samples)
     if p.main_set not in p.evals:  # training only: metrics.json holds the training and estimate metrics

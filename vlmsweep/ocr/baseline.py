@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 MAX_OCR_PIXELS = 12_000_000
 
 
-def evaluate_ocr(records: Sequence[Any], cfg_eval, out_dir: Path | None) -> tuple[dict[str, float], list[dict]]:
+def evaluate_ocr(records: Sequence[Any], cfg_eval, out_dir: Path | None, seed: int = 0) -> tuple[dict[str, float], list[dict]]:
     """Answer every record with Tesseract + the domain's rules and score the answers exactly as `evaluate`
-    scores a model's (contract, fields, tags); samples.jsonl also keeps the OCR text of each sample."""
+    scores a model's (contract, fields, tags, eval.perturb seeded by `seed`); samples.jsonl also keeps the OCR
+    text of each sample."""
     domains = sorted({r.domain for r in records})
     version = check_tesseract(domains)  # a missing engine or language fails before the first image
     n = len(records)
@@ -47,6 +48,7 @@ def evaluate_ocr(records: Sequence[Any], cfg_eval, out_dir: Path | None) -> tupl
     metrics, samples = score_outputs(
         raws, records, leakage_keywords=tuple(cfg_eval.leakage_keywords),
         stop_reasons=["ocr" if e is None else "unreadable_input" for e in errors], costs=costs, input_errors=errors,
+        perturb=(float(cfg_eval.perturb.digit_flip), int(seed)),
     )
     for sample, text in zip(samples, texts):
         sample["ocr_text"] = text

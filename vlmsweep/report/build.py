@@ -13,10 +13,12 @@ from typing import Any
 
 from vlmsweep.report import plots
 from vlmsweep.report.effects import (
-    N_RESAMPLES,
+    Comparison,
     Effect,
     Factorial,
+    comparison_effect,
     factorial_effects,
+    find_comparisons,
     find_factorials,
     higher_is_better,
     verdict,
@@ -32,6 +34,7 @@ class Analysis:
     axes: list[str]
     metrics: list[str]
     factorials: list[tuple[Factorial, dict[str, list[Effect]]]] = field(default_factory=list)
+    comparisons: list[tuple[Comparison, dict[str, list[Effect]]]] = field(default_factory=list)  # two-level axes outside a 2x2
     optuna: dict[str, Any] | None = None  # optimization_results.yaml, when no study could be read
     study: StudyRecord | None = None
     figures: list[tuple[str, Path]] = field(default_factory=list)
@@ -45,8 +48,7 @@ def headline_metrics(runs: list[RunResult]) -> list[str]:
     return out
 
 
-def analyse(sweep_dir: Path, metrics: list[str] | None = None, n_resamples: int = N_RESAMPLES,
-            storage: str | None = None) -> Analysis:
+def analyse(sweep_dir: Path, metrics: list[str] | None = None, storage: str | None = None) -> Analysis:
     runs, study = load_sweep(sweep_dir, storage)
     axes = sweep_axes(runs, study)
     chosen = list(metrics) if metrics else headline_metrics(runs)
@@ -60,16 +62,51 @@ def analyse(sweep_dir: Path, metrics: list[str] | None = None, n_resamples: int 
             )
     result = Analysis(runs=runs, axes=axes, metrics=chosen, study=study,
                       optuna=None if study is not None else read_optuna_results(sweep_dir))
-    for fact in find_factorials(runs, axes):
-        effects = {}
-        for metric in chosen:
-            if metric.startswith("cost.visual_tokens"):
-                continue  # a budget, not an outcome
-            found = factorial_effects(fact, metric, n_resamples=n_resamples)
-            if found is not None:
-                effects[metric] = found
+    outcomes = [m for m in chosen if not m.startswith("cost.visual_tokens")]  # a budget, not an outcome
+    factorials = find_factorials(runs, axes)
+    for fact in factorials:
+        effects = {m: found for m in outcomes if (found := factorial_effects(fact, m)) is not None}
         result.factorials.append((fact, effects))
+    for comp in find_comparisons(runs, axes, factorials):
+        effects = {m: [found] for m in outcomes if (found := comparison_effect(comp, m)) is not None}
+        result.comparisons.append((comp, effects))
     return result
+
+
+def design_lines(a: Analysis) -> list[str]:
+    """The report's header on its comparisons: test samples, seeds per cell, and the minimum detectable effect
+    of each metric's first contrast (what a true effect must reach to be found 4 times in 5)."""
+    out = []
+    for title, effects in [(f"2×2 {f.a} × {f.b}", e) for f, e in a.factorials] + [(c.axis, e) for c, e in a.comparisons]:
+        first = [es[0] for es in effects.values() if es and not es[0].no_interval]
+        if not first:
+            continue
+        n, seeds = max(e.n_samples for e in first), max(e.n_seeds for e in first)
+        noise = ("test samples only: one training seed per cell, so no effect is called found; add seeds, "
+                 "e.g. -m ... seed=0,1,2" if seeds < 2 else "intervals cover test-sample and training-seed noise")
+        mdes = ", ".join(f"{e.metric} {e.mde:.2g}" for e in first if e.mde == e.mde)
+        out.append(f"{title}: n = {n} test samples (paired across runs), {seeds} seed(s) per cell; {noise}. "
+                   f"Minimum detectable effect (80% power, 5% two-sided): {mdes}.")
+    return out
+
+
+def control_lines(a: Analysis) -> list[str]:
+    """A positive control (eval.perturb): the injected size beside the estimate, and whether the report found it."""
+    out = []
+    for _, effects in a.factorials + a.comparisons:
+        for es in effects.values():
+            for e in es:
+                if e.injected is None or abs(e.injected) < 1e-12:
+                    continue
+                state = ("found, sign right, interval covers it" if e.found and (e.estimate > 0) == (e.injected > 0)
+                         and e.covers_injected else "NOT recovered" + ("" if e.found else " (not found)"))
+                out.append(f"{e.name} on {e.metric}: injected {_signed(e.injected)}, estimated {_signed(e.estimate)} "
+                           f"{e.interval_text}: {state}")
+    return out
+
+
+def _signed(v: float) -> str:
+    return f"{v:+.4g}"
 
 
 def _cell(value: float | None) -> str:
@@ -125,10 +162,10 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _effect_rows(effects: dict[str, list[Effect]]) -> tuple[list[str], list[list[str]]]:
-    header = ["metric", "effect", "contrast", "estimate", "95% CI", "within noise", "samples", "seeds"]
+    header = ["metric", "effect", "contrast", "estimate", "95% CI", "verdict", "MDE", "samples", "seeds"]
     rows = [
-        [m, e.name, e.contrast, f"{e.estimate:+.4g}", e.interval_text, "—" if e.no_interval else ("yes" if e.within_noise else "no"),
-         str(e.n_samples), str(e.n_seeds)]
+        [m, e.name, e.contrast, f"{e.estimate:+.4g}", e.interval_text, e.verdict_text,
+         "—" if e.mde != e.mde else f"{e.mde:.3g}", str(e.n_samples), str(e.n_seeds)]
         for m, es in effects.items()
         for e in es
     ]
@@ -138,9 +175,13 @@ def _effect_rows(effects: dict[str, list[Effect]]) -> tuple[list[str], list[list
 CONVENTION = (
     "Main effect of a factor = mean over the other factor's two levels of (other level − baseline level); "
     "interaction = (A's effect with B at its other level) − (A's effect with B at baseline), a difference of "
-    "differences. The baseline level is the one in the lowest-numbered run. Intervals: percentile 95% from a "
-    "paired hierarchical bootstrap (sample ids resampled jointly across runs, then seeds jointly across cells; "
-    "{n} resamples, fixed rng seed). 'Within noise' = the interval contains 0. ↑/↓: higher/lower is better."
+    "differences. The baseline level is the one in the lowest-numbered run. Intervals: Student-t 95% over two "
+    "crossed sources of noise, the test samples (paired across runs) and the training seeds (replicate runs "
+    "within a cell), variances by moments pooled over the cells with Satterthwaite degrees of freedom; their "
+    "false-positive rate is measured by `python -m vlmsweep.report.calibrate` on an A/A multirun. 'Found' = the "
+    "interval excludes 0 and covers seed noise (at least two seeds per cell); with one seed an interval covers "
+    "test samples only and gets no verdict. MDE = minimum detectable effect (80% power, 5% two-sided). "
+    "↑/↓: higher/lower is better."
 )
 
 
@@ -166,9 +207,17 @@ def _title(a: Analysis) -> str:
     return f"Comparison report: {len(a.runs)} runs"
 
 
-def write_markdown(a: Analysis, path: Path, n_resamples: int) -> None:
+def _sections(a: Analysis) -> list[tuple[str, str, list[str], dict[str, list[Effect]]]]:
+    """(title, file-name slug, averaged-over axes, effects) of every 2x2 and every two-level comparison."""
+    return ([(f"2×2: {f.a} × {f.b}", f"{f.a}_x_{f.b}", f.averaged_over, e) for f, e in a.factorials]
+            + [(f"{c.axis}: {c.levels[1]} vs {c.levels[0]}", c.axis, c.averaged_over, e) for c, e in a.comparisons])
+
+
+def write_markdown(a: Analysis, path: Path) -> None:
     out = [f"# {_title(a)}", ""]
     out += ["Varying axes: " + (", ".join(a.axes) if a.axes else "none"), ""]
+    out += [f"- {line}" for line in design_lines(a)] + ([""] if design_lines(a) else [])
+    out += [f"- positive control: {line}" for line in control_lines(a)] + ([""] if control_lines(a) else [])
     out += [_md_table(*summary_rows(a)), ""]
     for name, header, rows in slice_tables(a):
         out += [f"## Slice {name}", "", _md_table(header, rows), ""]
@@ -182,11 +231,11 @@ def write_markdown(a: Analysis, path: Path, n_resamples: int) -> None:
         out += ["## Optuna", "", *(f"- {line}" for line in study_lines(a)), ""]
     elif a.optuna:
         out += ["## Optuna", "", "```", *(f"{k}: {v}" for k, v in a.optuna.items()), "```", ""]
-    for fact, effects in a.factorials:
-        out += [f"## 2×2: {fact.a} × {fact.b}", ""]
-        if fact.averaged_over:
-            out += [f"Averaged over the other varying axes: {', '.join(fact.averaged_over)}.", ""]
-        out += [CONVENTION.format(n=n_resamples), ""]
+    for title, _, averaged_over, effects in _sections(a):
+        out += [f"## {title}", ""]
+        if averaged_over:
+            out += [f"Averaged over the other varying axes: {', '.join(averaged_over)}.", ""]
+        out += [CONVENTION, ""]
         out += [f"- **{m}** {_arrow(m)}: {verdict(es)}" for m, es in effects.items()] + [""]
         out += [_md_table(*_effect_rows(effects)), ""]
     for title, fig in a.figures:
@@ -205,7 +254,7 @@ def _html_table(header: list[str], rows: list[list[str]], bad_rows: set[int] | N
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def write_html(a: Analysis, path: Path, n_resamples: int) -> None:
+def write_html(a: Analysis, path: Path) -> None:
     """One file, no external resources: styles inline, figures as base64 PNG data URIs."""
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>vlmsweep report</title><style>",
@@ -216,6 +265,9 @@ def write_html(a: Analysis, path: Path, n_resamples: int) -> None:
         f"<h1>{html.escape(_title(a))}</h1>",
         f"<p>Varying axes: {html.escape(', '.join(a.axes) or 'none')}</p>",
     ]
+    header_lines = design_lines(a) + [f"positive control: {line}" for line in control_lines(a)]
+    if header_lines:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in header_lines) + "</ul>")
     header, rows = summary_rows(a)
     parts.append(_html_table(header, rows, {k for k, r in enumerate(a.runs) if not r.ok}))
     for name, s_header, s_rows in slice_tables(a):
@@ -234,11 +286,11 @@ def write_html(a: Analysis, path: Path, n_resamples: int) -> None:
         parts.append("<h2>Optuna</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in study_lines(a)) + "</ul>")
     elif a.optuna:
         parts.append("<h2>Optuna</h2><pre>" + html.escape("\n".join(f"{k}: {v}" for k, v in a.optuna.items())) + "</pre>")
-    for fact, effects in a.factorials:
-        parts.append(f"<h2>2×2: {html.escape(fact.a)} × {html.escape(fact.b)}</h2>")
-        if fact.averaged_over:
-            parts.append(f"<p>Averaged over the other varying axes: {html.escape(', '.join(fact.averaged_over))}.</p>")
-        parts.append(f"<p><small>{html.escape(CONVENTION.format(n=n_resamples))}</small></p><ul>")
+    for title, _, averaged_over, effects in _sections(a):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if averaged_over:
+            parts.append(f"<p>Averaged over the other varying axes: {html.escape(', '.join(averaged_over))}.</p>")
+        parts.append(f"<p><small>{html.escape(CONVENTION)}</small></p><ul>")
         parts += [f"<li><b>{html.escape(m)}</b> {_arrow(m)}: {html.escape(verdict(es))}</li>" for m, es in effects.items()]
         parts.append("</ul>" + _html_table(*_effect_rows(effects)))
     for title, fig in a.figures:
@@ -273,10 +325,14 @@ def print_rich(a: Analysis, out_dir: Path) -> None:
             console.print(f"[red]run {run.name}: {_status(run)}[/red]")
     for line in study_lines(a):
         console.print(line)
-    for fact, effects in a.factorials:
-        console.print(f"[bold]2×2 {fact.a} × {fact.b}[/bold]")
+    for line in design_lines(a):
+        console.print(line, markup=False)
+    for line in control_lines(a):
+        console.print(f"positive control: {line}", markup=False)
+    for title, _, _, effects in _sections(a):
+        console.print(f"[bold]{title}[/bold]")
         for m, es in effects.items():
-            console.print(f"  {m} {_arrow(m)}: {verdict(es)}")
+            console.print(f"  {m} {_arrow(m)}: {verdict(es)}", markup=False)
     console.print(f"report: {out_dir / 'report.html'}")
 
 
@@ -284,22 +340,21 @@ def build_report(
     sweep_dir: Path | str,
     out_dir: Path | str | None = None,
     metrics: list[str] | None = None,
-    n_resamples: int = N_RESAMPLES,
     quiet: bool = False,
     storage: str | None = None,
 ) -> Path:
     """Write summary.csv, summary.md, report.html and plots/*.png; returns the path of report.html."""
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
-    a = analyse(sweep_dir, metrics, n_resamples=n_resamples, storage=storage)
+    a = analyse(sweep_dir, metrics, storage=storage)
     plot_dir = out / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     quality = next((m for m in ("content.field_em", *a.metrics) if any(m in r.metrics for r in a.runs) and not m.startswith("cost.")), None)
-    for k, (fact, effects) in enumerate(a.factorials):
+    for k, (title, slug, _, effects) in enumerate(_sections(a)):
         flat = [e for es in effects.values() for e in es]
         if flat:
-            name = f"effects_{k}_{fact.a}_x_{fact.b}".replace("/", "_")
-            a.figures.append((f"Effects: {fact.a} × {fact.b}", plots.effects_plot(flat, f"{fact.a} × {fact.b}", plot_dir / f"{name}.png")))
+            name = f"effects_{k}_{slug}".replace("/", "_")
+            a.figures.append((f"Effects: {title}", plots.effects_plot(flat, title, plot_dir / f"{name}.png")))
     shown = [r for r in a.runs if r.ok]
     caption = "Runs shown: " + "; ".join(f"{r.name}: {r.label}" for r in shown) if shown and shown[0].label != shown[0].name else None
     if quality:
@@ -314,9 +369,9 @@ def build_report(
     if caption:  # the plots of runs (not of effects) name each run by its label; the text says so too
         a.captions.update({fig: caption for title, fig in a.figures if not title.startswith("Effects")})
     write_csv(a, out / "summary.csv")
-    write_markdown(a, out / "summary.md", n_resamples)
+    write_markdown(a, out / "summary.md")
     html_path = out / "report.html"
-    write_html(a, html_path, n_resamples)
+    write_html(a, html_path)
     if not quiet:
         print_rich(a, out)
     return html_path
@@ -327,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dir", type=Path, help="multirun folder (0/, 1/, ...), Optuna sweep folder, or loop run (cycle_N/)")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: DIR/report)")
     ap.add_argument("--metrics", default=None, help="comma-separated metric names (default: the headline metrics)")
-    ap.add_argument("--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples")
     ap.add_argument("--storage", default=None,
                     help="Optuna storage URL of the sweep's study (default: DIR/optuna.db, else the trials' sweep.storage)")
     ap.add_argument("--wandb", choices=("offline", "online"), default=None,
@@ -336,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
-        html_path = build_report(args.dir, args.out, metrics, n_resamples=args.resamples, storage=args.storage)
+        html_path = build_report(args.dir, args.out, metrics, storage=args.storage)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

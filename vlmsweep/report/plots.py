@@ -25,7 +25,7 @@ def _save(fig, path: Path) -> Path:
 
 def effects_plot(effects: list[Effect], title: str, path: Path) -> Path:
     """Forest plot, one panel per metric (each on its own scale: rates and seconds do not share an
-    axis): a row per effect with its 95% interval, zero marked, grey when within noise; a metric with one
+    axis): a row per effect with its 95% interval, zero marked, grey unless found; a metric with one
     value per run is a hollow point and its panel says so."""
     metrics = list(dict.fromkeys(e.metric for e in effects))
     fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 0.9 * len(metrics) + 0.8), squeeze=False)
@@ -36,7 +36,7 @@ def effects_plot(effects: list[Effect], title: str, path: Path) -> Path:
             if e.no_interval:  # one value per run: the difference alone, hollow, never a zero-width bar
                 ax.plot([e.estimate], [y], "o", mfc="none", color="grey")
                 continue
-            color = "grey" if e.within_noise else "tab:blue"
+            color = "tab:blue" if e.found else "grey"  # blue only for an effect the report calls found
             ax.plot([e.low, e.high], [y, y], color=color, lw=2)
             ax.plot([e.estimate], [y], "o", color=color)
         ax.axvline(0.0, color="black", lw=0.8, ls="--")
@@ -45,7 +45,7 @@ def effects_plot(effects: list[Effect], title: str, path: Path) -> Path:
         note = " (one value per run: no interval)" if all(e.no_interval for e in rows) else ""
         ax.set_title(metric + note, fontsize=8, loc="left")
         ax.tick_params(axis="x", labelsize=7)
-    axes[-1, 0].set_xlabel("effect (other level minus baseline), 95% bootstrap interval", fontsize=8)
+    axes[-1, 0].set_xlabel("effect (other level minus baseline), 95% interval over test samples and seeds", fontsize=8)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 

@@ -20,7 +20,7 @@ HEADLINE_METRICS = (
     "rate.leakage",
     "routing.accuracy",  # adapters=per_domain runs only (vlmsweep/per_domain.py)
 )
-SEED_AXIS = "seed"  # a replicate axis: resampled in the bootstrap, never a factor
+SEED_AXIS = "seed"  # a replicate axis: a source of noise in every interval, never a factor
 # Where a run's budget and receipt share are found: an override, then run_info.json's resolved value
 # (`visual_tokens`: what a named budget such as max_pixels=512tok resolved to).
 VISUAL_TOKENS_AXES = ("max_pixels.visual_tokens", "visual_tokens")
