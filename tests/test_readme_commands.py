@@ -94,6 +94,23 @@ STEPS: dict[str, Step | str] = {
         "the `python -m vlmsweep.report DIR` step of tests/test_readme_commands.py runs this command on the 2x2's folder",
     "python -m vlmsweep.report DIR": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
     "python -m vlmsweep.report DIR --wandb offline": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
+    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all seed=0,1,2":
+        "the 2x2 step of tests/test_readme_commands.py runs this multirun without seeds, and its positive-control step "
+        "runs seeds as an axis through the command line into the report; tests/test_report_effects.py and "
+        "tests/test_report_calibration.py check the seed statistics",
+    "python -m vlmsweep -m 'seed=range(8)'":
+        Step(group="aa", replace={"range(8)": "range(4)"}, extra=QUICK + ["data.test_size=2", "hydra.sweep.dir={ws}/multirun/aa"],
+             check="aa_runs", why="four seeds, the fewest an A/A takes: the same path as eight"),
+    "python -m vlmsweep.report.calibrate DIR": Step(group="aa", replace={"DIR": "{ws}/multirun/aa"}, check="calibration"),
+    "python -m vlmsweep -m eval.perturb.blank=0,0.5 seed=0,1,2":
+        Step(group="control", replace={"seed=0,1,2": "seed=0,1"},
+             extra=["train.enabled=false", "data.test_size=16", "eval.batch_size=8", "eval.max_new_tokens=8", "tracker=none",
+                    "hydra.sweep.dir={ws}/multirun/control"],
+             check="control_runs",
+             why="evaluation only with two seeds and 8-token answers: the perturbation acts after generation, so training "
+                 "adds nothing the control checks, and blanking an answer moves its raw CER to 1 whatever it said"),
+    "python -m vlmsweep.report CONTROL_DIR --metrics contract.salvage_rate,text.raw_cer":
+        Step(group="control", replace={"CONTROL_DIR": "{ws}/multirun/control"}, check="control_found"),
     "python -m vlmsweep -m decoding=free,json_schema":
         "tests/test_run.py::test_constrained_decoding_ab_through_the_run runs both decodings through run() and checks the "
         "constrained one is schema-valid; the command-line multirun path is the 2x2 step's",
@@ -366,6 +383,34 @@ def _report(proc, ws):
     assert "data:image/png;base64," in (ws / "multirun" / "2x2" / "report" / "report.html").read_text(encoding="utf-8")
 
 
+def _aa_runs(proc, ws):
+    infos = [json.loads(p.read_text()) for p in (ws / "multirun" / "aa").glob("*/run_info.json")]
+    assert sorted(i["seed"] for i in infos) == [0, 1, 2, 3] and all(i["status"] == "ok" for i in infos)
+
+
+def _calibration(proc, ws):
+    cal = json.loads((ws / "multirun" / "aa" / "calibration.json").read_text(encoding="utf-8"))
+    assert cal["runs"] == 4 and cal["fpr_by_design"].keys() == {"2 arms x 2 seeds"}
+    assert all(m["tests"] == 3 for m in cal["metrics"])  # four runs split into two arms of two: three ways
+    assert "false-positive rate" in proc.stdout
+
+
+def _control_runs(proc, ws):
+    infos = [json.loads(p.read_text()) for p in (ws / "multirun" / "control").glob("*/run_info.json")]
+    blanked = [i["perturb"] for i in infos if i.get("perturb")]
+    assert len(infos) == 4 and len(blanked) == 2  # two seeds per arm; the baseline arm records no perturbation
+    for b in blanked:
+        assert b["blank"] == 0.5 and b["answers_blanked"] == 8  # exactly half of the 16 answers
+        assert b["injected"]["text.raw_cer"] > 0  # an empty answer misses every character of its target
+
+
+def _control_found(proc, ws):
+    md = (ws / "multirun" / "control" / "report" / "summary.md").read_text(encoding="utf-8")
+    line = next(x for x in md.splitlines() if x.startswith("- positive control:"))
+    assert "eval.perturb.blank on text.raw_cer: injected +" in line, line
+    assert line.endswith("found, sign right, interval covers it"), line
+
+
 def _check_ok(proc, ws):
     assert "2 usable records" in proc.stdout and "0 skipped" in proc.stdout
 
@@ -580,7 +625,8 @@ def _vllm_lora(proc, ws):
 
 
 CHECKS = {"same_as_default": _same_outputs_as("default"), "same_as_own": _same_outputs_as("own"), "own_data": _own_data, "own_loop": _own_loop, "mined_loop": _mined_loop, "exp1": _exp("nf4", "llm"), "exp2": _exp("nf4", "all"),
-          "exp3": _exp("bf16", "llm"), "exp4": _exp("bf16", "all"), "my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report, "check_ok": _check_ok,
+          "exp3": _exp("bf16", "llm"), "exp4": _exp("bf16", "all"), "my_sweep": _my_sweep, "run_ok": _run_ok, "user_ids": _user_ids, "four_runs": _four_runs, "report": _report,
+          "aa_runs": _aa_runs, "calibration": _calibration, "control_runs": _control_runs, "control_found": _control_found, "check_ok": _check_ok,
           "rendered": _rendered, "sroie": _sroie, "predict_scans": _predict_scans,
           "predict_manifest": _predict_manifest, "export_tiny": _export_tiny, "predict_merged": _predict_merged,
           "export_bnb4": _export_bnb4, "vllm_lora": _vllm_lora,

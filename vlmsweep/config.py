@@ -156,6 +156,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class PerturbConfig:
     digit_flip: float = 0.0  # positive control: share of the digits in each answer replaced before scoring (seeded by seed)
+    blank: float = 0.0  # positive control: share of the answers replaced by an empty output (exactly round(share * n))
 
 
 @dataclass(frozen=True)
@@ -321,11 +322,12 @@ def check(c: Config) -> None:
         errors.append(f"data_mix.receipt_ratio={c.data_mix.receipt_ratio}: expected a value in [0, 1]")
     if not 0.0 <= c.data_mix.hard_negatives < 1.0:
         errors.append(f"data_mix.hard_negatives={c.data_mix.hard_negatives}: expected a value in [0, 1)")
-    if not 0.0 <= c.eval.perturb.digit_flip <= 1.0:
-        errors.append(f"eval.perturb.digit_flip={c.eval.perturb.digit_flip}: expected a share in [0, 1]")
-    elif c.eval.perturb.digit_flip > 0 and (c.loop.cycles > 0 or c.adapters.per_domain):
-        errors.append("eval.perturb.digit_flip is a positive control for single runs (loop.cycles=0, adapters=single): "
-                      "perturbed answers would feed the loop's mining or the router")
+    for name, share in (("digit_flip", c.eval.perturb.digit_flip), ("blank", c.eval.perturb.blank)):
+        if not 0.0 <= share <= 1.0:
+            errors.append(f"eval.perturb.{name}={share}: expected a share in [0, 1]")
+        elif share > 0 and (c.loop.cycles > 0 or c.adapters.per_domain):
+            errors.append(f"eval.perturb.{name} is a positive control for single runs (loop.cycles=0, adapters=single): "
+                          "perturbed answers would feed the loop's mining or the per-domain evaluation")
     if c.train.on_truncation not in ("error", "skip"):
         errors.append(f"train.on_truncation={c.train.on_truncation!r}: expected error or skip")
     if c.tracker.backend not in ("wandb", "none"):

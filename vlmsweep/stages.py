@@ -315,10 +315,10 @@ def evaluate_and_write(cfg: Config, p: Pass, evaluate_fn: Callable[[list[Record]
             continue
         result.metrics = write_stage(cfg, folder, set_metrics, samples, metrics | slice_metrics,
                                      appendix=slice_table(slice_metrics, list(p.slices)) if p.slices else "")
-        if cfg.eval.perturb.digit_flip > 0:
+        if cfg.eval.perturb.digit_flip > 0 or cfg.eval.perturb.blank > 0:
             from vlmsweep.evaluate.perturb import summary
 
-            info.update(perturb=summary(samples, cfg.eval.perturb.digit_flip, cfg.seed))
+            info.update(perturb=summary(samples, cfg.eval.perturb.digit_flip, cfg.eval.perturb.blank, cfg.seed))
         if p.samples_table and cfg.tracker.log_samples:
             p.tracker.table(p.samples_table, samples)
     if p.main_set not in p.evals:  # training only: metrics.json holds the training and estimate metrics

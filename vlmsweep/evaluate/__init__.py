@@ -53,28 +53,28 @@ def score_outputs(
     costs: Sequence[dict[str, float]] | None = None,
     schemas: dict[str, dict] | None = None,
     input_errors: Sequence[str | None] | None = None,
-    perturb: tuple[float, int] | None = None,
+    perturb: tuple[float, float, int] | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Score outputs of any system against records (Record objects or dicts with id, domain, target and
     optionally image_domain, origin, unannotated). `prompts_used`: the instruction each output answered
     (default: prompts.instruction(domain, domain_tag)). `costs`: per sample {seconds, visual_tokens,
     output_tokens}. `input_errors`: per sample, why its image could not be read (None: it was read).
-    `perturb`: (digit_flip share, seed) of a positive control (vlmsweep/evaluate/perturb.py): the outputs are
+    `perturb`: (digit_flip share, blank share, seed) of a positive control (vlmsweep/evaluate/perturb.py): the outputs are
     scored as perturbed, and each sample keeps its clean output, scores and tags under "clean".
     Returns (metrics.json dict, samples.jsonl records)."""
     if len(raws) != len(records):
         raise ValueError(f"score_outputs: {len(raws)} outputs for {len(records)} records; they must pair one to one")
-    if perturb is not None and perturb[0] > 0:
+    if perturb is not None and (perturb[0] > 0 or perturb[1] > 0):
         from vlmsweep.evaluate.perturb import perturb_outputs
 
         kwargs = dict(domain_tag=domain_tag, leakage_keywords=leakage_keywords, stop_reasons=stop_reasons, costs=costs,
                       schemas=schemas, input_errors=input_errors)
         _, clean = score_outputs(raws, records, prompts_used, **kwargs)  # type: ignore[arg-type]
-        flipped, counts = perturb_outputs([s["raw"] for s in clean], [str(s["id"]) for s in clean], *perturb)
+        flipped, counts, empty = perturb_outputs([s["raw"] for s in clean], [str(s["id"]) for s in clean], *perturb)
         metrics, samples = score_outputs(flipped, records, prompts_used, **kwargs)  # type: ignore[arg-type]
         for sample, c, n in zip(samples, clean, counts):
             sample["clean"] = {"raw": c["raw"], "scores": c["scores"], "tags": c["tags"]}
-            sample["perturb"] = {"digits_flipped": n.flipped, "digits": n.digits}
+            sample["perturb"] = {"digits_flipped": n.flipped, "digits": n.digits, "blanked": str(sample["id"]) in empty}
         return metrics, samples
     schemas = dict(schemas or {})
     samples = []
@@ -232,7 +232,7 @@ def evaluate(
         costs=costs,
         schemas=schemas,
         input_errors=errors,
-        perturb=(float(cfg_eval.perturb.digit_flip), int(seed)),
+        perturb=(float(cfg_eval.perturb.digit_flip), float(cfg_eval.perturb.blank), int(seed)),
     )
     if out_dir is not None:
         write_outputs(Path(out_dir), metrics, samples, worst_per_tag=int(cfg_eval.worst_per_tag))

@@ -1,5 +1,6 @@
 """Positive controls: a known, seeded change to the model's answers before scoring (eval.perturb), so a report can be
-shown to find an effect of a size measured on the same outputs.
+shown to find an effect of a size measured on the same outputs. digit_flip moves content (on a model that reads:
+flipping a guessed digit leaves a guess); blank moves the contract, on any model.
 
 Pure (no torch). Written by hand: flipping digits inside a JSON text without breaking its syntax is no library's job.
 """
@@ -64,12 +65,22 @@ def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(str(sample_id).encode("utf-8"))])
 
 
-def perturb_outputs(raws: list[str], ids: list[str], digit_flip: float, seed: int) -> tuple[list[str], list[Flipped]]:
+def blanked(ids: list[str], share: float, seed: int) -> set[str]:
+    """Exactly round(share * n) of the samples, drawn by the run seed: their answers become empty (a contract failure
+    of known size: the injected change is then the same for every seed wherever the clean outputs are)."""
+    k = int(round(share * len(ids)))
+    order = np.random.default_rng([int(seed), 1]).permutation(len(ids))
+    return {ids[i] for i in order[:k]}
+
+
+def perturb_outputs(raws: list[str], ids: list[str], digit_flip: float, blank: float, seed: int
+                    ) -> tuple[list[str], list[Flipped], set[str]]:
     results = [flip_digits(raw, digit_flip, sample_rng(seed, sid)) for raw, sid in zip(raws, ids)]
-    return [r.text for r in results], results
+    empty = blanked(ids, blank, seed)
+    return ["" if sid in empty else r.text for r, sid in zip(results, ids)], results, empty
 
 
-def summary(samples: list[dict], digit_flip: float, seed: int) -> dict:
+def summary(samples: list[dict], digit_flip: float, blank: float, seed: int) -> dict:
     """run_info.json's `perturb`: the setting, the digits flipped, and the injected size of every metric, i.e.
     the metrics of the perturbed outputs minus those of the same outputs clean (by_domain copies left out)."""
     from vlmsweep.evaluate.metrics import aggregate
@@ -78,7 +89,9 @@ def summary(samples: list[dict], digit_flip: float, seed: int) -> dict:
     clean = aggregate([{**s, "scores": s["clean"]["scores"], "tags": s["clean"]["tags"]} for s in samples])
     return {
         "digit_flip": digit_flip,
+        "blank": blank,
         "seed": seed,
+        "answers_blanked": sum(bool(s["perturb"].get("blanked")) for s in samples),
         "digits_flipped": sum(s["perturb"]["digits_flipped"] for s in samples),
         "digits": sum(s["perturb"]["digits"] for s in samples),
         "injected": {k: perturbed[k] - clean[k] for k in perturbed

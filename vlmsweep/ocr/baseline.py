@@ -48,7 +48,7 @@ def evaluate_ocr(records: Sequence[Any], cfg_eval, out_dir: Path | None, seed: i
     metrics, samples = score_outputs(
         raws, records, leakage_keywords=tuple(cfg_eval.leakage_keywords),
         stop_reasons=["ocr" if e is None else "unreadable_input" for e in errors], costs=costs, input_errors=errors,
-        perturb=(float(cfg_eval.perturb.digit_flip), int(seed)),
+        perturb=(float(cfg_eval.perturb.digit_flip), float(cfg_eval.perturb.blank), int(seed)),
     )
     for sample, text in zip(samples, texts):
         sample["ocr_text"] = text

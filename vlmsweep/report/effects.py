@@ -254,13 +254,15 @@ def _contrast_estimate(x: np.ndarray, w: np.ndarray) -> Estimate:
 
     Var(estimate) = sum_c w_c^2 (V_cs / N + V_run / R_c + V_res / (R_c N)); each part is estimated by moments and
     pooled over the cells (written by hand: no statistics library has this paired, crossed design):
-      - between runs of one cell (seeds): the pooled variance of run means, sum_c (R_c - 1) degrees of freedom;
+      - between runs (seeds): a seed present in every cell is a block (same LoRA init and data order in each cell;
+        for an evaluation-side axis such as eval.perturb, the very same trained adapter), and the cell x seed
+        residual of the runs' means has (C - 1)(S - 1) degrees of freedom, 6 in a 2x2 of three seeds; without two
+        complete seeds, the pooled within-cell variance of run means (sum_c (R_c - 1) degrees of freedom);
       - between samples: the variance of the per-sample contrast e_n over the N samples, N - 1 degrees of freedom;
       - the run x sample residual, counted in both of the above once too many, is subtracted.
-    The total is floored at the larger of the first two terms, its degrees of freedom are Satterthwaite's, and the
-    interval is Student t. Seeds are replicates within a cell, not paired across cells (one seed gives different
-    LoRA modules under another scope), which leaves sum_c (R_c - 1) degrees of freedom to the seed noise: 8 in a
-    2x2 of three seeds, where a seed-paired estimate has 2. A percentile bootstrap over 3 seeds undercovers (its
+    The seeds' and the samples' parts each get their own Student-t quantile (S - 1 or pooled degrees of freedom,
+    and N - 1), combined in quadrature into the interval's half-width. Pooling the block residual over the contrasts gives the seed noise 6 degrees of freedom
+    in a 2x2 of three seeds, where one contrast's own paired differences have 2. A percentile bootstrap over 3 seeds undercovers (its
     variance is 2/3 of the truth and its quantiles are normal ones). The level is measured, not assumed:
     tests/test_report_calibration.py and `python -m vlmsweep.report.calibrate` on an A/A multirun. Values missing
     (a metric undefined on a sample, a cell with fewer runs) are averaged over what exists."""
@@ -273,10 +275,22 @@ def _contrast_estimate(x: np.ndarray, w: np.ndarray) -> Estimate:
         runs_per_cell = np.isfinite(run_mean).sum(axis=1)  # R_c
         sample_e = np.einsum("c,cn->n", w, np.nanmean(x, axis=1))  # NaN for a sample undefined in some cell
         sample_e = sample_e[np.isfinite(sample_e)]
-        # pooled within-cell variance of run means (seed noise, plus the residual averaged over samples)
-        dev = run_mean - cell_mean[:, None]
-        df_run = int(np.sum(np.maximum(runs_per_cell - 1, 0)))
-        v_run = float(np.nansum(dev**2) / df_run) if df_run > 0 else nan
+        # seed noise, from the runs' means: seeds present in every cell are blocks (a randomized complete block
+        # design: the cell x seed residual, (C - 1)(S - 1) degrees of freedom, pooled over the contrasts); without
+        # two complete seeds, the pooled within-cell variance (sum_c (R_c - 1) degrees of freedom)
+        complete = np.isfinite(run_mean).all(axis=0)
+        blocks = int(complete.sum())
+        if blocks >= 2 and len(w) >= 2:
+            m = run_mean[:, complete]
+            resid_cs = m - m.mean(axis=1, keepdims=True) - m.mean(axis=0, keepdims=True) + m.mean()
+            df_run = (m.shape[0] - 1) * (blocks - 1)
+            v_run = float(np.sum(resid_cs**2) / df_run)
+            run_weight = float(np.sum(w**2)) / blocks  # sum_c w_c^2 / S
+        else:
+            dev = run_mean - cell_mean[:, None]
+            df_run = int(np.sum(np.maximum(runs_per_cell - 1, 0)))
+            v_run = float(np.nansum(dev**2) / df_run) if df_run > 0 else nan
+            run_weight = float(np.sum(w**2 / np.maximum(runs_per_cell, 1)))  # sum_c w_c^2 / R_c
         # run x sample residual within each cell: x - run mean - (cell's per-sample mean) + cell mean
         cell_sample = np.nanmean(x, axis=1, keepdims=True)
         resid = x - run_mean[:, :, None] - cell_sample + cell_mean[:, None, None]
@@ -289,19 +303,23 @@ def _contrast_estimate(x: np.ndarray, w: np.ndarray) -> Estimate:
     if df_run == 0:  # one run per cell: a paired comparison over test samples, seed noise unmeasured
         m2 = float(np.var(sample_e, ddof=1))
         return Estimate(value, float(np.sqrt(m2 / n_samples)), float(n_samples - 1), n_samples, n_seeds, "samples only")
-    seeds_term = (v_run * inv_r, df_run)
+    seeds_term = (v_run * run_weight, df_run)
     if not per_sample or n_samples < 2:
         return Estimate(value, float(np.sqrt(seeds_term[0])), float(df_run), n_samples, n_seeds, "seeds only")
     samples_term = (float(np.var(sample_e, ddof=1)) / n_samples, n_samples - 1)
-    df_res = max(df_run * (n_samples - 1), 1)
+    df_res = max(int(np.sum(np.maximum(runs_per_cell - 1, 0))) * (n_samples - 1), 1)  # the within-cell residual's
     resid_term = (float(np.nansum(resid**2)) / df_res * inv_r / n_samples, df_res)
-    var = seeds_term[0] + samples_term[0] - resid_term[0]
-    floor = max(seeds_term, samples_term, key=lambda t: t[0])
-    if var <= floor[0]:
-        var, df = floor[0], float(floor[1])
-    else:
-        denom = sum(v**2 / k for v, k in (seeds_term, samples_term, resid_term))
-        df = float(var**2 / denom) if denom > 0 else float(df_run)
+    # the samples' part net of the run x sample residual it shares with the seeds' part
+    samples_net = max(samples_term[0] - resid_term[0], 0.0)
+    var = seeds_term[0] + samples_net
+    if var <= 0.0:
+        return Estimate(value, 0.0, float(df_run), n_samples, n_seeds, "seeds and samples")
+    # Each part keeps its own t quantile, added in quadrature: with a few seeds, a seed variance that came out small
+    # by chance must not borrow the samples' many degrees of freedom (a pooled Satterthwaite t did: 13% false
+    # positives with two seeds in the simulated designs of tests/test_report_calibration.py); the interval's
+    # degrees of freedom are those of the t quantile this gives.
+    half = np.sqrt(stats.t.ppf(0.975, df_run) ** 2 * seeds_term[0] + stats.t.ppf(0.975, samples_term[1]) ** 2 * samples_net)
+    df = _df_for_quantile(float(half / np.sqrt(var)))
     return Estimate(value, float(np.sqrt(var)), df, n_samples, n_seeds, "seeds and samples")
 
 
@@ -310,6 +328,20 @@ def minimum_detectable(se: float, df: float, power: float = 0.80, level: float =
     if not np.isfinite(se) or not np.isfinite(df):
         return float("nan")
     return float((stats.t.ppf(0.5 + level / 2, df) + stats.t.ppf(power, df)) * se)
+
+
+def _df_for_quantile(t975: float) -> float:
+    """The degrees of freedom whose 97.5% t quantile is t975 (bisection on log df; 1e6 stands for normal)."""
+    if t975 <= stats.norm.ppf(0.975) + 1e-9:
+        return 1e6
+    lo, hi = 0.0, np.log(1e6)  # log df
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if stats.t.ppf(0.975, np.exp(mid)) > t975:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.exp((lo + hi) / 2))
 
 
 def contrast_estimate(x: np.ndarray, w: np.ndarray) -> Estimate:
