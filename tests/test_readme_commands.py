@@ -90,8 +90,6 @@ STEPS: dict[str, Step | str] = {
                                                               check="four_runs"),
     "python -m vlmsweep.report outputs/multirun/DATE/TIME":
         "the `python -m vlmsweep.report DIR` step of tests/test_readme_commands.py runs this command on the 2x2's folder",
-    "python -m vlmsweep.report outputs/multirun/2026-11-30/01-40-05":
-        "the `python -m vlmsweep.report DIR` step of tests/test_readme_commands.py runs this command on the 2x2's folder",
     "python -m vlmsweep.report DIR": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
     "python -m vlmsweep.report DIR --wandb offline": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
     "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all seed=0,1,2":
@@ -99,16 +97,19 @@ STEPS: dict[str, Step | str] = {
         "runs seeds as an axis through the command line into the report; tests/test_report_effects.py and "
         "tests/test_report_calibration.py check the seed statistics",
     "python -m vlmsweep -m 'seed=range(8)'":
-        Step(group="aa", replace={"range(8)": "range(4)"}, extra=QUICK + ["data.test_size=2", "hydra.sweep.dir={ws}/multirun/aa"],
-             check="aa_runs", why="four seeds, the fewest an A/A takes: the same path as eight"),
+        Step(group="aa", replace={"range(8)": "range(4)"},
+             extra=QUICK + ["train.enabled=false", "data.test_size=2", "hydra.sweep.dir={ws}/multirun/aa"], check="aa_runs",
+             why="four seeds (the fewest an A/A takes) of an evaluation-only run: the command's path at a fraction of its "
+                 "cost; the A/A statistics on trained seeds are tests/test_report_calibration.py's and benchmarks/bench_aa.py's"),
     "python -m vlmsweep.report.calibrate DIR": Step(group="aa", replace={"DIR": "{ws}/multirun/aa"}, check="calibration"),
     "python -m vlmsweep -m eval.perturb.blank=0,0.5 seed=0,1,2":
         Step(group="control", replace={"seed=0,1,2": "seed=0,1"},
-             extra=["train.enabled=false", "data.test_size=16", "eval.batch_size=8", "eval.max_new_tokens=8", "tracker=none",
-                    "hydra.sweep.dir={ws}/multirun/control"],
+             extra=["train.enabled=false", "data.test_size=16", "eval.batch_size=8", "eval.max_new_tokens=12",
+                    "max_pixels.visual_tokens=16", "tracker=none", "hydra.sweep.dir={ws}/multirun/control"],
              check="control_runs",
-             why="evaluation only with two seeds and 8-token answers: the perturbation acts after generation, so training "
-                 "adds nothing the control checks, and blanking an answer moves its raw CER to 1 whatever it said"),
+             why="evaluation only with two seeds and 12-token answers at the warm-up's 16 visual tokens (where the warmed "
+                 "model opens its answers in the contract): the perturbation acts after generation, so training adds "
+                 "nothing the control checks, and blanking an answer moves its raw CER to 1"),
     "python -m vlmsweep.report CONTROL_DIR --metrics contract.salvage_rate,text.raw_cer":
         Step(group="control", replace={"CONTROL_DIR": "{ws}/multirun/control"}, check="control_found"),
     "python -m vlmsweep -m decoding=free,json_schema":
