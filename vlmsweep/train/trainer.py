@@ -17,7 +17,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from vlmsweep.config import Config
 from vlmsweep.data import Record
-from vlmsweep.train.collator import Collator, MaskError, masked_lm_loss
+from vlmsweep.train.collator import Collator, MaskError
+from vlmsweep.train.loss import OutputLayerLoss
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +111,16 @@ def training_arguments(cfg: Config, out_dir: Path) -> TrainingArguments:
 def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir: Path, sink=None, memory_probe=None):
     """Train `model` in place; returns training metrics (loss, steps, seconds, samples/s)."""
     args = training_arguments(cfg, out_dir)
+    loss_fn = OutputLayerLoss(cfg.train.loss_impl, cfg.train.loss_chunk)
+    if args.n_gpu > 1 and loss_fn.impl != "eager":  # the Trainer would wrap the model in torch.nn.DataParallel
+        raise ValueError(f"train.loss_impl={loss_fn.impl} with {args.n_gpu} GPUs in one process (torch.nn.DataParallel): "
+                         "launch with torchrun or accelerate launch (one process per GPU), or use train.loss_impl=eager")
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=Records(records),
         data_collator=collator,
-        compute_loss_func=masked_lm_loss,
+        compute_loss_func=loss_fn,
         callbacks=[LogCallback(collator, sink, memory_probe)],
     )
     resume = None
@@ -124,7 +129,8 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
         if resume:
             log.info("resuming from %s", resume)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    with loss_fn.attached(model):
+        result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     samples = cfg.train.max_steps * cfg.train.batch_size * cfg.train.grad_accum * args.world_size
     loss = float(result.training_loss)
