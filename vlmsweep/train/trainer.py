@@ -108,6 +108,16 @@ def training_arguments(cfg: Config, out_dir: Path) -> TrainingArguments:
     )
 
 
+def check_unsharded_output_layer(trainer: Trainer, impl: str) -> None:
+    """The loss of every implementation but eager reads the output layer's weight outside the model's forward, where
+    FSDP and DeepSpeed ZeRO-3 hold only this rank's shard of it."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if impl != "eager" and (trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()):
+        raise ValueError(f"train.loss_impl={impl} with FSDP or DeepSpeed ZeRO-3 (sharded weights): use "
+                         "train.loss_impl=eager there, or data parallelism (DDP) / ZeRO-1/2")
+
+
 def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir: Path, sink=None, memory_probe=None):
     """Train `model` in place; returns training metrics (loss, steps, seconds, samples/s)."""
     args = training_arguments(cfg, out_dir)
@@ -123,6 +133,7 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
         compute_loss_func=loss_fn,
         callbacks=[LogCallback(collator, sink, memory_probe)],
     )
+    check_unsharded_output_layer(trainer, loss_fn.impl)
     resume = None
     if cfg.train.resume and Path(args.output_dir).is_dir():
         resume = get_last_checkpoint(args.output_dir)
