@@ -10,11 +10,13 @@ from vlmsweep.train.peak import measure
 
 
 def measure_training_step(
-    config_hf: Any, dtype, *, lora_r: int, batch_size: int, visual_tokens: int, text_tokens: int, supervised_tokens: int
+    config_hf: Any, dtype, *, lora_r: int, batch_size: int, visual_tokens: int, text_tokens: int, supervised_tokens: int,
+    loss_impl: str = "eager", loss_chunk: int = 128,
 ) -> tuple[int, int]:
     """(estimate, measured) bytes of two forward+backward+AdamW steps of a random model of this config on
     the CPU (LoRA r on the LLM, or lora_r=0: full fine-tune of the LLM). measured = exact tensor bytes of
-    the built model + peak RSS growth during the steps (building is outside: it has its own transient)."""
+    the built model + peak RSS growth during the steps (building is outside: it has its own transient).
+    loss_impl: eager (logits of every supervised position at once) or chunked (vlmsweep.train.loss)."""
     import gc as _gc
 
     import torch
@@ -22,12 +24,16 @@ def measure_training_step(
     from transformers.initialization import no_init_weights
 
     from vlmsweep.model.scope import LLM
+    from vlmsweep.train.loss import chunked_linear_cross_entropy
+
+    if loss_impl not in ("eager", "chunked"):
+        raise ValueError(f"loss_impl={loss_impl!r}: the CPU harness measures eager or chunked")
 
     torch.manual_seed(0)
     quant = "fp32" if dtype == torch.float32 else "bf16"
     est = memory.estimate(config_hf, quant=quant, trainable_parts=["llm"], lora_r=lora_r, batch_size=batch_size,
                    text_tokens=text_tokens, visual_tokens=visual_tokens, supervised_tokens=supervised_tokens,
-                   grad_checkpointing=False)  # fmt: skip
+                   grad_checkpointing=False, loss_impl=loss_impl, loss_chunk=loss_chunk)  # fmt: skip
     with no_init_weights():  # random init of many parameters is slow; filling uniformly is not
         model = Qwen2VLForConditionalGeneration._from_config(config_hf, dtype=dtype)
     model.tie_weights()
@@ -57,10 +63,13 @@ def measure_training_step(
         for _ in range(2):  # step 2 runs with the optimizer states alive
             hidden = base.model(input_ids=ids, pixel_values=pixels, image_grid_thw=thw,
                                 mm_token_type_ids=(ids == config_hf.image_token_id).long()).last_hidden_state  # fmt: skip
-            logits = base.lm_head(hidden[:, -sup:])  # logits only at the supervised positions, as the trainer does
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, -sup:].flatten())
+            kept, labels = hidden[:, -sup:].flatten(0, 1), ids[:, -sup:].flatten()  # the supervised positions
+            if loss_impl == "eager":
+                loss = torch.nn.functional.cross_entropy(base.lm_head(kept).float(), labels)
+            else:
+                loss = chunked_linear_cross_entropy(kept, base.lm_head.weight, labels, loss_chunk) / len(labels)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            del hidden, logits, loss
+            del hidden, kept, loss
     return est.total_bytes, tensors + m.peak_bytes

@@ -16,6 +16,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 # One visual token covers a 28x28 pixel area: Qwen2-VL cuts 14x14 patches and merges 2x2 of them.
 PIXELS_PER_VISUAL_TOKEN = 28 * 28
 
+# train.loss_impl: how the output layer and cross-entropy are computed (vlmsweep/train/loss.py)
+LOSS_IMPLS = ("eager", "chunked", "liger", "cce")
+
 
 def visual_tokens_to_pixels(tokens: int) -> int:
     """The one place where a visual-token budget becomes the image processor's pixel budget."""
@@ -145,6 +148,8 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     lr_scheduler: str = "constant"
     grad_checkpointing: bool = False
+    loss_impl: str = "chunked"  # eager | chunked | liger | cce (CUDA): how logits and cross-entropy are computed
+    loss_chunk: int = 128  # chunked: supervised tokens whose logits exist at once (rows x vocab x 8 bytes)
     max_seq_len: int = 2048  # tokens, visual tokens included
     on_truncation: str = "error"  # error | skip: a sample whose answer would be cut
     save_steps: int = 0  # 0: save only at the end
@@ -328,6 +333,10 @@ def check(c: Config) -> None:
         elif share > 0 and (c.loop.cycles > 0 or c.adapters.per_domain):
             errors.append(f"eval.perturb.{name} is a positive control for single runs (loop.cycles=0, adapters=single): "
                           "perturbed answers would feed the loop's mining or the per-domain evaluation")
+    if c.train.loss_impl not in LOSS_IMPLS:
+        errors.append(f"train.loss_impl={c.train.loss_impl!r}: expected one of {', '.join(LOSS_IMPLS)}")
+    if c.train.loss_chunk < 1:
+        errors.append(f"train.loss_chunk={c.train.loss_chunk}: expected a positive number of tokens (rows of logits)")
     if c.train.on_truncation not in ("error", "skip"):
         errors.append(f"train.on_truncation={c.train.on_truncation!r}: expected error or skip")
     if c.tracker.backend not in ("wandb", "none"):

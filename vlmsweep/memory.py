@@ -145,7 +145,7 @@ class MemoryEstimate:
             ("gradients", self.gradients_bytes, f"{self.trainable_params / 1e6:.2f} M trainable params"),
             ("optimizer", self.optimizer_bytes, str(self.settings.get("optimizer", ""))),
             ("activations", self.activations_bytes, ", ".join(f"{k} {_gib(v)}" for k, v in self.activations_by_part.items() if v)),
-            ("logits", self.logits_bytes, f"{self.settings.get('supervised_tokens')} supervised tokens"),
+            ("logits", self.logits_bytes, _logits_note(self.settings)),
             ("transients", max(self.tied_grad_bytes, self.optimizer_step_bytes), "tied-embedding grad / optimizer step (peak takes the larger phase)"),
             ("total", self.total_bytes, ""),
         ]
@@ -156,6 +156,47 @@ class MemoryEstimate:
 
 def _gib(n: int) -> str:
     return f"{n / GiB:.2f} GiB"
+
+
+def _logits_note(s: dict[str, Any]) -> str:
+    rows = s.get("logits_rows")
+    at_once = f", {rows} at a time" if s.get("loss_impl") in ("chunked", "liger") else ""
+    return f"{s.get('supervised_tokens')} supervised tokens per sample, loss_impl={s.get('loss_impl')}{at_once}"
+
+
+def liger_chunk_rows(rows: int, vocab: int, hidden: int) -> int:
+    """Rows of logits Liger-Kernel's fused linear cross-entropy computes at once (its own rule, liger_kernel.ops.
+    fused_linear_cross_entropy): about rows / ceil(vocab / hidden), rounded up to a power of two, so that a chunk's
+    logits are about as large as the hidden states."""
+    inc = -(-vocab // hidden)
+    return min(rows, 1 << max(0, math.ceil(math.log2(max(1, -(-rows // inc))))))
+
+
+def logits_bytes(loss_impl: str, rows: int, vocab: int, hidden: int, compute_bytes: int, chunk: int,
+                 output_layer_trained: bool = False) -> int:
+    """Peak bytes of the output layer + cross-entropy over `rows` supervised tokens (vlmsweep.train.loss).
+
+    eager: all rows' logits at once; per element the compute-dtype logits, the fp32 copy for the loss,
+    log-softmax's saved output, and in backward the fp32 gradient, softmax's exp temporary and the gradient cast
+    back (measured on the CPU: ~20 bytes per element in fp32, ~18 in bf16).
+    chunked: `chunk` rows at a time, two fp32 (rows, vocab) buffers (logits, log-probabilities): 8 bytes per
+    element; the gradient of the hidden states (rows, hidden) is kept for backward.
+    liger: Liger's chunk of logits in the compute dtype, the gradient written in place, plus the hidden gradient.
+    cce: no vocabulary-wide buffer (blocks stay in on-chip memory): the hidden gradient and two fp32 per row.
+    A trained output layer (full fine-tune) adds, for chunked and liger, its fp32 gradient accumulator.
+    """
+    grad_hidden = rows * hidden * compute_bytes
+    accumulator = vocab * hidden * 4 if output_layer_trained else 0
+    match loss_impl:
+        case "eager":
+            return rows * vocab * (compute_bytes + 16)
+        case "chunked":
+            return min(chunk, rows) * vocab * 8 + grad_hidden + accumulator
+        case "liger":
+            return liger_chunk_rows(rows, vocab, hidden) * vocab * compute_bytes + grad_hidden + accumulator
+        case "cce":
+            return grad_hidden + rows * 8
+    raise ValueError(f"loss_impl={loss_impl!r}: expected one of eager, chunked, liger, cce")
 
 
 def estimate(
@@ -176,13 +217,16 @@ def estimate(
     double_quant: bool = True,
     kbit_fp32_upcast: bool = True,
     attn_implementation: str = "sdpa",
+    loss_impl: str = "chunked",
+    loss_chunk: int = 128,
 ) -> MemoryEstimate:
     """Peak memory of one training step.
 
     lora_r=0 means a full fine-tune of `trainable_parts`. visual_tokens are per image (one image per
     sample), counted after the 2x2 merge; the LLM sequence is text_tokens + visual_tokens. Logits are
     computed only at the `supervised_tokens` answer positions (our trainer does that; default: all
-    text_tokens). `kbit_fp32_upcast`: peft's prepare_model_for_kbit_training casts every non-4-bit
+    text_tokens), and with `loss_impl` other than eager only `loss_chunk` rows of them at a time
+    (`logits_bytes`). `kbit_fp32_upcast`: peft's prepare_model_for_kbit_training casts every non-4-bit
     parameter (vision tower, embeddings, norms, biases) to fp32 -- a large share of a QLoRA run's weights.
     Not counted: the CUDA context, allocator fragmentation, the processor and data.
     """
@@ -310,10 +354,10 @@ def estimate(
     merger_tok = compute_bytes * (merge * e * 2 + 4 * merge * e) + (per_lora_input * 2 * merge * e if lora_r > 0 and "merger" in trainable_parts else 0)
     merger_act = batch_size * visual_tokens * merger_tok if merger_stores else 0
 
-    # Logits at supervised positions, per element: the compute-dtype logits, the fp32 copy for the loss,
-    # log-softmax's saved output, and in backward the fp32 gradient, softmax's exp temporary and the
-    # gradient cast back (measured on the CPU: ~20 bytes per element in fp32, ~18 in bf16).
-    logits_bytes = batch_size * supervised * text_cfg.vocab_size * (compute_bytes + 16)
+    # Logits at the supervised positions only, all at once (eager) or a chunk at a time (logits_bytes).
+    output_trained = lora_r == 0 and "llm" in trainable_parts
+    rows = batch_size * supervised
+    logits = logits_bytes(loss_impl, rows, text_cfg.vocab_size, h, compute_bytes, loss_chunk, output_trained)
     activations = int(llm_act + vision_act + merger_act)
     # Transients. Tied embeddings trained in full get two full-size gradients (from lm_head and from the
     # lookup) before autograd sums them. Foreach AdamW holds one trainable-sized temporary (sqrt of the
@@ -323,7 +367,7 @@ def estimate(
     if lora_r == 0 and tied and "llm" in trainable_parts:
         tied_grad_bytes = text_cfg.vocab_size * h * (4 if quant == "fp32" else 2)
     step_bytes = state_param_bytes if optimizer == "adamw" else 0
-    backward_phase = activations + logits_bytes + tied_grad_bytes
+    backward_phase = activations + logits + tied_grad_bytes
 
     total = weights_bytes + lora_bytes + grad_bytes + optimizer_bytes + max(backward_phase, step_bytes)
     return MemoryEstimate(
@@ -334,7 +378,7 @@ def estimate(
         gradients_bytes=int(grad_bytes),
         optimizer_bytes=optimizer_bytes,
         activations_bytes=activations,
-        logits_bytes=int(logits_bytes),
+        logits_bytes=int(logits),
         tied_grad_bytes=int(tied_grad_bytes),
         optimizer_step_bytes=int(step_bytes),
         total_bytes=int(total),
@@ -353,6 +397,10 @@ def estimate(
             supervised_tokens=supervised,
             grad_checkpointing=grad_checkpointing,
             optimizer=optimizer,
+            loss_impl=loss_impl,
+            loss_chunk=loss_chunk,
+            logits_rows={"eager": rows, "chunked": min(loss_chunk, rows), "cce": 0,
+                         "liger": liger_chunk_rows(rows, text_cfg.vocab_size, h)}.get(loss_impl, rows),
         ),
     )
 
@@ -390,9 +438,10 @@ def _vision_block_bytes(e: int, mlp: int, heads: int, patches: int, a: int, attn
 
 
 def estimate_from_config(
-    config: "Config", model_config_hf: Any, *, text_tokens: int, supervised_tokens: int | None = None
+    config: "Config", model_config_hf: Any, *, text_tokens: int, supervised_tokens: int | None = None,
+    loss_impl: str | None = None,
 ) -> MemoryEstimate:
-    """`estimate` with the run's typed config supplying every axis."""
+    """`estimate` with the run's typed config supplying every axis (`loss_impl`: another than the run's)."""
     return estimate(
         model_config_hf,
         quant=config.quant.name if config.quant.name in DTYPE_BYTES else _quant_from_dtype(config),
@@ -409,6 +458,8 @@ def estimate_from_config(
         double_quant=config.quant.double_quant,
         kbit_fp32_upcast=config.quant.fp32_upcast,
         attn_implementation=config.model.attn_implementation,
+        loss_impl=loss_impl or config.train.loss_impl,
+        loss_chunk=config.train.loss_chunk,
     )
 
 
@@ -436,11 +487,13 @@ def preset_configs() -> dict[str, Any]:
     return {"tiny": tiny_config(), "shape": shape_config()}
 
 
-def experiment_estimates(visual_tokens: int = 1024, text_tokens: int = 300, lora_r: int = 16) -> dict[str, MemoryEstimate]:
+def experiment_estimates(visual_tokens: int = 1024, text_tokens: int = 300, lora_r: int = 16,
+                         loss_impl: str = "chunked") -> dict[str, MemoryEstimate]:
     shape = preset_configs()["shape"]
     return {
         name: estimate(shape, quant=quant, trainable_parts=parts, lora_r=lora_r, batch_size=1,
-                       text_tokens=text_tokens, visual_tokens=visual_tokens, grad_checkpointing=True)
+                       text_tokens=text_tokens, visual_tokens=visual_tokens, grad_checkpointing=True,
+                       loss_impl=loss_impl)
         for name, (quant, parts, _) in EXPERIMENTS.items()
     }  # fmt: skip
 
@@ -482,6 +535,10 @@ def main(argv: list[str] | None = None) -> int:
              f"{s['visual_tokens']} visual + {s['text_tokens']} text tokens ({s['supervised_tokens']} supervised), "
              f"gradient checkpointing {'on' if s['grad_checkpointing'] else 'off'}")
     print(est.table(title))
+    other = "chunked" if s["loss_impl"] == "eager" else "eager"
+    alt = estimate_from_config(cfg, model_config_hf, text_tokens=TEXT_TOKENS, supervised_tokens=SUPERVISED_TOKENS,
+                               loss_impl=other)
+    print(f"train.loss_impl={other} instead: logits {alt.logits_bytes / GiB:.3f} GiB, total {alt.total_bytes / GiB:.3f} GiB")
     plan = EXPERIMENTS.get(cfg.choices.get("experiment", ""))
     if plan:
         print(f"the plan's estimate for {cfg.choices['experiment']}: ~{plan[2]} GB")

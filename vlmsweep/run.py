@@ -37,6 +37,10 @@ def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
             from vlmsweep.evaluate.tags import resolve_leakage_keywords
 
             resolve_leakage_keywords(tuple(cfg.eval.leakage_keywords))
+        if cfg.train.enabled:  # train.loss_impl=liger/cce without its package or a GPU fails now, not after loading
+            from vlmsweep.train.loss import check_loss_impl
+
+            check_loss_impl(cfg.train.loss_impl)
         if cfg.loop.cycles > 0:
             if world_size() > 1:  # a documented limit, recorded in run_info.json like any failure
                 raise ValueError(

@@ -17,7 +17,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from vlmsweep.config import Config
 from vlmsweep.data import Record
-from vlmsweep.train.collator import Collator, MaskError, masked_lm_loss
+from vlmsweep.train.collator import Collator, MaskError
+from vlmsweep.train.loss import OutputLayerLoss
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +108,40 @@ def training_arguments(cfg: Config, out_dir: Path) -> TrainingArguments:
     )
 
 
+def check_unsharded_output_layer(trainer: Trainer, impl: str) -> None:
+    """The loss of every implementation but eager reads the output layer's weight outside the model's forward, where
+    FSDP and DeepSpeed ZeRO-3 hold only this rank's shard of it."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if impl != "eager" and (trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()):
+        raise ValueError(f"train.loss_impl={impl} with FSDP or DeepSpeed ZeRO-3 (sharded weights): use "
+                         "train.loss_impl=eager there, or data parallelism (DDP) / ZeRO-1/2")
+
+
 def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir: Path, sink=None, memory_probe=None):
     """Train `model` in place; returns training metrics (loss, steps, seconds, samples/s)."""
     args = training_arguments(cfg, out_dir)
+    loss_fn = OutputLayerLoss(cfg.train.loss_impl, cfg.train.loss_chunk)
+    if args.n_gpu > 1 and loss_fn.impl != "eager":  # the Trainer would wrap the model in torch.nn.DataParallel
+        raise ValueError(f"train.loss_impl={loss_fn.impl} with {args.n_gpu} GPUs in one process (torch.nn.DataParallel): "
+                         "launch with torchrun or accelerate launch (one process per GPU), or use train.loss_impl=eager")
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=Records(records),
         data_collator=collator,
-        compute_loss_func=masked_lm_loss,
+        compute_loss_func=loss_fn,
         callbacks=[LogCallback(collator, sink, memory_probe)],
     )
+    check_unsharded_output_layer(trainer, loss_fn.impl)
     resume = None
     if cfg.train.resume and Path(args.output_dir).is_dir():
         resume = get_last_checkpoint(args.output_dir)
         if resume:
             log.info("resuming from %s", resume)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    with loss_fn.attached(model):
+        result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     samples = cfg.train.max_steps * cfg.train.batch_size * cfg.train.grad_accum * args.world_size
     loss = float(result.training_loss)
