@@ -112,6 +112,12 @@ def check_base(info: dict, base, cfg: Config, adapter: str) -> None:
         )
     if trained["quant"] != here["quant"]:
         log.warning("model.adapter=%s was trained with quant=%s, this run uses quant=%s", adapter, trained["quant"], here["quant"])
+    from vlmsweep.model.quant import torch_dtype
+
+    computed, computes = (info.get("precision") or {}).get("compute"), str(torch_dtype(cfg.quant)).removeprefix("torch.")
+    if computed and computed != computes:
+        log.warning("model.adapter=%s was trained and evaluated computing in %s, this run computes in %s: greedy answers "
+                    "can differ from the run's (quant.dtype=%s computes as it did)", adapter, computed, computes, computed)
     if info["prompt"]["domain_tag"] != cfg.domain_tag.in_prompt:
         log.warning(
             "model.adapter=%s was trained with domain_tag.in_prompt=%s, this run prompts with %s: the instruction differs "
