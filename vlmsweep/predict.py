@@ -282,7 +282,8 @@ def predict_per_domain(folder: Path, items: Sequence[Item], *, domain: str | Non
             route = routes[i]
             lines[i] = json.loads(text) | {"adapter": group, "route": {
                 "known": known[i], "model": route.group if route else None, "scores": route.scores if route else None,
-                "by": how if route or how == "known" else "known (unreadable image)"}}
+                "by": how if route or how == "known" else
+                      "known (unreadable image)" if known[i] else "none (unreadable image, no domain)"}}
     for line in lines:
         out.write(json.dumps(line, ensure_ascii=False) + "\n")
     out.flush()
