@@ -183,11 +183,12 @@ def mismatch_message(dtype: str, trained: str, computed: str, check: dict, other
                 + (" (the dtype the adapter was trained in)" if name == trained else ""))
     tried = "; ".join(f"{n}: {len(c['differ'])} differ, largest logit difference {c['max_abs_logit_diff']:.3g}"
                       for n, c in others.items())
-    return (f"{first}; " + (f"no other dtype reproduces them either ({tried})" if tried else
-                            "float32 is the widest dtype") + f". The adapter computed in {computed}: its "
-            f"LoRA output, rounded apart from the base's, is not reproducible by one merged {computed} weight. Serve "
-            "the adapter itself (predict on the adapter folder, or --vllm-lora), or train with quant=fp32 for a merge "
-            "that answers alike")
+    why = (f"The adapter computed in {computed}: its LoRA output, rounded apart from the base's, is not reproducible "
+           f"by one merged weight. Serve the adapter itself (predict on the adapter folder, or --vllm-lora), or train "
+           "with quant=fp32 for a merge that answers alike") if computed != "float32" else \
+        f"The adapter computed in float32, so the merge itself is at fault: see {CHECK_FILE}"
+    return f"{first}; " + (f"no other dtype reproduces them either ({tried})" if tried else
+                           "float32 is the widest dtype") + f". {why}"
 
 
 def export_merged(adapter: Path, out: Path, checks: int, max_new_tokens: int, dtype: str = "auto") -> dict:
