@@ -1,6 +1,7 @@
-"""export --vllm-lora on adapter files alone (no model): the rename to the release's names, and the refusal of an
-adapter with LoRA outside the language model. The merge itself (tiny and the 4-bit replica, reloaded and compared)
-runs from the command line in tests/test_readme_commands.py (export steps)."""
+"""export without a model: --vllm-lora on adapter files alone (the rename to the release's names, the refusal of an
+adapter with LoRA outside the language model), the mismatch error, and the dtype a model folder computes in. The
+merge itself (a default, a quant=nf4 and a per-domain run's adapter, and the 4-bit replica's; reloaded, compared,
+loaded with from_pretrained and evaluated) runs from the command line in tests/test_readme_commands.py (export steps)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,28 @@ def test_a_folder_that_is_no_adapter_is_named(tmp_path, capsys):
     _adapter(tmp_path / "run" / "adapter", [LLM])  # a run folder instead of its adapter/: the fix is named
     assert main([str(tmp_path / "run"), "--out", str(tmp_path / "merged")]) == 2
     assert f"give its adapter, {tmp_path / 'run' / 'adapter'}" in capsys.readouterr().err
+
+
+def _compared(differ, diff):
+    return {"greedy_equal": not differ, "differ": differ, "max_abs_logit_diff": diff}
+
+
+def test_a_mismatch_names_the_dtype_that_answers_alike_or_says_none_does():
+    from vlmsweep.export import mismatch_message
+
+    check = _compared(["check-0-prescription_ko"], 0.13) | {"max_abs_logit": 12.7}
+    found = mismatch_message("bfloat16", "float32", "float32", check, {"float32": _compared([], 6.2e-6)})
+    assert "in bfloat16 answers ['check-0-prescription_ko'] differently" in found and "0.13" in found
+    assert "export with --dtype float32 (the dtype the adapter was trained in)" in found and "6.2e-06" in found
+    none = mismatch_message("bfloat16", "bfloat16", "bfloat16", check, {"float32": _compared(["check-0-prescription_ko"], 0.052)})
+    assert "--dtype" not in none.split("no other dtype")[1] and "float32: 1 differ, largest logit difference 0.052" in none
+    assert "computed in bfloat16" in none and "quant=fp32" in none
+
+
+@pytest.mark.parametrize("saved, quant", [("float32", "fp32"), ("bfloat16", "bf16"), ("float16", "fp16")])
+def test_a_model_folder_computes_in_the_dtype_it_is_saved_in(tmp_path, saved, quant):
+    from vlmsweep.model.inference import model_config
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "dtype": saved}))
+    cfg = model_config(tmp_path, None)
+    assert (cfg.quant.name, cfg.quant.dtype, cfg.model.path) == (quant, saved, str(tmp_path))

@@ -52,6 +52,7 @@ def test_no_domain_stops_before_the_model_loads(tmp_path, capsys):
     assert main([str(tmp_path / "no_such_adapter"), str(scans)]) == 2
     err = capsys.readouterr().err
     assert "no domain for 3 image(s)" in err and "--domain" in err and "prescription_ko" in err
+    assert "--routing model" in err  # the way for a folder of mixed scans whose domains nobody knows
 
 
 def _generated_targets() -> list[tuple[str, dict]]:

@@ -9,11 +9,14 @@ import json
 import os
 import re
 import shlex
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from test_data_sroie import SAMPLE as SROIE_SAMPLE  # the sample's location (and why it may be absent) live there
+from test_data_sroie import needs_sample
 from userdata import REPO, draw, run_dir, samples, vlmsweep, write_user_data
 
 README = REPO / "README.md"
@@ -29,6 +32,14 @@ NO_EVAL = ["eval.enabled=false", "sweep.objective=train.loss"]
 NO_EVAL_WHY = ("the sweep's own search space, scored on the training loss: the sweep with evaluation runs in the "
                "config-dir sweep step and in tests/test_sweeps.py")
 DATA = "data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl"  # the user's manifests
+# The precision of a CPU without native bf16 (float32), on every machine: the runs whose adapters are evaluated
+# again or merged compute alike everywhere. Where quant=bf16 computes in bf16 (native bf16) a merged weight
+# rounds apart from the LoRA beside its base (README, export), and the first token of a page can flip on a near tie.
+FLOAT32 = ["quant.dtype=float32"]
+FLOAT32_WHY = "computed in float32, as on a CPU without native bf16, so its evaluation and merge reproduce on any CPU"
+# The per-domain multirun's speed overrides: 4 training and 3 test samples, so each group has a page of each
+PER_DOMAIN_RUN = [x for x in QUICK if not x.startswith(("data.train_size", "data.test_size"))] + \
+    ["data.train_size=4", "data.test_size=3"]
 
 
 def readme_commands(text: str) -> list[str]:
@@ -69,7 +80,8 @@ class Step:
 STEPS: dict[str, Step | str] = {
     "python -m pytest -q": "the test command itself: this suite is what it runs",
     "python -m pytest -q -n 0": "the test command in one process: this suite is what it runs",
-    "python -m vlmsweep": Step(group="default", extra=QUICK + ["hydra.run.dir={ws}/runs/default"], check="run_ok"),
+    "python -m vlmsweep": Step(group="default", extra=QUICK + FLOAT32 + ["hydra.run.dir={ws}/runs/default"], check="run_ok",
+                               why=FLOAT32_WHY),
     "python -m vlmsweep.data check my_data/train.jsonl": Step(check="check_ok"),
     "python -m vlmsweep.data check MANIFEST": Step(replace={"MANIFEST": "my_data/test.jsonl"}, check="check_ok"),
     "python -m vlmsweep data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl":
@@ -84,10 +96,10 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep --config-dir my_conf +experiment=my_rx": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/mine"],
                                                                       check="user_ids"),
     "python -m vlmsweep train.enabled=false model.adapter=PATH":
-        Step(group="default", replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + ["hydra.run.dir={ws}/runs/eval"],
-             check="same_as_default"),
-    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all": Step(group="2x2", extra=QUICK + ["hydra.sweep.dir={ws}/multirun/2x2"],
-                                                              check="four_runs"),
+        Step(group="default", replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + FLOAT32 + ["hydra.run.dir={ws}/runs/eval"],
+             check="same_as_default", why=FLOAT32_WHY),
+    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all": Step(group="2x2", extra=QUICK + FLOAT32 + ["hydra.sweep.dir={ws}/multirun/2x2"],
+                                                              check="four_runs", why=FLOAT32_WHY),
     "python -m vlmsweep.report outputs/multirun/DATE/TIME":
         "the `python -m vlmsweep.report DIR` step of tests/test_readme_commands.py runs this command on the 2x2's folder",
     "python -m vlmsweep.report DIR": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
@@ -112,6 +124,9 @@ STEPS: dict[str, Step | str] = {
                  "nothing the control checks, and blanking an answer moves its raw CER to 1"),
     "python -m vlmsweep.report CONTROL_DIR --metrics contract.salvage_rate,text.raw_cer":
         Step(group="control", replace={"CONTROL_DIR": "{ws}/multirun/control"}, check="control_found"),
+    "python -m vlmsweep.export QLORA_RUN/adapter --out merged_nf4":
+        Step(group="2x2", replace={"QLORA_RUN": "{ws}/multirun/2x2/0"}, extra=["--check", "1", "--max-new-tokens", "8"],
+             check="export_nf4", why="the 2x2's quant=nf4 scope=llm run (job 0) on the default model is the QLoRA run"),
     "python -m vlmsweep -m decoding=free,json_schema":
         "tests/test_run.py::test_constrained_decoding_ab_through_the_run runs both decodings through run() and checks the "
         "constrained one is schema-valid; the command-line multirun path is the 2x2 step's",
@@ -177,11 +192,15 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.memory OVERRIDES": "a placeholder for any run's overrides: the two steps above and tests/test_memory.py run it",
     "python -m vlmsweep.predict RUN_DIR/adapter scans/ --domain prescription_ko --out predictions.jsonl":
         Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_scans"),
-    "python -m vlmsweep.predict RUN_DIR/adapter my_data/new.jsonl --summary ko":
+    "python -m vlmsweep.predict RUN_DIR/adapter my_data/new.jsonl --routing model --summary ko":
         Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_manifest"),
     "python -m vlmsweep.export RUN_DIR/adapter --out merged":
         Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--check", "2", "--max-new-tokens", "8"],
              check="export_tiny"),
+    "python -m vlmsweep train.enabled=false model=qwen2_vl_2b model.path=merged":
+        "the export steps' checks in tests/test_readme_commands.py (_evaluated_like) evaluate each merged folder with "
+        "these overrides (and the run's speed overrides) through run() in the test process, and compare metrics and "
+        "answers with the run's: one command-line start (about 14 s of imports) less per merged folder",
     "python -m vlmsweep.predict merged scans/ --domain prescription_ko --out predictions_merged.jsonl":
         Step(group="default", extra=["--max-new-tokens", "8"], check="predict_merged"),
     "python -m vlmsweep.export EXP1_RUN/adapter --out merged_exp1":
@@ -190,14 +209,16 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.export RUN_DIR/adapter --out lora --vllm-lora":
         Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, check="vllm_lora"),
     "python -m vlmsweep -m adapters=single,per_domain":
-        Step(group="adapters", extra=[x for x in QUICK if not x.startswith(("data.train_size", "data.test_size"))]
-             + ["data.train_size=4", "data.test_size=3", "hydra.sweep.dir={ws}/multirun/adapters"],
+        Step(group="adapters", extra=PER_DOMAIN_RUN + FLOAT32 + ["hydra.sweep.dir={ws}/multirun/adapters"],
              check="per_domain_multirun",
-             why="4 training and 3 test samples: per_domain needs a prescription and a receipt in each"),
+             why="4 training and 3 test samples: per_domain needs a prescription and a receipt in each; " + FLOAT32_WHY),
     "python -m vlmsweep adapters=per_domain adapters.routing=model train.enabled=false model.adapter=RUN_DIR/adapters "
     "data.test_manifest=my_data/test.jsonl":
         Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=QUICK + ["hydra.run.dir={ws}/runs/routed"],
              check="routed_eval"),
+    "python -m vlmsweep.export RUN_DIR/adapters/receipts --out merged_receipts":
+        Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--check", "1", "--max-new-tokens", "8"],
+             check="export_per_domain"),
     "python -m vlmsweep.predict RUN_DIR/adapters scans/ --domain prescription_ko --routing model":
         Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--max-new-tokens", "4", "--out", "routed.jsonl"],
              check="routed_predict"),
@@ -242,10 +263,18 @@ def workspace(tmp_path_factory, offline_env):
         draw(ws / "scans" / f"page_{i}.{'png' if i % 2 else 'jpg'}", [f"PATIENT {i}", "AMOXICILLIN 500 mg", f"ID 1234{i}"])
     (ws / "scans" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut off in transfer")
     (ws / "scans" / "notes.txt").write_text("scanned on Monday", encoding="utf-8")
+    # ... and pages whose domain nobody wrote down (predict --routing model): two real receipt scans (the SROIE
+    # sample, where it is present) and a file torn in transfer
+    (ws / "my_data" / "images" / "torn.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"torn")
+    real = [p for p in sorted((SROIE_SAMPLE / "img").glob("*.jpg"))[:2]] if (SROIE_SAMPLE / "key").is_dir() else []
+    for p in real:
+        shutil.copyfile(p, ws / "my_data" / "images" / f"sroie_{p.name}")
     (ws / "my_data" / "new.jsonl").write_text("\n".join(json.dumps(x) for x in [
         {"id": "new-ko", "image": "images/rx_ko_001.png", "domain": "prescription_ko"},
         {"id": "new-rcpt", "image": "images/rcpt_001.jpg", "domain": "receipt"},
         {"id": "new-gone", "image": "images/never_scanned.png", "domain": "prescription_zh"},
+        {"id": "new-torn", "image": "images/torn.jpg"},
+        *({"id": f"sroie-{p.stem}", "image": f"images/sroie_{p.name}"} for p in real),
     ]) + "\n", encoding="utf-8")
     for sub in ("img", "key"):
         (ws / "SROIE" / sub).mkdir(parents=True)
@@ -554,37 +583,110 @@ def _predict_scans(proc, ws):
 
 
 def _predict_manifest(proc, ws):
-    """A manifest without targets, to standard output: the domain of each line is asked; a missing image is a line."""
+    """A manifest without targets, to standard output: the domain of each line is asked; a missing image is a line;
+    the pages without a domain (real receipt scans, a torn file) are routed by the base model and asked with the
+    schema of the group it chose."""
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-    assert [(x["id"], x["domain"]) for x in lines] == [("new-ko", "prescription_ko"), ("new-rcpt", "receipt"),
-                                                       ("new-gone", "prescription_zh")]
+    assert [(x["id"], x["domain"]) for x in lines[:3]] == [("new-ko", "prescription_ko"), ("new-rcpt", "receipt"),
+                                                           ("new-gone", "prescription_zh")]
     assert lines[0]["raw"].startswith('{"patient_name"') and lines[1]["raw"].startswith('{"store"')
     assert "never_scanned.png" in lines[2]["error"]
+    assert all("route" not in x for x in lines[:3])  # a known domain is asked as given, never routed
     for x in lines[:2]:  # a summary only of a parsed answer (8 tokens of the random model parse none)
         assert "summary" in x and (x["summary"] is None) == (x["parsed"] is None)
+    torn, real = lines[3], lines[4:]
+    assert torn["id"] == "new-torn" and "torn.jpg" in torn["error"] and torn["domain"] is None and "route" not in torn
+    first_key = {"prescriptions": '{"patient_name"', "receipts": '{"store"'}
+    for x in real:  # the router's choice (the most probable group) decides the schema the page is asked with
+        scores = x["route"]["scores"]
+        assert x["domain"] is None and x["error"] is None and x["route"]["model"] == max(scores, key=scores.get)
+        assert x["schema"] == x["route"]["model"].removesuffix("s") and x["raw"].startswith(first_key[x["route"]["model"]])
+    assert f"{len(real)} routed by the base model" in proc.stderr
+    if not real:
+        pytest.skip(f"the routed real receipt scans were not checked: {needs_sample.kwargs['reason']}")
 
 
-def _merged_weights_ok(out: Path, run: Path):
-    """The merged folder holds base + (alpha / r) B A on every LoRA layer, under the release's parameter names."""
+def _evaluated_like(ws: Path, folder: Path, overrides: list[str]) -> tuple[dict, dict]:
+    """The merged folder evaluated as a checkpoint (the README's `train.enabled=false model=qwen2_vl_2b
+    model.path=merged`, in the quant of its dtype) with the run's overrides; (its metrics, its samples by id)."""
+    from vlmsweep.model.inference import QUANT_OF_DTYPE
+    from vlmsweep.overrides import compose
+    from vlmsweep.run import run as run_config
+
+    dtype = json.loads((folder / "export_check.json").read_text(encoding="utf-8"))["dtype"]
+    out = ws / "runs" / f"evaluated_{folder.name}"
+    run_config(compose(overrides + ["train.enabled=false", "model=qwen2_vl_2b", f"model.path={folder}",
+                                    f"quant={QUANT_OF_DTYPE[dtype]}", "tracker=none"], out))
+    return json.loads((out / "metrics.json").read_text()), {s["id"]: s for s in samples(out)}
+
+
+def _same_evaluation(evaluated: dict, by_id: dict, run: Path, prefix: str = "", pages=None):
+    """The run's metrics (its `prefix` ones, e.g. one group's) and greedy answers, from the merged folder."""
+    theirs = json.loads((run / "metrics.json").read_text())
+    scored = lambda k: k.startswith(("contract.", "content.", "rate.", "tags.", "text.")) and ".cost." not in k  # noqa: E731
+    shared = {k.removeprefix(prefix): v for k, v in theirs.items() if k.startswith(prefix) and scored(k.removeprefix(prefix))}
+    assert len(shared) > 10
+    assert {k: json.dumps(v) for k, v in shared.items()} == {k: json.dumps(evaluated[k]) for k in shared}
+    ran = [s for s in samples(run) if pages is None or s["id"] in pages]
+    assert ran and all(by_id[s["id"]]["raw"] == s["raw"] for s in ran)
+
+
+def _from_pretrained_answers_as_the_adapter(folder: Path):
+    """A plain transformers load of the folder (its own dtype, processor and greedy generation config) answers
+    the export check's documents, in one left-padded batch as the check did, exactly as the adapter did."""
+    import torch
+    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+    from vlmsweep import prompts
+    from vlmsweep.export import check_documents
+
+    check = json.loads((folder / "export_check.json").read_text(encoding="utf-8"))
+    info = json.loads((folder / "vlmsweep_adapter.json").read_text(encoding="utf-8"))
+    model = Qwen2VLForConditionalGeneration.from_pretrained(folder)
+    assert model.dtype == getattr(torch, check["dtype"])
+    processor = AutoProcessor.from_pretrained(folder)
+    docs = check_documents(len(check["documents"]))
+    texts = [processor.apply_chat_template(prompts.messages(d, info["prompt"]["domain_tag"],
+                                                            text=info["prompt"]["instructions"][d]),
+                                           add_generation_prompt=True, tokenize=False) for _, d, _ in docs]
+    inputs = processor(text=texts, images=[img for _, _, img in docs], padding=True, padding_side="left",
+                       return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**inputs)
+    got = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert got == [d["adapter"] for d in check["documents"]]
+
+
+def _merged_weights_ok(out: Path, run: Path, documents: int = 2):
+    """The check passed and was written; the folder is a plain 16/32-bit checkpoint in the adapter's own dtype."""
     from safetensors.torch import load_file
 
     check = json.loads((out / "export_check.json").read_text(encoding="utf-8"))
-    assert check["greedy_equal"] and len(check["documents"]) == 2 and all(d["equal"] for d in check["documents"])
+    assert check["greedy_equal"] and len(check["documents"]) == documents and all(d["equal"] for d in check["documents"])
     assert not (out.parent / (out.name + ".partial")).exists()
     assert json.loads((out / "generation_config.json").read_text())["do_sample"] is False
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
     info = json.loads((out / "vlmsweep_adapter.json").read_text(encoding="utf-8"))
-    assert info["pixels"] == json.loads((run / "adapter" / "vlmsweep_adapter.json").read_text())["pixels"]
+    trained = json.loads((run / "adapter" / "vlmsweep_adapter.json").read_text())
+    assert info["pixels"] == trained["pixels"]
+    assert check["dtype"] == trained["precision"]["weights"] == info["merged"]["dtype"]  # --dtype auto: the adapter's
     return load_file(str(out / "model.safetensors")), load_file(str(run / "adapter" / "adapter_model.safetensors")), check
 
 
 def _export_tiny(proc, ws):
-    merged, lora, check = _merged_weights_ok(ws / "merged", ws / "runs" / "default")
-    assert check["dequantised"] is None and check["max_abs_logit_diff"] < 1e-4
+    """base + (alpha / r) B A on every LoRA layer, under the release's names, rounded once to the adapter's dtype;
+    a plain from_pretrained answers as the adapter; evaluated as a checkpoint, the folder gives the run's metrics."""
+    import torch
     from safetensors.torch import load_file
 
     from vlmsweep.model.warmup import ensure_warm_model
 
+    merged, lora, check = _merged_weights_ok(ws / "merged", ws / "runs" / "default")
+    assert check["dequantised"] is None
+    if check["dtype"] == "float32":  # the merge is exact arithmetic there; in bf16 only the answers are bound
+        assert check["max_abs_logit_diff"] < 1e-4
+    dtype = getattr(torch, check["dtype"])
+    eps = torch.finfo(dtype).eps
     base = load_file(str(ensure_warm_model(os.environ["VLMSWEEP_CACHE"]) / "model.safetensors"))  # the default model
     config = json.loads((ws / "runs" / "default" / "adapter" / "adapter_config.json").read_text())
     scale = config["lora_alpha"] / config["r"]
@@ -595,9 +697,44 @@ def _export_tiny(proc, ws):
         prefix = f"base_model.model.model.language_model.{layer}"
         delta = scale * lora[f"{prefix}.lora_B.weight"] @ lora[f"{prefix}.lora_A.weight"]
         assert delta.abs().max() > 0  # the adapter moved, so the merge is visible
-        assert (merged[name] - base[name] - delta).abs().max() < 1e-6, name
+        expected = base[name].to(dtype).float() + delta  # the base as the adapter computed with it, plus the update
+        assert merged[name].dtype == dtype
+        assert (merged[name].float() - expected).abs().max() <= 2 * eps * expected.abs().max(), name
     untouched = [k for k in base if "layers" not in k or "_proj" not in k]
-    assert all((merged[k] == base[k]).all() for k in untouched if k in merged)
+    assert all((merged[k] == base[k].to(dtype)).all() for k in untouched if k in merged)
+    _from_pretrained_answers_as_the_adapter(ws / "merged")
+    _same_evaluation(*_evaluated_like(ws, ws / "merged", QUICK), ws / "runs" / "default")
+
+
+def _export_nf4(proc, ws):
+    """The 2x2's QLoRA run (quant=nf4 on the default model, quantised while loading): dequantised, merged in float32
+    (its 16-bit weights were upcast to float32), answering and evaluating as the 4-bit adapter did."""
+    import torch
+
+    run = ws / "multirun" / "2x2" / "0"
+    choices = json.loads((run / "run_info.json").read_text())["choices"]
+    assert (choices["quant"], choices["scope"], choices["model"]) == ("nf4", "llm", "tiny_warm")
+    merged, _, check = _merged_weights_ok(ws / "merged_nf4", run, documents=1)
+    assert check["dequantised"].startswith("4-bit nf4 ->") and check["dtype"] == "float32"
+    assert all(v.dtype == torch.float32 for v in merged.values())  # nothing packed in 4-bit any more
+    _from_pretrained_answers_as_the_adapter(ws / "merged_nf4")
+    _same_evaluation(*_evaluated_like(ws, ws / "merged_nf4", QUICK), run)
+
+
+def _export_per_domain(proc, ws):
+    """One group's adapter of a per-domain run exports alone; evaluated on the run's test set, the merged folder
+    gives that group's metrics and answers on the pages the run sent to it."""
+    run = ws / "multirun" / "adapters" / "1"
+    group = run / "adapters" / "receipts"
+    check = json.loads((ws / "merged_receipts" / "export_check.json").read_text(encoding="utf-8"))
+    assert check["greedy_equal"] and check["adapter"] == str(group.resolve())
+    assert check["dtype"] == json.loads((group / "vlmsweep_adapter.json").read_text())["precision"]["weights"]
+    _from_pretrained_answers_as_the_adapter(ws / "merged_receipts")
+    pages = {s["id"] for s in samples(run) if s["adapter"] == "receipts"}
+    assert pages and {s["domain"] for s in samples(run) if s["id"] in pages} == {"receipt"}
+    metrics, by_id = _evaluated_like(ws, ws / "merged_receipts", PER_DOMAIN_RUN + ["eval.batch_size=1"])
+    receipt = {k.removeprefix("by_domain.receipt."): v for k, v in metrics.items() if k.startswith("by_domain.receipt.")}
+    _same_evaluation(receipt, by_id, run, prefix="by_group.receipts.", pages=pages)
 
 
 def _predict_merged(proc, ws):
@@ -630,6 +767,7 @@ CHECKS = {"same_as_default": _same_outputs_as("default"), "same_as_own": _same_o
           "aa_runs": _aa_runs, "calibration": _calibration, "control_runs": _control_runs, "control_found": _control_found, "check_ok": _check_ok,
           "rendered": _rendered, "sroie": _sroie, "predict_scans": _predict_scans,
           "predict_manifest": _predict_manifest, "export_tiny": _export_tiny, "predict_merged": _predict_merged,
-          "export_bnb4": _export_bnb4, "vllm_lora": _vllm_lora,
+          "export_bnb4": _export_bnb4, "vllm_lora": _vllm_lora, "export_nf4": _export_nf4,
+          "export_per_domain": _export_per_domain,
           "memory_exp2": _memory("qwen2_vl_2b_bnb4", "qwen2_vl", "quant=nf4, scope=all", "1024 visual", "exp2: ~12 GB"),
           "memory_qwen2_5": _memory("qwen2_5_vl_3b", "qwen2_5_vl", "quant=bf16, scope=llm")}

@@ -83,6 +83,8 @@ def vlmsweep(args: list[str], cwd: Path, module: str = "vlmsweep", python: str =
     """`python -m MODULE ARGS` exactly as a user types it, from `cwd` (a folder outside the checkout)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)
+    if python == sys.executable:  # this checkout's code, wherever an editable install of the package points
+        env["PYTHONPATH"] = str(REPO)
     proc = subprocess.run([python, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:

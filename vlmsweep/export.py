@@ -2,9 +2,13 @@
 
 The merged folder is a standard `from_pretrained` folder (weights, config, the adapter's processor at the run's
 pixel budget, a greedy generation config, and vlmsweep_adapter.json so `predict` asks what training taught).
-A 4-bit base is dequantised to the compute dtype before the merge (peft would otherwise re-quantise the merged
-weights, rounding the LoRA update away). After saving, the folder is reloaded and its greedy outputs on a few
-documents must equal the adapter's: `export_check.json` holds both, with the largest logit difference.
+It is merged and saved in the dtype the adapter was trained and evaluated in (vlmsweep_adapter.json's
+`precision.weights`; `--dtype` picks a smaller one): a float32 run merged into bfloat16 weights answers
+differently. A 4-bit base is dequantised to that dtype before the merge (peft would otherwise re-quantise the
+merged weights, rounding the LoRA update away). After saving, the folder is reloaded and its greedy outputs on a
+few documents must equal the adapter's (computed in its own dtype): `export_check.json` holds both, with the
+largest logit difference. When they differ, the other dtypes are tried in memory and the error names the one
+that reproduces the answers, if any.
 
 `--vllm-lora` writes the adapter alone in the layout vLLM loads for Qwen2-VL (its LoRA covers the language
 model only), and refuses an adapter with LoRA on the vision tower or merger: that one must be merged.
@@ -23,6 +27,7 @@ from typing import Sequence
 
 import torch
 
+from vlmsweep.model.quant import DTYPES
 
 log = logging.getLogger("vlmsweep.export")
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # see vlmsweep/__main__.py
@@ -73,15 +78,44 @@ def is_four_bit(model) -> bool:
     return getattr(model, "hf_quantizer", None) is not None or bool(getattr(model, "is_loaded_in_4bit", False))
 
 
-def merged_model(adapter: Path):
-    """The adapter's base (dequantised from 4-bit to the compute dtype when it is 4-bit), the adapter merged in."""
+DTYPE_CHOICES = ("auto", *DTYPES)  # auto: the adapter's own (trained_dtype)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def trained_dtype(opened) -> str:
+    """The dtype of the weights the adapter was trained and evaluated on, as its folder records it; an adapter
+    folder written before that was recorded: the dtype its quant option computes in here (logged)."""
+    from vlmsweep.model.quant import torch_dtype
+
+    recorded = ((opened.info or {}).get("precision") or {}).get("weights")
+    if recorded:
+        return recorded
+    guess = dtype_name(torch_dtype(opened.cfg.quant))
+    log.warning("%s records no precision (written by an older vlmsweep): merging in %s, the dtype quant=%s computes "
+                "in here; pass --dtype to choose", opened.folder, guess, opened.cfg.quant.name)
+    return guess
+
+
+def serving_dtype(name: str) -> torch.dtype:
+    """What a folder saved in `name` computes in when predict or evaluation loads it here (bfloat16 computes in
+    float32 on a CPU without native bf16, vlmsweep.model.quant.torch_dtype)."""
+    from vlmsweep.config import QuantConfig
+    from vlmsweep.model.quant import torch_dtype
+
+    return torch_dtype(QuantConfig(name=name, dtype=name))
+
+
+def merged_model(adapter: Path, dtype: torch.dtype):
+    """The adapter's base (dequantised from 4-bit into `dtype` when it is 4-bit), the adapter merged in, in `dtype`."""
     from peft import PeftModel
 
     from vlmsweep.model.inference import open_folder
-    from vlmsweep.model.quant import torch_dtype
 
     opened = open_folder(adapter, with_adapter=False)
-    base, dtype = opened.model, torch_dtype(opened.cfg.quant)
+    base = opened.model
     dequantised = None
     if is_four_bit(base):
         # transformers' dequantize (bitsandbytes' own dequantisation): the merge then adds the LoRA update to the
@@ -90,7 +124,8 @@ def merged_model(adapter: Path):
         saved = getattr(base.config, "quantization_config", None)
         computed = (saved.get if isinstance(saved, dict) else lambda k, d: getattr(saved, k, d))("bnb_4bit_compute_dtype", dtype)
         base = base.dequantize(dtype=dtype)
-        steps = dict.fromkeys(str(d).removeprefix("torch.") for d in (computed, dtype))
+        steps = dict.fromkeys(dtype_name(d) if isinstance(d, torch.dtype) else str(d).removeprefix("torch.")
+                              for d in (computed, dtype))
         dequantised = f"4-bit {opened.cfg.quant.quant_type} -> {' -> '.join(steps)}"
     base = base.to(dtype)
     model = PeftModel.from_pretrained(base, str(opened.folder)).merge_and_unload()
@@ -110,49 +145,96 @@ def save_merged(model, opened, out: Path, max_new_tokens: int, dequantised: str 
     opened.processor.save_pretrained(out)  # the adapter's processor: the run's pixel budget, not the release's
     info = dict(opened.info)
     info["merged"] = {"adapter": str(opened.folder), "base": info.pop("base"), "dequantised": dequantised,
-                      "dtype": str(model.dtype).removeprefix("torch.")}
+                      "dtype": dtype_name(model.dtype), "adapter_precision": info.pop("precision", None)}
     (out / model_adapter.INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def export_merged(adapter: Path, out: Path, checks: int, max_new_tokens: int) -> dict:
-    """Merge, save, reload, compare; returns (and writes) the check. Raises ExportMismatch on a difference."""
-    from vlmsweep.model.inference import open_folder
+def compared(docs, ref_text, ref_logits, text, logits) -> dict:
+    """How a model's answers on the check documents compare with the adapter's."""
+    differ = [i for (i, _, _), a, m in zip(docs, ref_text, text) if a != m]
+    diff = float((logits - ref_logits).abs().max()) if docs else 0.0
+    return {"greedy_equal": not differ, "differ": differ, "max_abs_logit_diff": diff}
 
-    reference = open_folder(adapter)  # the adapter on its base, exactly as predict and evaluation load it
+
+def other_dtypes(adapter: Path, tried: str, trained: str, docs, ref, max_new_tokens: int) -> dict[str, dict]:
+    """The adapter's own dtype, then float32, merged in memory and computed as a reload of that folder would be:
+    {dtype: comparison}, stopping at the first that reproduces the adapter's answers."""
+    found: dict[str, dict] = {}
+    for name in dict.fromkeys((trained, "float32")):
+        if name == tried:
+            continue
+        model, opened, _ = merged_model(adapter, DTYPES[name])
+        model = model.to(serving_dtype(name))
+        found[name] = compared(docs, *ref, *answers(model, opened.processor, opened.settings, docs, max_new_tokens))
+        del model
+        if found[name]["greedy_equal"]:
+            break
+    return found
+
+
+def mismatch_message(dtype: str, trained: str, computed: str, check: dict, others: dict[str, dict]) -> str:
+    first = (f"the merged model in {dtype} answers {check['differ']} differently from the adapter (largest logit "
+             f"difference {check['max_abs_logit_diff']:.3g}, of logits up to {check['max_abs_logit']:.3g})")
+    passing = [n for n, c in others.items() if c["greedy_equal"]]
+    if passing:
+        name = passing[0]
+        return (f"{first}; merged in {name} it answers them all alike (largest logit difference "
+                f"{others[name]['max_abs_logit_diff']:.2g}): export with --dtype {name}"
+                + (" (the dtype the adapter was trained in)" if name == trained else ""))
+    tried = "; ".join(f"{n}: {len(c['differ'])} differ, largest logit difference {c['max_abs_logit_diff']:.3g}"
+                      for n, c in others.items())
+    why = (f"The adapter computed in {computed}: its LoRA output, rounded apart from the base's, is not reproducible "
+           f"by one merged weight. Serve the adapter itself (predict on the adapter folder, or --vllm-lora), or train "
+           "with quant=fp32 for a merge that answers alike") if computed != "float32" else \
+        f"The adapter computed in float32, so the merge itself is at fault: see {CHECK_FILE}"
+    return f"{first}; " + (f"no other dtype reproduces them either ({tried})" if tried else
+                           "float32 is the widest dtype") + f". {why}"
+
+
+def export_merged(adapter: Path, out: Path, checks: int, max_new_tokens: int, dtype: str = "auto") -> dict:
+    """Merge in `dtype` (auto: the adapter's own), save, reload, compare; returns (and writes) the check.
+    Raises ExportMismatch on a difference, naming the dtype that reproduces the adapter's answers if one does."""
+    from vlmsweep.model.inference import open_folder
+    from vlmsweep.model.quant import torch_dtype
+
+    reference = open_folder(adapter)  # the adapter on its base, in its dtype, exactly as predict loads it
+    trained = trained_dtype(reference)
+    computed = dtype_name(torch_dtype(reference.cfg.quant))
+    chosen = trained if dtype == "auto" else dtype
     docs = check_documents(checks)
-    ref_text, ref_logits = answers(reference.model, reference.processor, reference.settings, docs, max_new_tokens) \
+    ref = answers(reference.model, reference.processor, reference.settings, docs, max_new_tokens) \
         if docs else ([], None)
     del reference
-    model, opened, dequantised = merged_model(adapter)
+    model, opened, dequantised = merged_model(adapter, DTYPES[chosen])
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_merged(model, opened, tmp, max_new_tokens, dequantised)
     del model
-    reloaded = open_folder(tmp)  # a plain from_pretrained of the written folder
+    reloaded = open_folder(tmp)  # a plain from_pretrained of the written folder, in its own dtype
     got_text, got_logits = answers(reloaded.model, reloaded.processor, reloaded.settings, docs, max_new_tokens) \
         if docs else ([], None)
-    scale = float(ref_logits.abs().max()) if docs else 0.0
-    diff = float((got_logits - ref_logits).abs().max()) if docs else 0.0
     check = {
         "adapter": str(opened.folder),
         "dequantised": dequantised,
-        "dtype": str(reloaded.model.dtype).removeprefix("torch."),
+        "dtype": chosen,  # the folder's weights
+        "computed_in": dtype_name(reloaded.model.dtype),  # the reload's, here
+        "adapter_dtype": {"weights": trained, "compute": computed},
         "documents": [{"id": i, "domain": d, "adapter": a, "merged": m, "equal": a == m}
-                      for (i, d, _), a, m in zip(docs, ref_text, got_text)],
-        "greedy_equal": ref_text == got_text,
+                      for (i, d, _), a, m in zip(docs, ref[0], got_text)],
         "max_new_tokens": max_new_tokens,
-        "max_abs_logit_diff": diff,
-        "max_abs_logit": scale,
+        "max_abs_logit": float(ref[1].abs().max()) if docs else 0.0,
         "tolerance": "greedy answers identical, token for token; the logit difference is reported, not bounded",
     }
+    check |= compared(docs, *ref, got_text, got_logits) if docs else {"greedy_equal": True, "differ": [],
+                                                                      "max_abs_logit_diff": 0.0}
+    del reloaded
+    if not check["greedy_equal"]:
+        check["other_dtypes"] = other_dtypes(adapter, chosen, trained, docs, ref, max_new_tokens)
     (tmp / CHECK_FILE).write_text(json.dumps(check, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if not check["greedy_equal"]:
-        differ = [d["id"] for d in check["documents"] if not d["equal"]]
-        raise ExportMismatch(
-            f"the merged model answers {differ} differently from the adapter (largest logit difference {diff:.3g}); "
-            f"the folder is left at {tmp} with {CHECK_FILE}, not at {out}"
-        )
+        raise ExportMismatch(f"{mismatch_message(chosen, trained, computed, check, check['other_dtypes'])}. The "
+                             f"folder is left at {tmp} with {CHECK_FILE}, not at {out}")
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -210,12 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the adapter alone in vLLM's LoRA layout instead of a merged model (language-model LoRA only)")
     p.add_argument("--check", type=int, default=3,
                    help="synthetic documents whose greedy answers the merged model must reproduce (default 3; 0: none)")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                   help="the merged weights' dtype; auto (default): the one the adapter was trained and evaluated in "
+                        "(recorded in its folder), which reproduces its answers; bfloat16/float16: a smaller folder, "
+                        "checked the same way")
     p.add_argument("--max-new-tokens", type=int, default=384,
                    help="answer length of the check, and the saved generation config's max_new_tokens (default 384)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from vlmsweep.model.inference import GENERIC_MODEL, QUANT_OF_DTYPE
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s][%(levelname)s] - %(message)s", stream=sys.stderr)
     out = Path(args.out).expanduser().resolve()
@@ -228,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.check < 0 or args.max_new_tokens < 1:
             raise ValueError("--check must be 0 or more and --max-new-tokens at least 1")
-        check = export_merged(Path(args.adapter), out, args.check, args.max_new_tokens)
+        check = export_merged(Path(args.adapter), out, args.check, args.max_new_tokens, args.dtype)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -240,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{', dequantised ' + check['dequantised'] if check['dequantised'] else ''}); reloaded: {n} greedy answers "
           f"identical to the adapter's, largest logit difference {check['max_abs_logit_diff']:.2g} "
           f"(of logits up to {check['max_abs_logit']:.3g}); {CHECK_FILE} in {time.perf_counter() - started:.0f} s")
+    print(f"vlmsweep.export: evaluate it as a checkpoint with the run's overrides: python -m vlmsweep "
+          f"train.enabled=false model={GENERIC_MODEL} model.path={out} quant={QUANT_OF_DTYPE[check['dtype']]}")
     return 0
 
 

@@ -3,7 +3,8 @@
 FOLDER is a run's adapter/ folder, a model folder (an export), or a per-domain run's adapters/ folder (each image
 goes to its group's adapter: by its domain, or with --routing model by the router of vlmsweep/routing.py); IMAGES are image files, folders of images,
 glob patterns, or JSON Lines manifests whose lines need only `image` (`id`, `domain` and a `target`, which is
-ignored, are optional). Each image gets one line: id, image, domain, the parsed object, whether it is valid
+ignored, are optional). An image's domain comes from its manifest line, else --domain, else (--routing model) from
+the router: the base model tells a prescription from a receipt, and the page is asked with that group's schema. Each image gets one line: id, image, domain, the parsed object, whether it is valid
 against the folder's schema, the raw text, the stop reason, timing; an image that cannot be read gets a line
 with its error, never a crash. Generation is evaluation's (batched, left-padded, JSON stop rule, xgrammar).
 """
@@ -37,7 +38,7 @@ class InputError(ValueError):
 class Item:
     id: str
     image: Path
-    domain: str | None  # from the manifest line; None: --domain decides
+    domain: str | None  # from the manifest line; None: --domain decides, else the router (--routing model)
 
 
 def image_suffixes() -> set[str]:
@@ -130,14 +131,48 @@ def summarise(line: dict, lang: str) -> None:
     if line.get("parsed") is None:
         line["summary"], line["summary_unsupported"] = None, None
         return
-    text = summary.render(line["parsed"], prompts.schema_name(line["domain"]), lang)
+    text = summary.render(line["parsed"], line["schema"], lang)
     line["summary"] = text
     line["summary_unsupported"] = summary.unsupported(text, line["parsed"], lang)  # [] : every value is the JSON's
 
 
+def routed_domain(group: str, groups: dict[str, list[str]]) -> str:
+    """The domain whose instruction and schema a page routed to `group` is asked with: the instruction depends on
+    the schema only (prompts.instruction), so any of the group's domains words it; a group of two schemas cannot."""
+    schemas = {prompts.schema_name(d) for d in groups[group]}
+    if len(schemas) != 1:
+        raise ValueError(f"adapter group {group} holds domains of {len(schemas)} schemas ({', '.join(sorted(schemas))}): "
+                         "a page routed there has no one schema to be asked with; pass --domain")
+    return groups[group][0]
+
+
+def route_items(opened, items: Sequence[Item], groups: dict[str, list[str]], which: Sequence[bool]) -> list:
+    """The router's Route for each item where `which` says so (None elsewhere, and for an unreadable image): the
+    folder's base with its adapters off (a model folder routes with itself), asked among the group names."""
+    from vlmsweep import routing
+
+    s = opened.settings
+    routes: list[routing.Route | None] = [None] * len(items)
+    for i, item in enumerate(items):
+        image = load_or_error(item, s.max_pixels) if which[i] else "not routed"
+        if not isinstance(image, str):
+            routes[i] = routing.route_images(opened.model, opened.processor, [image], list(groups),
+                                             min_pixels=s.min_pixels, max_pixels=s.max_pixels)[0]
+    return routes
+
+
+def default_groups() -> dict[str, list[str]]:
+    """The groups a single folder routes among: adapters=per_domain's (prescriptions, receipts)."""
+    from vlmsweep.overrides import compose
+
+    return {g: list(d) for g, d in compose(["adapters=per_domain"]).adapters.groups.items()}
+
+
 def predict(opened, items: Sequence[Item], *, domain: str | None, constrained: bool, batch_size: int,
-            max_new_tokens: int, summary_lang: str | None, out: IO[str], progress: bool = True) -> dict[str, int]:
-    """Write one JSON line per item to `out`, batch by batch; returns counts (lines, errors, schema_valid)."""
+            max_new_tokens: int, summary_lang: str | None, out: IO[str], progress: bool = True,
+            routes: Sequence | None = None, groups: dict[str, list[str]] | None = None) -> dict[str, int]:
+    """Write one JSON line per item to `out`, batch by batch; returns counts (lines, errors, schema_valid). An item
+    with no domain (its own or `domain`) is asked with the schema of the group its route (`routes`, `groups`) chose."""
     from tqdm import tqdm
 
     from vlmsweep.evaluate.generate import generate_batch
@@ -146,14 +181,19 @@ def predict(opened, items: Sequence[Item], *, domain: str | None, constrained: b
     processor = opened.processor
     counts = {"lines": 0, "errors": 0, "schema_valid": 0}
     token_text: dict[int, str] = {}
+    routes = list(routes) if routes is not None else [None] * len(items)
     bar = tqdm(total=len(items), unit="image", file=sys.stderr, disable=not progress or None)
     for b in range(0, len(items), batch_size):
         batch = items[b: b + batch_size]
         lines: list[dict] = []
         rows, texts, images, schemas = [], [], [], []
-        for item in batch:
+        for item, route in zip(batch, routes[b: b + batch_size]):
             used = item.domain or domain
             line = {"id": item.id, "image": str(item.image), "domain": used, "decoding": "json_schema" if constrained else "free"}
+            if used is None and route is not None:  # routed: the group's schema, no domain claimed
+                used = routed_domain(route.group, groups or {})
+                line["route"] = {"model": route.group, "scores": route.scores, "by": "model"}
+            line["schema"] = prompts.schema_name(used) if used else None
             lines.append(line)
             image = load_or_error(item, s.max_pixels)
             if isinstance(image, str):
@@ -211,7 +251,8 @@ def predict_per_domain(folder: Path, items: Sequence[Item], *, domain: str | Non
 
     info = routing.read_routing(folder)
     groups: dict[str, list[str]] = info["groups"]
-    known = [routing.group_of(item.domain or domain, groups, f"image {item.id}") for item in items]
+    known = [routing.group_of(item.domain or domain, groups, f"image {item.id}") if item.domain or domain else None
+             for item in items]
     routes: list[routing.Route | None] = [None] * len(items)
     lines: list[dict | None] = [None] * len(items)
     counts = {"lines": 0, "errors": 0, "schema_valid": 0}
@@ -226,24 +267,23 @@ def predict_per_domain(folder: Path, items: Sequence[Item], *, domain: str | Non
 
             check_schemas_compile(opened.processor.tokenizer, vocab_size_of(opened.model), opened.settings.schemas)
         if how == "model" and group == next(iter(groups)):  # the router needs only the base: the first folder's
-            s = opened.settings
-            for i, item in enumerate(items):
-                image = load_or_error(item, s.max_pixels)
-                if not isinstance(image, str):
-                    routes[i] = routing.route_images(opened.model, opened.processor, [image], list(groups),
-                                                     min_pixels=s.min_pixels, max_pixels=s.max_pixels)[0]
-        mine = [i for i in range(len(items)) if (routes[i].group if routes[i] is not None else known[i]) == group]
+            routes = route_items(opened, items, groups, [True] * len(items))
+        # an unreadable image with no domain has no group: the first one writes its error line
+        mine = [i for i in range(len(items))
+                if (routes[i].group if routes[i] is not None else known[i] or next(iter(groups))) == group]
         if not mine:
             continue
         buffer = io.StringIO()
         got = predict(opened, [items[i] for i in mine], domain=domain, constrained=constrained, batch_size=batch_size,
-                      max_new_tokens=max_new_tokens, summary_lang=summary_lang, out=buffer)
+                      max_new_tokens=max_new_tokens, summary_lang=summary_lang, out=buffer,
+                      routes=[routes[i] for i in mine], groups=groups)
         counts = {k: counts[k] + got[k] for k in counts}
         for i, text in zip(mine, buffer.getvalue().splitlines()):
             route = routes[i]
             lines[i] = json.loads(text) | {"adapter": group, "route": {
                 "known": known[i], "model": route.group if route else None, "scores": route.scores if route else None,
-                "by": how if route or how == "known" else "known (unreadable image)"}}
+                "by": how if route or how == "known" else
+                      "known (unreadable image)" if known[i] else "none (unreadable image, no domain)"}}
     for line in lines:
         out.write(json.dumps(line, ensure_ascii=False) + "\n")
     out.flush()
@@ -263,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoding", choices=("json_schema", "free"), default="json_schema",
                    help="json_schema (default): answers constrained to the folder's schema (xgrammar); free: unconstrained")
     p.add_argument("--routing", choices=("known", "model"), default="known",
-                   help="per-domain adapters only: known (default): the adapter of the image's domain group; model: the "
-                        "adapter the router picks (the base model classifying the page among the group names)")
+                   help="known (default): each image's domain (manifest line or --domain) decides; model: the base model "
+                        "classifies each page among the group names (prescriptions, receipts): an image with no domain "
+                        "is asked with that group's schema, and a per-domain folder answers with that group's adapter")
     p.add_argument("--out", help="write the JSON lines to this file (default: standard output)")
     p.add_argument("--summary", choices=("ko", "zh", "en"), help="add a template summary of each parsed answer")
     p.add_argument("--batch-size", type=int, default=8, help="images per generate call (default 8)")
@@ -280,11 +321,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError("--batch-size and --max-new-tokens must be at least 1")
         items, left_out = collect(args.images)
         lacking = [i.id for i in items if i.domain is None and args.domain is None]
-        if lacking:
+        if lacking and args.routing != "model":
             raise InputError(
                 f"no domain for {len(lacking)} image(s) ({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): "
-                f"pass --domain (one of {', '.join(sorted(prompts.SCHEMA_OF_DOMAIN))}) or give a manifest with a "
-                "domain per line"
+                f"pass --domain (one of {', '.join(sorted(prompts.SCHEMA_OF_DOMAIN))}), give a manifest with a "
+                "domain per line, or pass --routing model to have the base model tell prescriptions from receipts "
+                "page by page"
             )
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -292,10 +334,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if left_out:
         log.warning("left out %d file(s) whose extension is not an image's: %s", len(left_out), ", ".join(left_out))
     per_domain = per_domain_folder(args.folder)
-    if per_domain is None and args.routing != "known":
-        print(f"error: --routing {args.routing} needs a per-domain run's adapters/ folder (with routing.json); "
-              f"{args.folder} is one adapter", file=sys.stderr)
-        return 2
     if per_domain is not None:
         return main_per_domain(args, per_domain, items)
     from vlmsweep.model.inference import open_folder
@@ -312,18 +350,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         check_schemas_compile(opened.processor.tokenizer, vocab_size_of(opened.model), opened.settings.schemas)
     started = time.perf_counter()
+    routes, groups = None, None
+    if args.routing == "model":  # only the images with no domain of their own, or from --domain, are routed
+        groups = default_groups()
+        routes = route_items(opened, items, groups, [i.domain is None and args.domain is None for i in items])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     target = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     try:
         counts = predict(opened, items, domain=args.domain, constrained=constrained, batch_size=args.batch_size,
-                         max_new_tokens=args.max_new_tokens, summary_lang=args.summary, out=target)
+                         max_new_tokens=args.max_new_tokens, summary_lang=args.summary, out=target,
+                         routes=routes, groups=groups)
     finally:
         if args.out:
             target.close()
     where = args.out or "standard output"
+    routed = f"; {sum(r is not None for r in routes)} routed by the base model" if routes is not None else ""
     print(f"vlmsweep.predict: {counts['lines']} lines to {where} ({counts['errors']} unreadable, "
-          f"{counts['schema_valid']} schema-valid) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+          f"{counts['schema_valid']} schema-valid{routed}) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -2,8 +2,9 @@
 
 Next to peft's files a run writes the processor (tokenizer, the checkpoint's chat template, an image
 processor set to the run's pixel budget) and `vlmsweep_adapter.json`: the instruction and domain-tag
-settings, the schemas the answers follow, and the identity of the base it was trained on. Loading an
-adapter reads that file and refuses a base whose architecture or weights are not the trained-on ones.
+settings, the schemas the answers follow, the identity of the base it was trained on, and the precision it
+was trained and evaluated in (inference computes in it again, export merges in it). Loading an adapter reads
+that file and refuses a base whose architecture or weights are not the trained-on ones.
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def base_identity(base, cfg: Config) -> dict:
     }
 
 
+def precision(model, cfg: Config) -> dict:
+    """The dtypes the adapter was trained and evaluated in: `compute` (activations, and the 4-bit layers' matmuls)
+    and `weights` (the base's 16/32-bit weights: float32 under nf4 with quant.fp32_upcast). peft keeps the LoRA
+    matrices in float32 whatever the base (autocast_adapter_dtype), so they are left out."""
+    from vlmsweep.model.quant import torch_dtype
+
+    held = {p.dtype for n, p in model.named_parameters()
+            if p.dtype.is_floating_point and ".lora_" not in n}  # 4-bit weights are packed uint8: not floating
+    name = lambda d: str(d).removeprefix("torch.")  # noqa: E731
+    weights = max(held, key=lambda d: d.itemsize) if held else torch_dtype(cfg.quant)
+    return {"compute": name(torch_dtype(cfg.quant)), "weights": name(weights), "four_bit": bool(cfg.quant.load_in_4bit)}
+
+
 def save_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int, max_pixels: int) -> None:
     """peft's adapter files plus everything evaluation or inference needs besides the base weights."""
     from vlmsweep.data.schema import SCHEMA_NAMES, load_schema
@@ -70,6 +84,7 @@ def save_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int, m
             "instructions": {d: prompts.instruction(d, tag) for d in prompts.SCHEMA_OF_DOMAIN},
         },
         "pixels": {"min_pixels": int(min_pixels), "max_pixels": int(max_pixels)},
+        "precision": precision(model, cfg),
         "loss": cfg.loss.name,
         "schemas": {name: load_schema(name) for name in SCHEMA_NAMES},
     }
@@ -97,6 +112,12 @@ def check_base(info: dict, base, cfg: Config, adapter: str) -> None:
         )
     if trained["quant"] != here["quant"]:
         log.warning("model.adapter=%s was trained with quant=%s, this run uses quant=%s", adapter, trained["quant"], here["quant"])
+    from vlmsweep.model.quant import torch_dtype
+
+    computed, computes = (info.get("precision") or {}).get("compute"), str(torch_dtype(cfg.quant)).removeprefix("torch.")
+    if computed and computed != computes:
+        log.warning("model.adapter=%s was trained and evaluated computing in %s, this run computes in %s: greedy answers "
+                    "can differ from the run's (quant.dtype=%s computes as it did)", adapter, computed, computes, computed)
     if info["prompt"]["domain_tag"] != cfg.domain_tag.in_prompt:
         log.warning(
             "model.adapter=%s was trained with domain_tag.in_prompt=%s, this run prompts with %s: the instruction differs "

@@ -103,12 +103,15 @@ def settings_of(folder: Path, info: dict | None, processor) -> Settings:
 def base_config(info: dict, tag: bool) -> tuple[Config, str | None]:
     """The config the adapter's base loads with, and the recorded base folder when it still exists."""
     base = info["base"]
-    tag_option = f"domain_tag={'prompt' if tag else 'none'}"
+    # The prompt it was trained with, and the dtype it was trained and evaluated in (an adapter folder written
+    # before that was recorded computes in its quant option's dtype)
+    computed = (info.get("precision") or {}).get("compute")
+    trained = [f"domain_tag={'prompt' if tag else 'none'}"] + ([f"quant.dtype={computed}"] if computed else [])
     recorded = base.get("path") if base.get("path") and Path(base["path"]).is_dir() else None
     from hydra.errors import MissingConfigException
 
     try:
-        cfg = compose([f"model={base['model']}", f"quant={base['quant']}", tag_option])
+        cfg = compose([f"model={base['model']}", f"quant={base['quant']}", *trained])
     except MissingConfigException:  # a model option from the user's own config folder: load by path
         if recorded is None:
             raise FileNotFoundError(
@@ -119,18 +122,25 @@ def base_config(info: dict, tag: bool) -> tuple[Config, str | None]:
     if cfg is None or (cfg.model.source == "pretrained" and recorded):
         cfg = compose([f"model={GENERIC_MODEL}", f"model.path={recorded}", f"model.family={base['family']}",
                        f"model.prequantized={str(bool(base['prequantized'])).lower()}", f"quant={base['quant']}",
-                       tag_option])
+                       *trained])
     return cfg, recorded
 
 
+# The `quant` option that computes in a 16/32-bit folder's own dtype (config.json's `dtype`, `torch_dtype` in 4.x)
+QUANT_OF_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
 def model_config(folder: Path, info: dict | None) -> Config:
-    """A model folder loads as a local checkpoint: its family from config.json, 4-bit when it is saved so."""
+    """A model folder loads as a local checkpoint: its family from config.json, 4-bit when it is saved so, else in
+    the dtype it is saved in (an export written in float32 computes in float32, not in the release's bf16)."""
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     family = "qwen2_5_vl" if config.get("model_type") == "qwen2_5_vl" else "qwen2_vl"
     prequantized = config.get("quantization_config") is not None
+    saved = config.get("dtype") or config.get("torch_dtype") or (config.get("text_config") or {}).get("dtype")
+    quant = "nf4" if prequantized else QUANT_OF_DTYPE.get(str(saved), "bf16")
     tag = bool(info and info["prompt"]["domain_tag"])
     return compose([f"model={GENERIC_MODEL}", f"model.path={folder}", f"model.family={family}",
-                    f"model.prequantized={str(prequantized).lower()}", f"quant={'nf4' if prequantized else 'bf16'}",
+                    f"model.prequantized={str(prequantized).lower()}", f"quant={quant}",
                     f"domain_tag={'prompt' if tag else 'none'}"])
 
 
@@ -159,7 +169,10 @@ def open_folder(folder: Path | str, *, with_adapter: bool = True) -> Opened:
         model = model_load.load_base_model(cfg.model, cfg.quant, str(folder))
     model.eval()
     if kind == "adapter":
-        what = f"base {cfg.model.name}, quant {cfg.quant.name}"
+        from vlmsweep.model.quant import torch_dtype
+
+        what = f"base {cfg.model.name}, quant {cfg.quant.name}, computing in " \
+               f"{str(torch_dtype(cfg.quant)).removeprefix('torch.')}"
     else:  # a checkpoint (an export, say): its own weights; what it was merged from, where recorded
         merged = (info or {}).get("merged", {}).get("base", {})
         dtype = next(iter(model.parameters())).dtype
