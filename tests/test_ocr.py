@@ -124,8 +124,8 @@ def test_ocr_baseline_reads_real_sroie_receipts(tmp_path):
     """Three real scans (one of them 4961x7016, decoded at reduced scale) through the SROIE loader and the OCR
     baseline's evaluation: the fields Tesseract 5.3 reads on them come out exact, the rest are scored, not lost."""
     import shutil
-    from types import SimpleNamespace
 
+    from vlmsweep.config import EvalConfig
     from vlmsweep.data import load_sroie
     from vlmsweep.ocr.baseline import evaluate_ocr
 
@@ -133,7 +133,7 @@ def test_ocr_baseline_reads_real_sroie_receipts(tmp_path):
         for sub, ext in (("img", "jpg"), ("key", "json")):
             (tmp_path / "SROIE" / sub).mkdir(parents=True, exist_ok=True)
             shutil.copy(SROIE_SAMPLE / sub / f"{stem}.{ext}", tmp_path / "SROIE" / sub)
-    cfg_eval = SimpleNamespace(leakage_keywords=[], worst_per_tag=1)
+    cfg_eval = EvalConfig(worst_per_tag=1)  # the typed config a run passes, so a new eval key cannot be missing here
     metrics, samples = evaluate_ocr(load_sroie(tmp_path / "SROIE"), cfg_eval, tmp_path / "out")
     exact = {s["id"]: {k for k, v in s["field_scores"].items() if v == 1.0} for s in samples}
     assert exact["sroie-006"] == {"store", "date", "address", "total"}

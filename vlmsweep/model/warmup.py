@@ -180,8 +180,14 @@ class AnswerVocabHead(torch.nn.Module):
         self.embedding = embedding  # the tied weight: lm_head.weight is embed_tokens.weight
         self.register_buffer("rows", rows, persistent=False)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The answer tokens' rows of the tied weight, as the output layer multiplies by them: the training loss
+        (vlmsweep.train.loss, every train.loss_impl but eager) reads the output layer's `weight`."""
+        return self.embedding.weight[self.rows]
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(hidden, self.embedding.weight[self.rows])
+        return torch.nn.functional.linear(hidden, self.weight)
 
 
 @dataclass
