@@ -120,6 +120,24 @@ def test_short_warm_up_trains_answer_rows_only_and_keeps_the_release_layout(warm
     assert raw_files <= warm_files and warm_files - raw_files == {"README.md", "warmup.json"}
 
 
+def test_the_same_recipe_builds_the_same_bytes(warmed, tiny_path, tmp_path):
+    """A second build of the short recipe, in this process and after other tests changed torch's RNG and thread
+    count, writes the cached build's weights byte for byte; another seed does not."""
+    torch.manual_seed(123)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        warmup.warm(tiny_path, tmp_path / "again", SHORT)
+        assert torch.get_num_threads() == 1 and not torch.are_deterministic_algorithms_enabled()  # restored
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (warmed / "model.safetensors").read_bytes()
+    warmup.warm(tiny_path, tmp_path / "seed1", Recipe(**{**SHORT.__dict__, "seed": 1}))
+    assert (tmp_path / "seed1" / "model.safetensors").read_bytes() != (warmed / "model.safetensors").read_bytes()
+    recorded = json.loads((warmed / "warmup.json").read_text())
+    assert recorded["recipe"]["threads"] == SHORT.threads and "cores" in recorded["machine"]
+
+
 def test_warm_model_is_cached_with_a_card(warmed, cache_dir, tiny_path, monkeypatch):
     card = (warmed / "README.md").read_text()
     assert "It does not read" in card and f"{SHORT.steps} AdamW steps" in card and TRAIN_STREAM in card

@@ -11,6 +11,7 @@ model folder says so.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -78,6 +79,8 @@ class Recipe:
     heldout: int = 24  # held-out samples for the contract check (seed stream warmup/heldout)
     max_new_tokens: int = 384  # free decoding budget of the check, as eval.max_new_tokens
     seed: int = 0
+    threads: int = 2  # torch compute threads while building: a reduction split over another number of threads sums
+    #                   in another order, so the same seed gives the same bytes only at the same thread count
 
     def key(self) -> dict:
         return {"version": WARMUP_VERSION, **dataclasses.asdict(self)}
@@ -252,6 +255,36 @@ def write_weights(model, raw_dir: Path, out_dir: Path) -> None:
             shutil.move(str(f), out_dir / f.name)
 
 
+@contextlib.contextmanager
+def reproducible(threads: int):
+    """Fixed compute threads and deterministic kernels for the enclosed block, restored afterwards: with the seeds
+    of the recipe, the same machine writes the same weights byte for byte (tests/test_warmup.py builds twice).
+    Another CPU may still round differently (its BLAS picks other kernels): the card records the machine."""
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+
+
+def machine() -> str:
+    """The CPU a build ran on, as the card records it."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
 def _progress(logs: dict, step: int) -> None:
     if "train/loss" in logs:
         log.info("warm-up step %d: loss %.3f", step, logs["train/loss"])
@@ -262,6 +295,11 @@ def warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None = N
 
     Returns the figures the card reports: build seconds, steps, final loss, held-out contract rates.
     """
+    with reproducible(recipe.threads):
+        return _warm(raw_dir, out_dir, recipe, work_dir)
+
+
+def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -> dict[str, float]:
     from vlmsweep.evaluate import evaluate
     from transformers import AutoProcessor
 
@@ -345,14 +383,14 @@ def warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None = N
     }
     write_weights(model, raw_dir, out_dir)
     (out_dir / "warmup.json").write_text(
-        json.dumps({"recipe": recipe.key(), "figures": figures, "answer_vocab": vocab.tolist()}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+        json.dumps({"recipe": recipe.key(), "figures": figures, "machine": machine(), "answer_vocab": vocab.tolist()}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )
     if work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return figures
 
 
-def card(recipe: Recipe, figures: dict[str, float], raw_name: str) -> str:
+def card(recipe: Recipe, figures: dict[str, float], raw_name: str, built_on: str = "") -> str:
     """README.md of the warmed model folder: what it was trained on, how long, what it reaches, its limits."""
     f = figures
 
@@ -376,7 +414,9 @@ JSON contract, as an Instruct model roughly does. Written by `vlmsweep.model.war
   the inputs use (the other rows of the tied embedding keep their random values), then {recipe.full_vocab_steps} steps over the full vocabulary; lr {recipe.lr:g} ({recipe.lr_scheduler}, {recipe.warmup_ratio:.0%} warm-up),
   {recipe.visual_tokens} visual tokens per image, loss on the assistant answer only (the project's collator and trainer).
 - Supervised tokens: {int(f.get('warmup.supervised_tokens', 0)):,}; loss {f.get('warmup.first_loss', math.nan):.2f} -> {f.get('warmup.final_loss', math.nan):.2f};
-  build {f.get('warmup.seconds', math.nan):.0f} s on this machine ({f.get('warmup.train_seconds', math.nan):.0f} s training).
+  build {f.get('warmup.seconds', math.nan):.0f} s ({f.get('warmup.train_seconds', math.nan):.0f} s training) on {built_on or 'this machine'}, {recipe.threads} compute
+  threads, deterministic kernels: the same recipe on the same machine writes the same bytes; another CPU may round
+  differently and land a held-out answer or two apart.
 
 ## What it reaches (free greedy decoding, {recipe.heldout} held-out documents of stream `{HELDOUT_STREAM}`)
 - strict parse {rate('strict_parse_rate')}, exact key set {rate('key_set_rate')}, schema valid {rate('schema_valid_rate')}, salvage {rate('salvage_rate')}
@@ -405,7 +445,8 @@ def ensure_warm_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_d
 
     def write(tmp: Path) -> Path:
         figures = warm(raw_dir, tmp / "model", recipe, work_dir=tmp / "work")
-        (tmp / "model" / "README.md").write_text(card(recipe, figures, raw_dir.name), encoding="utf-8")
+        built_on = json.loads((tmp / "model" / "warmup.json").read_text(encoding="utf-8")).get("machine", "")
+        (tmp / "model" / "README.md").write_text(card(recipe, figures, raw_dir.name, built_on), encoding="utf-8")
         return tmp / "model"
 
     return build_once(folder, write)
