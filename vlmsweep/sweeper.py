@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,7 +378,9 @@ class SharedStudySweeperImpl(Sweeper):
                 raise ValueError(f"study {study.study_name} in {_safe_url(self.storage)} optimises {stored}, this "
                                  f"sweep asks for {directions}: give it another sweep.name")
             if self.metric_names and study.metric_names != self.metric_names:
-                study.set_metric_names(self.metric_names)  # optuna-dashboard labels its axes with them
+                with warnings.catch_warnings():  # "experimental since 3.2": the API optuna-dashboard reads
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names(self.metric_names)  # the dashboard labels its axes with them
         log.info("Study %s (%s), sampler %s, directions %s: %d trials in total, shared by every worker",
                  study.study_name, _safe_url(self.storage), type(self.sampler).__name__, directions, self.n_trials)
 
