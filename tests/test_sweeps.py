@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -52,10 +53,17 @@ def test_killed_sweep_resumes_to_the_requested_total(tmp_path):
     assert states(tmp_path).count("COMPLETE") == 1
     # the killed worker's RUNNING trial is not a result: its process is gone, so it does not count
     assert study_progress(f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db", "max_pixels") == Progress(1, 0, 1)
+    (first,) = [t for t in optuna.load_study(study_name="max_pixels", storage=f"sqlite:///{tmp_path}/outputs/sweeps/"
+                                                "max_pixels/optuna.db").trials if t.state.name == "COMPLETE"]
     vlmsweep(*SWEEP, "sweep.trials=3", *NO_EVAL, *TINY_RUN, cwd=tmp_path)  # the same command again
     assert states(tmp_path) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # trial 1 declared interrupted
     study = optuna.load_study(study_name="max_pixels", storage=f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db")
     assert "exited" in study.trials[1].system_attrs[INTERRUPTED]
+    # nothing lost: the trial told before the kill is kept as it was (value, folder), the total is exactly 3
+    assert study.trials[0].value == first.value and study.trials[0].user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    assert study_progress(f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db", "max_pixels") == Progress(3, 0, 1)
+    assert all((tmp_path / "outputs/sweeps/max_pixels" / d).is_dir() for d in
+               [Path(t.user_attrs["run_dir"]).name for t in study.trials if t.state.name == "COMPLETE"])
     results = read_json_yaml(tmp_path / "outputs/sweeps/max_pixels/optimization_results.yaml")
     assert "max_pixels" in results["best_params"]
 
