@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is dep
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 register_configs()
-# vlmsweep/conf/sweep/*.yaml: hydra.sweeper.direction: ${vlmsweep.direction:${sweep.objective}} - an unknown
+# vlmsweep/conf/sweep/*.yaml: hydra.sweeper.direction: ${vlmsweep.directions:${sweep.objective},${sweep.trade_off}} - an unknown
 # metric fails when the sweeper is built, before any training.
 register_resolvers()
 
