@@ -19,12 +19,14 @@ NO_EVAL = ["eval.enabled=false", "sweep.objective=train.loss"]
 
 
 def postgres_or_skip() -> str:
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg2 is not installed (pip install psycopg2-binary, or pip install -e '.[postgres]')")
     import sqlalchemy
 
+    driver = sqlalchemy.engine.make_url(POSTGRES_URL).get_dialect().driver  # SQLAlchemy 2.1: psycopg; 2.0: psycopg2
+    try:
+        __import__(driver)
+    except ImportError:
+        pytest.skip(f"{driver}, SQLAlchemy's driver for {POSTGRES_URL.split(':')[0]}://, is not installed "
+                    "(pip install -e '.[postgres]')")
     try:
         with sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3}).connect():
             pass

@@ -146,6 +146,10 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep -m +sweep=max_pixels":
         "tests/test_sweeps.py::test_a_sweep_through_the_command_line_then_its_report_and_a_resumed_invocation runs this "
         "command from a user's folder (two budgets, three trials over two invocations) and its report",
+    "python -m vlmsweep -m +sweep=max_pixels_pareto":
+        "tests/test_sweeps.py::test_a_two_objective_sweep_prints_and_plots_its_pareto_front_and_the_dashboard_reads_it "
+        "runs this command from a user's folder (two budgets, three trials), its report and the README's "
+        "optuna-dashboard command on its storage",
     "python -m vlmsweep -m +sweep=receipt_ratio": Step(extra=QUICK + NO_EVAL + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rr"],
                                                       why=NO_EVAL_WHY),
     "python -m vlmsweep -m +sweep=lora_rank": Step(extra=QUICK + NO_EVAL + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rank"],

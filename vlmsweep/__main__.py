@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is dep
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 register_configs()
-# vlmsweep/conf/sweep/*.yaml: hydra.sweeper.direction: ${vlmsweep.direction:${sweep.objective}} - an unknown
+# vlmsweep/conf/sweep/*.yaml: hydra.sweeper.direction: ${vlmsweep.directions:${sweep.objective},${sweep.trade_off}} - an unknown
 # metric fails when the sweeper is built, before any training.
 register_resolvers()
 
@@ -74,7 +74,8 @@ def main(cfg: DictConfig) -> float:
     out_dir = Path(hc.runtime.output_dir)
     try:
         config = typed_config(cfg, choices)
-        direction_of(config.sweep.objective)  # unknown objective: an error at start-up
+        for name in (config.sweep.objective, *config.sweep.trade_off):
+            direction_of(name)  # unknown objective: an error at start-up
     except (ValueError, KeyError, TypeError) as err:
         # Hydra made the run folder already; one holding only Hydra's own files would be an empty run
         # folder without run_info.json, so it goes.

@@ -191,6 +191,9 @@ class LoopConfig:
 @dataclass(frozen=True)
 class SweepConfig:
     objective: str = "content.e2e_field_em"  # metric the sweeper optimises; its direction is the metric's
+    # metrics optimised together with the objective, each in its own direction (e.g. [cost.visual_tokens_per_image]):
+    # a multi-objective study whose result is a Pareto front, not a best
+    trade_off: list[str] = field(default_factory=list)
     name: Optional[str] = None  # Optuna study name (vlmsweep/conf/sweep/*.yaml sets it)
     trials: int = 0  # total trials of the study; a resumed sweep runs only the missing ones
     storage: Optional[str] = None  # Optuna storage URL: sqlite:///... (default) or postgresql://...
