@@ -8,7 +8,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
 
 class VlmsweepOptunaSweeper(OptunaSweeper):
-    """hydra-optuna-sweeper whose n_trials is the study's total, shared by every worker (vlmsweep/conf/hydra/sweeper/vlmsweep_optuna.yaml)."""
+    """hydra-optuna-sweeper whose n_trials is the study's total, shared by every worker (conf/hydra/sweeper/vlmsweep_optuna.yaml)."""
 
     def __init__(self, heartbeat_interval: float, grace_period: float, wait_for_running: bool, **optuna_sweeper: Any) -> None:
         from vlmsweep.sweeper import SharedStudySweeperImpl  # optuna is imported only when a sweep starts
