@@ -1,7 +1,8 @@
-"""Every `python -m` command that README.md shows runs here, as a user types it, in a subprocess, from a
-folder outside the checkout - with small overrides for speed and its placeholders (DIR, PATH, ...) filled
-with real folders. The commands are read out of the README, so the two cannot drift apart: a new command
-without an entry in STEPS fails `test_every_readme_command_has_a_step`."""
+"""Every `python -m` command that README.md or a page of the manual (docs/*.md) shows runs here, as a user types
+it, in a subprocess, from a folder outside the checkout - with small overrides for speed and its placeholders (DIR,
+PATH, ...) filled with real folders. The commands are read out of those pages, so the two cannot drift apart: a new
+command without an entry in STEPS fails `test_every_readme_command_has_a_step`. A command shown on several pages is
+one step: it runs once."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ from test_data_sroie import needs_sample
 from userdata import REPO, draw, run_dir, samples, vlmsweep, write_user_data
 
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+
+
+def documented_pages() -> list[Path]:
+    """README.md and every Markdown page of the manual, the pages whose commands users copy."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
 
 # A few steps on a couple of samples with short answers: each run is seconds of work on 2 cores.
 QUICK = ["train.max_steps=1", "train.batch_size=2", "train.logging_steps=1", "data.train_size=2", "data.test_size=1",
@@ -231,13 +238,24 @@ STEPS: dict[str, Step | str] = {
 }
 
 
+def documented_commands() -> dict[str, list[str]]:
+    """Each distinct command of README.md and docs/*.md -> the pages that show it."""
+    where: dict[str, list[str]] = {}
+    for page in documented_pages():
+        for command in readme_commands(page.read_text(encoding="utf-8")):
+            where.setdefault(command, []).append(str(page.relative_to(REPO)))
+    return where
+
+
 def test_every_readme_command_has_a_step():
-    commands = readme_commands(README.read_text(encoding="utf-8"))
+    """Every command of README.md and of the manual's pages has one step (or the test that covers it); every step
+    is a command some page shows."""
+    commands = documented_commands()
     assert len(commands) >= 10
-    missing = [c for c in commands if c not in STEPS]
-    assert not missing, f"README commands with no step in tests/test_readme_commands.py: {missing}"
+    missing = [f"{c} ({', '.join(pages)})" for c, pages in commands.items() if c not in STEPS]
+    assert not missing, f"commands of README.md or docs/ with no step in tests/test_readme_commands.py: {missing}"
     stale = [c for c in STEPS if c not in commands]
-    assert not stale, f"steps for commands the README no longer shows: {stale}"
+    assert not stale, f"steps for commands neither README.md nor docs/ shows: {stale}"
     for command, step in STEPS.items():
         if isinstance(step, str):  # a reason it cannot run here must say which test covers it instead
             assert "tests/" in step or "this suite" in step, command
