@@ -150,6 +150,10 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep -m quant=nf4,bf16 loop.cycles=3":
         "a multirun of loops: the multirun path is the 2x2 step's and the loop path the loop.cycles=3 step's in "
         "tests/test_readme_commands.py; tests/test_loop.py kills and resumes a loop in a subprocess",
+    "python -m vlmsweep -m max_pixels=256tok,512tok train.enabled=false data.test_size=16 tracker=none":
+        "the evaluation-only multirun that drew the report's plots in docs/sweeps.md: its multirun path is the 2x2 "
+        "step's in tests/test_readme_commands.py, evaluation without training the `train.enabled=false` steps', and "
+        "the report of a max_pixels axis is tests/test_report_build.py's",
     "python -m vlmsweep -m +sweep=max_pixels":
         "tests/test_sweeps.py::test_a_sweep_through_the_command_line_then_its_report_and_a_resumed_invocation runs this "
         "command from a user's folder (two budgets, three trials over two invocations) and its report",
