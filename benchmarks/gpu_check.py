@@ -65,7 +65,7 @@ def overrides(exp: str, args: argparse.Namespace, loss_impl: str = "eager") -> l
 
 def budget_override(visual_tokens: int) -> str:
     """A named budget (its name is the label in run_info.json) when one exists, else the number."""
-    if (REPO / "vlmsweep" / "conf" / "max_pixels" / f"{visual_tokens}tok.yaml").exists():
+    if (REPO / "conf" / "max_pixels" / f"{visual_tokens}tok.yaml").exists():
         return f"max_pixels={visual_tokens}tok"
     return f"max_pixels.visual_tokens={visual_tokens}"
 
@@ -81,7 +81,7 @@ def compose(exp: str, args: argparse.Namespace, output_dir: Path, loss_impl: str
 
     register_configs()
     register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "vlmsweep" / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = hydra_compose("config", overrides=[o for o in overrides(exp, args, loss_impl) if o], return_hydra_config=True)
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
     with open_dict(cfg):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import CONF_DIR
+from conftest import CONF_DIR, SWEEPS_DIR
 from helpers import REPO
 from vlmsweep.overrides import check_command_line, nearest_keys, unknown_keys_in
 
@@ -72,7 +72,7 @@ def test_a_users_own_sweep_file_resolves_like_the_shipped_ones(tmp_path):
     from vlmsweep.sweeps import register_resolvers
 
     (tmp_path / "sweep").mkdir()
-    shipped = (CONF_DIR / "sweep" / "lora_rank.yaml").read_text()
+    shipped = (SWEEPS_DIR / "lora_rank.yaml").read_text()
     (tmp_path / "sweep" / "my_rank.yaml").write_text(
         shipped.replace("name: lora_rank", "name: my_rank").replace("choice(4, 8, 16, 32, 64)", "choice(2, 4)"))
     register_configs()

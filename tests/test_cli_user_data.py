@@ -113,7 +113,8 @@ def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
-    assert "vlmsweep/conf/config.yaml" in names and "vlmsweep/conf/model/tiny.yaml" in names
+    # conf/ is installed as vlmsweep/conf, and sweeps/ as its sweep group (pyproject.toml's package-dir)
+    assert {"vlmsweep/conf/config.yaml", "vlmsweep/conf/model/tiny.yaml", "vlmsweep/conf/sweep/max_pixels.yaml"} <= set(names)
     # a fresh virtual environment that reuses the installed dependencies, with the wheel (not -e) inside
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
@@ -129,6 +130,10 @@ def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(
 
     job = vlmsweep(["--cfg", "job"], elsewhere, python=python)
     assert "name: tiny" in job.stdout
+    # a shipped sweep composes from the installed package: its study and its search space (Hydra takes --cfg
+    # without -m; the multirun itself is tests/test_sweeps.py's)
+    sweep = vlmsweep(["+sweep=max_pixels", "--cfg", "all"], elsewhere, python=python)
+    assert "name: max_pixels" in sweep.stdout and "256tok" in sweep.stdout.split("sweeper:", 1)[1], sweep.stdout
     # the user's own config folder adds an experiment without touching the package
     write_user_data(elsewhere)
     (elsewhere / "my_conf" / "experiment").mkdir(parents=True)

@@ -19,12 +19,14 @@ NO_EVAL = ["eval.enabled=false", "sweep.objective=train.loss"]
 
 
 def postgres_or_skip() -> str:
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg2 is not installed (pip install psycopg2-binary, or pip install -e '.[postgres]')")
     import sqlalchemy
 
+    driver = sqlalchemy.engine.make_url(POSTGRES_URL).get_dialect().driver  # SQLAlchemy 2.1: psycopg; 2.0: psycopg2
+    try:
+        __import__(driver)
+    except ImportError:
+        pytest.skip(f"{driver}, SQLAlchemy's driver for {POSTGRES_URL.split(':')[0]}://, is not installed "
+                    "(pip install -e '.[postgres]')")
     try:
         with sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3}).connect():
             pass
@@ -85,7 +87,7 @@ def test_slurm_preset_composes_to_the_submitit_slurm_launcher():
 
     register_configs()
     register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "vlmsweep" / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"

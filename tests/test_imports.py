@@ -91,3 +91,16 @@ def test_layout_walls():
     # scoring imports no torch: the metrics and tags modules reach no model code
     for m in ("vlmsweep.evaluate.metrics", "vlmsweep.evaluate.tags"):
         assert not {d for d in reachable(m) if d.startswith(("vlmsweep.model", "vlmsweep.train"))}, m
+
+
+def test_every_folder_of_code_is_in_the_wheel():
+    """pyproject.toml lists its packages (so that the top-level conf/ can be mapped into vlmsweep/conf): a folder of
+    code missing from that list would be missing from the wheel, and only an installed user would find out."""
+    import tomllib
+
+    root = PACKAGE.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    folders = {".".join(p.parent.relative_to(root).parts) for top in ("vlmsweep", "hydra_plugins")
+               for p in (root / top).rglob("*.py")}
+    assert folders <= listed, f"add to [tool.setuptools] packages: {sorted(folders - listed)}"
+    assert "vlmsweep.conf" in listed

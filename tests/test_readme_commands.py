@@ -1,7 +1,8 @@
-"""Every `python -m` command that README.md shows runs here, as a user types it, in a subprocess, from a
-folder outside the checkout - with small overrides for speed and its placeholders (DIR, PATH, ...) filled
-with real folders. The commands are read out of the README, so the two cannot drift apart: a new command
-without an entry in STEPS fails `test_every_readme_command_has_a_step`."""
+"""Every `python -m` command that README.md or a page of the manual (docs/*.md) shows runs here, as a user types
+it, in a subprocess, from a folder outside the checkout - with small overrides for speed and its placeholders (DIR,
+PATH, ...) filled with real folders. The commands are read out of those pages, so the two cannot drift apart: a new
+command without an entry in STEPS fails `test_every_readme_command_has_a_step`. A command shown on several pages is
+one step: it runs once."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ from test_data_sroie import needs_sample
 from userdata import REPO, draw, run_dir, samples, vlmsweep, write_user_data
 
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+
+
+def documented_pages() -> list[Path]:
+    """README.md and every Markdown page of the manual, the pages whose commands users copy."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
 
 # A few steps on a couple of samples with short answers: each run is seconds of work on 2 cores.
 QUICK = ["train.max_steps=1", "train.batch_size=2", "train.logging_steps=1", "data.train_size=2", "data.test_size=1",
@@ -143,9 +150,17 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep -m quant=nf4,bf16 loop.cycles=3":
         "a multirun of loops: the multirun path is the 2x2 step's and the loop path the loop.cycles=3 step's in "
         "tests/test_readme_commands.py; tests/test_loop.py kills and resumes a loop in a subprocess",
+    "python -m vlmsweep -m max_pixels=256tok,512tok train.enabled=false data.test_size=16 tracker=none":
+        "the evaluation-only multirun that drew the report's plots in docs/sweeps.md: its multirun path is the 2x2 "
+        "step's in tests/test_readme_commands.py, evaluation without training the `train.enabled=false` steps', and "
+        "the report of a max_pixels axis is tests/test_report_build.py's",
     "python -m vlmsweep -m +sweep=max_pixels":
         "tests/test_sweeps.py::test_a_sweep_through_the_command_line_then_its_report_and_a_resumed_invocation runs this "
         "command from a user's folder (two budgets, three trials over two invocations) and its report",
+    "python -m vlmsweep -m +sweep=max_pixels_pareto":
+        "tests/test_sweeps.py::test_a_two_objective_sweep_prints_and_plots_its_pareto_front_and_the_dashboard_reads_it "
+        "runs this command from a user's folder (two budgets, three trials), its report and the README's "
+        "optuna-dashboard command on its storage",
     "python -m vlmsweep -m +sweep=receipt_ratio": Step(extra=QUICK + NO_EVAL + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rr"],
                                                       why=NO_EVAL_WHY),
     "python -m vlmsweep -m +sweep=lora_rank": Step(extra=QUICK + NO_EVAL + ["sweep.trials=1", "hydra.sweep.dir={ws}/sweeps/rank"],
@@ -231,13 +246,24 @@ STEPS: dict[str, Step | str] = {
 }
 
 
+def documented_commands() -> dict[str, list[str]]:
+    """Each distinct command of README.md and docs/*.md -> the pages that show it."""
+    where: dict[str, list[str]] = {}
+    for page in documented_pages():
+        for command in readme_commands(page.read_text(encoding="utf-8")):
+            where.setdefault(command, []).append(str(page.relative_to(REPO)))
+    return where
+
+
 def test_every_readme_command_has_a_step():
-    commands = readme_commands(README.read_text(encoding="utf-8"))
+    """Every command of README.md and of the manual's pages has one step (or the test that covers it); every step
+    is a command some page shows."""
+    commands = documented_commands()
     assert len(commands) >= 10
-    missing = [c for c in commands if c not in STEPS]
-    assert not missing, f"README commands with no step in tests/test_readme_commands.py: {missing}"
+    missing = [f"{c} ({', '.join(pages)})" for c, pages in commands.items() if c not in STEPS]
+    assert not missing, f"commands of README.md or docs/ with no step in tests/test_readme_commands.py: {missing}"
     stale = [c for c in STEPS if c not in commands]
-    assert not stale, f"steps for commands the README no longer shows: {stale}"
+    assert not stale, f"steps for commands neither README.md nor docs/ shows: {stale}"
     for command, step in STEPS.items():
         if isinstance(step, str):  # a reason it cannot run here must say which test covers it instead
             assert "tests/" in step or "this suite" in step, command
@@ -253,7 +279,7 @@ def workspace(tmp_path_factory, offline_env):
     (ws / "my_conf" / "experiment" / "my_rx.yaml").write_text(
         "# @package _global_\ndata:\n  train_manifest: my_data/train.jsonl\n  test_manifest: my_data/test.jsonl\n",
         encoding="utf-8")
-    shipped = (REPO / "vlmsweep" / "conf" / "sweep" / "max_pixels.yaml").read_text(encoding="utf-8")
+    shipped = (REPO / "sweeps" / "max_pixels.yaml").read_text(encoding="utf-8")
     (ws / "my_conf" / "sweep").mkdir(parents=True)
     (ws / "my_conf" / "sweep" / "my_budget.yaml").write_text(shipped.replace("name: max_pixels", "name: my_budget"),
                                                              encoding="utf-8")

@@ -190,7 +190,7 @@ def test_sweep_folder_with_timestamped_trials_read_with_its_study(tmp_path):
     numbers, states and values them. Two budgets tie: no best."""
     import optuna
 
-    from vlmsweep.sweeper import HEARTBEAT, WORKER, host_key
+    from vlmsweep.sweeper import HEARTBEAT, WORKER, host_key, set_system_attr
 
     root = tmp_path / "sweeps" / "max_pixels"
     root.mkdir(parents=True)
@@ -221,8 +221,8 @@ def test_sweep_folder_with_timestamped_trials_read_with_its_study(tmp_path):
         else:  # its worker was killed: a pid of this machine that has exited
             child = subprocess.Popen([sys.executable, "-c", "pass"])
             child.wait()
-            trial.set_system_attr(WORKER, {"host": host_key(), "pid": child.pid})
-            trial.set_system_attr(HEARTBEAT, 0.0)
+            set_system_attr(study, trial, WORKER, {"host": host_key(), "pid": child.pid})
+            set_system_attr(study, trial, HEARTBEAT, 0.0)
     study.enqueue_trial({"max_pixels": "1024tok"})
     ghost = study.ask({"max_pixels": dist})  # told by a worker whose folder is on another machine
     ghost.set_user_attr("run_dir", "/node7/outputs/sweeps/max_pixels/20261129-130000-000005")

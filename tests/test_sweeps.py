@@ -1,5 +1,7 @@
-"""Optuna sweeps: resume from SQLite to the requested total; a failing trial is recorded and the sweep goes on;
-which RUNNING trials count toward the total (vlmsweep.sweeper)."""
+"""Optuna sweeps (hydra/sweeper=optuna, vlmsweep.sweeper): resume from SQLite to the requested total after kill -9;
+a failing trial is recorded with its reason and the sweep goes on; which RUNNING trials count toward the total;
+upstream's config surface (params syntax, every sampler); a two-objective sweep's Pareto front, its report and
+optuna-dashboard on its storage."""
 
 from __future__ import annotations
 
@@ -8,13 +10,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
 
 from helpers import REPO, TINY_RUN, read_json, vlmsweep
 from vlmsweep.metric_names import direction_of
-from vlmsweep.sweeper import HEARTBEAT, INTERRUPTED, WORKER, Progress, host_key, progress, stale_reason, study_progress
+from vlmsweep.sweeper import (HEARTBEAT, INTERRUPTED, WORKER, Progress, host_key, progress, set_system_attr,
+                              stale_reason, study_progress)
 
 SWEEP = ["-m", "+sweep=max_pixels", 'hydra.sweeper.params.max_pixels="choice(256tok,512tok)"']
 # No evaluation: the objective is the training loss, so a trial is model load + one step (seconds).
@@ -49,10 +53,17 @@ def test_killed_sweep_resumes_to_the_requested_total(tmp_path):
     assert states(tmp_path).count("COMPLETE") == 1
     # the killed worker's RUNNING trial is not a result: its process is gone, so it does not count
     assert study_progress(f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db", "max_pixels") == Progress(1, 0, 1)
+    (first,) = [t for t in optuna.load_study(study_name="max_pixels", storage=f"sqlite:///{tmp_path}/outputs/sweeps/"
+                                                "max_pixels/optuna.db").trials if t.state.name == "COMPLETE"]
     vlmsweep(*SWEEP, "sweep.trials=3", *NO_EVAL, *TINY_RUN, cwd=tmp_path)  # the same command again
     assert states(tmp_path) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # trial 1 declared interrupted
     study = optuna.load_study(study_name="max_pixels", storage=f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db")
     assert "exited" in study.trials[1].system_attrs[INTERRUPTED]
+    # nothing lost: the trial told before the kill is kept as it was (value, folder), the total is exactly 3
+    assert study.trials[0].value == first.value and study.trials[0].user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    assert study_progress(f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db", "max_pixels") == Progress(3, 0, 1)
+    assert all((tmp_path / "outputs/sweeps/max_pixels" / d).is_dir() for d in
+               [Path(t.user_attrs["run_dir"]).name for t in study.trials if t.state.name == "COMPLETE"])
     results = read_json_yaml(tmp_path / "outputs/sweeps/max_pixels/optimization_results.yaml")
     assert "max_pixels" in results["best_params"]
 
@@ -66,6 +77,11 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     failed = [i for i in infos if i["status"] == "failed"]
     assert failed and all("exceed train.max_seq_len=700" in i["error"] for i in failed)
     assert all(i["choices"]["max_pixels"] == "512tok" for i in failed)
+    # the study records the reason too (optuna-dashboard shows it among the trial's user attributes)
+    study = optuna.load_study(study_name="max_pixels", storage=f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db")
+    failed_trials = [t for t in study.trials if t.state.name == "FAIL"]
+    assert failed_trials and all("exceed train.max_seq_len=700" in t.user_attrs["error"] for t in failed_trials)
+    assert all(t.params == {"max_pixels": "512tok"} for t in failed_trials)
 
 
 def test_which_trials_count_toward_the_total():
@@ -78,19 +94,19 @@ def test_which_trials_count_toward_the_total():
     failed = study.ask()
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     mine = study.ask()  # this live process, beating
-    mine.set_system_attr(WORKER, {"host": host_key(), "pid": os.getpid()})
-    mine.set_system_attr(HEARTBEAT, now - 10)
+    set_system_attr(study, mine, WORKER, {"host": host_key(), "pid": os.getpid()})
+    set_system_attr(study, mine, HEARTBEAT, now - 10)
     dead = study.ask()  # a pid of this machine that has exited
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    dead.set_system_attr(WORKER, {"host": host_key(), "pid": child.pid})
-    dead.set_system_attr(HEARTBEAT, now)
+    set_system_attr(study, dead, WORKER, {"host": host_key(), "pid": child.pid})
+    set_system_attr(study, dead, HEARTBEAT, now)
     remote_fresh, remote_silent, unknown = study.ask(), study.ask(), study.ask()
     for trial, beat in ((remote_fresh, now - 59), (remote_silent, now - 61)):
-        trial.set_system_attr(WORKER, {"host": "node7", "pid": 123})
-        trial.set_system_attr(HEARTBEAT, beat)
+        set_system_attr(study, trial, WORKER, {"host": "node7", "pid": 123})
+        set_system_attr(study, trial, HEARTBEAT, beat)
     interrupted = study.ask()
-    interrupted.set_system_attr(INTERRUPTED, "its worker process 9 on this machine has exited")
+    set_system_attr(study, interrupted, INTERRUPTED, "its worker process 9 on this machine has exited")
     study.tell(interrupted, state=optuna.trial.TrialState.FAIL)
     by_number = {t.number: t for t in study.trials}
     reasons = {t.number: stale_reason(by_number[t.number], now, grace_period=60)
@@ -147,3 +163,143 @@ def test_a_sweep_through_the_command_line_then_its_report_and_a_resumed_invocati
     md = (folder / "report" / "summary.md").read_text()
     assert "Optuna study max_pixels: 3 trials" in md and "| trial 2 |" in md and "3 COMPLETE" in md
     assert "sweep.trials" not in md  # 2 vs 3 trials asked for is not an axis
+
+
+def test_params_are_read_as_hydra_optuna_sweeper_documents_them():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from vlmsweep.sweeper import grid_choices, params_from_overrides
+
+    space, fixed, deletions = params_from_overrides([
+        "max_pixels=choice(256tok, 512tok)", "lora.r=range(4, 20, step=4)", "train.lr=tag(log, interval(1e-5, 5e-3))",
+        "data_mix.receipt_ratio=interval(0.0, 0.5)", "train.max_steps=range(1.0, 2.0, step=0.5)", "seed=3", "~eval.slices"])
+    assert space == {
+        "max_pixels": CategoricalDistribution(["256tok", "512tok"]),
+        "lora.r": IntDistribution(4, 20, step=4),
+        "train.lr": FloatDistribution(1e-5, 5e-3, log=True),
+        "data_mix.receipt_ratio": FloatDistribution(0.0, 0.5),
+        "train.max_steps": FloatDistribution(1.0, 2.0, step=0.5),
+    }
+    assert fixed == {"seed": "3"} and deletions == ["~eval.slices"]
+    assert grid_choices("lora.r", space["lora.r"]) == [4, 8, 12, 16]  # upstream's grid: the range's end left out
+    with pytest.raises(ValueError, match="choice"):
+        grid_choices("train.lr", space["train.lr"])
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_every_sampler_option_composes_and_builds():
+    """hydra/sweeper/sampler=NAME as upstream names them, on this Optuna; motpe (gone in Optuna 4) says what to use."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.plugins import Plugins
+    from hydra.utils import instantiate
+
+    from vlmsweep.config import register_configs
+    from vlmsweep.sweeps import register_resolvers
+
+    register_configs()
+    register_resolvers()
+    Plugins.instance()  # imports hydra_plugins.vlmsweep_optuna.config: its nodes enter the ConfigStore
+    expected = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "nsgaii": "NSGAIISampler",
+                "gp": "GPSampler", "qmc": "QMCSampler"}
+    with initialize_config_dir(config_dir=str(REPO / "vlmsweep" / "conf"), version_base="1.3"):
+        for name, cls in expected.items():
+            cfg = compose("config", overrides=["hydra/sweeper=optuna", f"hydra/sweeper/sampler={name}",
+                                               "hydra.sweeper.direction=[maximize,minimize]"], return_hydra_config=True)
+            sweeper = instantiate(cfg.hydra.sweeper, _recursive_=False).sweeper
+            assert type(sweeper.sampler).__name__ == cls
+            assert sweeper.directions() == ["maximize", "minimize"]
+        cfg = compose("config", overrides=["+sweep=lr"], return_hydra_config=True)
+        assert instantiate(cfg.hydra.sweeper, _recursive_=False).sweeper.directions() == ["maximize"]  # e2e field EM
+        cfg = compose("config", overrides=["+sweep=max_pixels_pareto"], return_hydra_config=True)
+        sweeper = instantiate(cfg.hydra.sweeper, _recursive_=False).sweeper
+        assert sweeper.directions() == ["maximize", "minimize"]
+        assert sweeper.metric_names == ["content.e2e_field_em", "cost.visual_tokens_per_image"]
+        cfg = compose("config", overrides=["hydra/sweeper=optuna", "hydra/sweeper/sampler=motpe"], return_hydra_config=True)
+        with pytest.raises(Exception, match="tpe"):
+            instantiate(cfg.hydra.sweeper, _recursive_=False)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_pareto_front_is_the_non_dominated_set(tmp_path):
+    """Two objectives (field EM up, visual tokens down) on hand-written values: the front the report reads is
+    exactly the set no other trial dominates, ties in both objectives both on it; FAIL trials play no part."""
+    from vlmsweep.report.study import read_study
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="pareto", storage=storage, directions=["maximize", "minimize"])
+    study.set_metric_names(["content.e2e_field_em", "cost.visual_tokens_per_image"])
+    points = [(0.10, 256), (0.20, 512), (0.15, 768), (0.20, 1024), (0.05, 256), (0.30, 1280), (0.20, 512)]
+    for em, tokens in points:
+        study.tell(study.ask(), [em, tokens])
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # trial 7: no values
+    # by hand: 0 (cheapest at 0.10; 4 is as cheap and worse), 1 and 6 (0.20 at 512: equal, neither dominates),
+    # 5 (the best EM); 2 is dominated by 1, 3 by 1, 4 by 0
+    hand = {0, 1, 5, 6}
+    record = read_study(storage, "pareto")
+    assert {t.number for t in record.front()} == hand
+    assert record.directions == ["maximize", "minimize"]
+    assert record.metric_names == ["content.e2e_field_em", "cost.visual_tokens_per_image"]
+    sentence = record.best()
+    assert sentence.startswith("Pareto front of content.e2e_field_em ↑ vs cost.visual_tokens_per_image ↓: 4 of 7 "
+                               "completed trials: trial 0 (")
+    from vlmsweep.report.plots import pareto_plot
+
+    assert pareto_plot(record, tmp_path / "pareto.png").stat().st_size > 1000
+
+
+def test_a_two_objective_sweep_prints_and_plots_its_pareto_front_and_the_dashboard_reads_it(tmp_path):
+    """README: `python -m vlmsweep -m +sweep=max_pixels_pareto`, then the report, then `optuna-dashboard` on the
+    sweep's storage (the README's command, as written there, on a free port)."""
+    import json
+    import re
+    import socket
+    import urllib.request
+
+    sweep = ["-m", "+sweep=max_pixels_pareto", 'hydra.sweeper.params.max_pixels="choice(256tok,512tok)"', "sweep.trials=3",
+             *TINY_RUN, "eval.max_new_tokens=4"]
+    proc = vlmsweep(*sweep, cwd=tmp_path, timeout=900)
+    folder = tmp_path / "outputs" / "sweeps" / "max_pixels_pareto"
+    results = read_json_yaml(folder / "optimization_results.yaml")
+    # the front by hand, from each trial's own metrics.json
+    study = optuna.load_study(study_name="max_pixels_pareto", storage=f"sqlite:///{folder}/optuna.db")
+    points = {t.number: (read_json(f"{t.user_attrs['run_dir']}/metrics.json")["content.e2e_field_em"],
+                         read_json(f"{t.user_attrs['run_dir']}/metrics.json")["cost.visual_tokens_per_image"])
+              for t in study.trials if t.state.name == "COMPLETE"}
+    assert len(points) == 3
+    assert {n: list(v) for n, v in points.items()} == {t.number: t.values for t in study.trials}
+    hand = {n for n, (em, tok) in points.items()
+            if not any(em2 >= em and tok2 <= tok and (em2 > em or tok2 < tok) for m, (em2, tok2) in points.items() if m != n)}
+    assert {p["trial"] for p in results["pareto_front"]} == hand
+    assert results["metric_names"] == ["content.e2e_field_em", "cost.visual_tokens_per_image"]
+    assert "Pareto front of content.e2e_field_em ↑ vs cost.visual_tokens_per_image ↓" in proc.stdout
+    assert f"{len(hand)} of 3 completed trials" in proc.stdout
+    vlmsweep(str(folder), module="vlmsweep.report", cwd=tmp_path)
+    assert (folder / "report" / "plots" / "pareto_front.png").stat().st_size > 1000
+    md = (folder / "report" / "summary.md").read_text()
+    assert "Pareto front of content.e2e_field_em" in md and "objectives content.e2e_field_em (maximize)" in md
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (command,) = re.findall(r"^\s*(optuna-dashboard sqlite:///outputs/sweeps/max_pixels_pareto/optuna\.db)\s*$", readme, re.M)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dashboard = subprocess.Popen([*command.split(), "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    try:
+        deadline, studies = time.time() + 60, None
+        while time.time() < deadline and studies is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    studies = json.load(r)["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert [s["study_name"] for s in studies] == ["max_pixels_pareto"]
+        assert [d for d in studies[0]["directions"]] == ["maximize", "minimize"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=30) as r:
+            detail = json.load(r)
+        assert len(detail["trials"]) == 3 and detail["objective_names"] == results["metric_names"]
+        assert {t["number"] for t in detail["best_trials"]} == hand
+        assert all(any(a["key"] == "run_dir" for a in t["user_attrs"]) for t in detail["trials"])
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from vlmsweep.config import register_configs, to_config
+from vlmsweep.config import CONF_DIR, register_configs, to_config
 from vlmsweep.metric_names import direction_of
 from vlmsweep.overrides import check_command_line, unknown_key_message, unknown_keys_in
 from vlmsweep.sweeps import register_resolvers
@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is dep
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 register_configs()
-# vlmsweep/conf/sweep/*.yaml: hydra.sweeper.direction: ${vlmsweep.direction:${sweep.objective}} - an unknown
+# sweeps/*.yaml: hydra.sweeper.direction: ${vlmsweep.directions:${sweep.objective},${sweep.trade_off}} - an unknown
 # metric fails when the sweeper is built, before any training.
 register_resolvers()
 
@@ -63,7 +63,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
     return ManifestError, LeakageError, CheckpointNotFound, TemplateMismatch
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     from vlmsweep.run import objective, run
 
@@ -74,7 +74,8 @@ def main(cfg: DictConfig) -> float:
     out_dir = Path(hc.runtime.output_dir)
     try:
         config = typed_config(cfg, choices)
-        direction_of(config.sweep.objective)  # unknown objective: an error at start-up
+        for name in (config.sweep.objective, *config.sweep.trade_off):
+            direction_of(name)  # unknown objective: an error at start-up
     except (ValueError, KeyError, TypeError) as err:
         # Hydra made the run folder already; one holding only Hydra's own files would be an empty run
         # folder without run_info.json, so it goes.
@@ -88,7 +89,7 @@ def main(cfg: DictConfig) -> float:
         raise  # a multirun job: the sweeper records the failure and goes on
     started = time.monotonic()
     # A failed run re-raises after run() recorded it in run_info.json: Hydra's basic sweeper finishes
-    # the batch and reports the failure; the Optuna sweeper (max_failure_rate: 1.0 in vlmsweep/conf/sweep)
+    # the batch and reports the failure; the Optuna sweeper (max_failure_rate: 1.0 in sweeps/*.yaml)
     # marks the trial FAIL and goes on.
     try:
         metrics = run(config, overrides=list(hc.overrides.task))

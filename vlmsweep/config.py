@@ -1,7 +1,7 @@
 """Typed configuration: one frozen dataclass per config group, registered with Hydra's ConfigStore.
 
 Only the entry point sees a DictConfig; `to_config` turns it into `Config` at once and everything
-below takes these dataclasses. Registering `Config` as the schema of `vlmsweep/conf/config.yaml` makes a
+below takes these dataclasses. Registering `Config` as the schema of `conf/config.yaml` makes a
 typo or a wrong type fail when the config is composed, not in the middle of a run.
 """
 
@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+# The Hydra config folder: conf/ at the top of a checkout (its sweep/ group is a link to the top-level sweeps/);
+# installed from a wheel, the same tree inside the package (pyproject.toml maps conf/ to vlmsweep/conf).
+_PACKAGE = Path(__file__).resolve().parent
+CONF_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf" / "config.yaml").is_file() else _PACKAGE.parent / "conf"
 
 # One visual token covers a 28x28 pixel area: Qwen2-VL cuts 14x14 patches and merges 2x2 of them.
 PIXELS_PER_VISUAL_TOKEN = 28 * 28
@@ -191,7 +197,10 @@ class LoopConfig:
 @dataclass(frozen=True)
 class SweepConfig:
     objective: str = "content.e2e_field_em"  # metric the sweeper optimises; its direction is the metric's
-    name: Optional[str] = None  # Optuna study name (vlmsweep/conf/sweep/*.yaml sets it)
+    # metrics optimised together with the objective, each in its own direction (e.g. [cost.visual_tokens_per_image]):
+    # a multi-objective study whose result is a Pareto front, not a best
+    trade_off: list[str] = field(default_factory=list)
+    name: Optional[str] = None  # Optuna study name (sweeps/*.yaml sets it)
     trials: int = 0  # total trials of the study; a resumed sweep runs only the missing ones
     storage: Optional[str] = None  # Optuna storage URL: sqlite:///... (default) or postgresql://...
 

@@ -14,9 +14,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from vlmsweep.config import Config
+from vlmsweep.config import CONF_DIR, Config
 
-PACKAGE_CONF = Path(__file__).resolve().parent / "conf"
+PACKAGE_CONF = CONF_DIR
 
 
 def compose(overrides: list[str], output_dir: str | Path = "unused") -> Config:
@@ -101,8 +101,8 @@ def unknown_key_message(key: str, how: str) -> str:
     near = nearest_keys(bad)
     hint = f"did you mean {' or '.join(near)}?" if near else "no known key is close"
     if "." not in bad:
-        hint += " (a config group must be a folder in vlmsweep/conf or in your --config-dir)"
-    return f"{how}: unknown config key {bad!r}, {hint}; every key is in vlmsweep/conf/config.yaml"
+        hint += " (a config group must be a folder in vlmsweep's conf/ or in your --config-dir)"
+    return f"{how}: unknown config key {bad!r}, {hint}; every key is in vlmsweep's conf/config.yaml"
 
 
 def unknown_keys_in(cfg: dict[str, Any], prefix: str = "") -> list[str]:

@@ -96,12 +96,16 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, fl
     return result.metrics
 
 
-def objective(cfg: Config, metrics: dict[str, float]) -> float:
-    """The value a sweeper optimises. Missing or non-finite is an error (the trial fails with this
-    reason) rather than a NaN that Optuna 2.10 + hydra-optuna-sweeper 1.3 cannot record."""
-    value = metrics.get(cfg.sweep.objective)
-    if value is None:
-        raise KeyError(f"sweep.objective={cfg.sweep.objective}: the run produced no such metric")
-    if not math.isfinite(value):
-        raise ValueError(f"sweep.objective={cfg.sweep.objective} is {value} for this run")
-    return float(value)
+def objective(cfg: Config, metrics: dict[str, float]) -> float | list[float]:
+    """The value a sweeper optimises: sweep.objective, or it and each sweep.trade_off metric (a multi-objective
+    study). Missing or non-finite is an error (the trial fails with this reason) rather than a NaN that
+    would pass for a result."""
+    values = []
+    for name in [cfg.sweep.objective, *cfg.sweep.trade_off]:
+        value = metrics.get(name)
+        if value is None:
+            raise KeyError(f"sweep objective {name}: the run produced no such metric")
+        if not math.isfinite(value):
+            raise ValueError(f"sweep objective {name} is {value} for this run")
+        values.append(float(value))
+    return values[0] if len(values) == 1 else values

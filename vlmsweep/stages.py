@@ -48,7 +48,7 @@ def world_size() -> int:
 
 
 PACKAGES = ("vlmsweep", "torch", "torchvision", "transformers", "tokenizers", "peft", "accelerate",
-            "bitsandbytes", "xgrammar", "hydra-core", "hydra-optuna-sweeper", "optuna", "wandb", "pillow")
+            "bitsandbytes", "xgrammar", "hydra-core", "optuna", "sqlalchemy", "wandb", "pillow")
 
 
 # ----------------------------------------------------------------------------- run folder

@@ -1,4 +1,9 @@
-"""A shared Optuna study: hydra-optuna-sweeper where `n_trials` is a total that many workers reach together."""
+"""`hydra/sweeper=optuna` on the current Optuna API, over a shared study: `n_trials` is a total that many
+workers and restarts reach together; a multi-objective study ends with its Pareto front.
+
+The Hydra plugin (hydra_plugins/vlmsweep_optuna) says why hydra-optuna-sweeper itself is not used. The
+search-space parsing and the trial configuration are adapted from its `_impl.py` (facebookresearch/hydra,
+plugins/hydra_optuna_sweeper, MIT License, Copyright (c) Facebook, Inc. and its affiliates)."""
 
 from __future__ import annotations
 
@@ -8,18 +13,25 @@ import os
 import socket
 import threading
 import time
+import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
-from omegaconf import OmegaConf
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from vlmsweep.sweeps import best_or_tie, params_text
+from vlmsweep.sweeps import best_or_tie, pareto_summary, params_text
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +78,12 @@ def _pid_alive(pid: int) -> bool:
 def stale_reason(trial: FrozenTrial, now: float, grace_period: float) -> str | None:
     """Why a RUNNING trial's worker is gone, or None while it looks alive.
 
-    Optuna 2.10's own heartbeat (RDBStorage(heartbeat_interval, grace_period) + fail_stale_trials) is
-    not used: it never fails a RUNNING trial that has no heartbeat row (trials left by a killed stock
-    sweeper would block the total forever), it measures age with timedelta.seconds (a heartbeat
-    committed just after the reader's now() reads as ~86,399 s old: a live trial declared dead), and
-    its FAIL cannot be told apart from a run that failed. Hand-written instead: heartbeat and worker
-    in trial system attributes; workers' clocks must agree to well within grace_period (NTP)."""
+    Optuna's own heartbeat (RDBStorage(heartbeat_interval, grace_period) + fail_stale_trials, still so in
+    Optuna 5) is not used: it never fails a RUNNING trial that has no heartbeat row (trials left by a killed
+    earlier sweeper would block the total forever), it beats only inside study.optimize (this sweeper asks
+    and tells), it waits the whole grace period even when the worker's process on this machine is known to
+    be gone, and its FAIL cannot be told apart from a run that failed. Hand-written instead: heartbeat and
+    worker in trial system attributes; workers' clocks must agree to well within grace_period (NTP)."""
     worker = trial.system_attrs.get(WORKER)
     if not worker:
         return "no vlmsweep worker recorded (left RUNNING by an earlier sweeper)"
@@ -184,6 +196,12 @@ class StudyLock(AbstractContextManager):
         return False
 
 
+def set_system_attr(study: optuna.Study, trial: Trial | FrozenTrial, key: str, value: Any) -> None:
+    """Trial.set_system_attr was removed in Optuna 5; the storage's set_trial_system_attr is what Optuna's
+    own samplers and heartbeat still write with."""
+    study._storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
 def rdb_storage(storage: str) -> optuna.storages.RDBStorage:
     from sqlalchemy.engine import make_url
 
@@ -200,8 +218,8 @@ def rdb_storage(storage: str) -> optuna.storages.RDBStorage:
 class Heartbeat(AbstractContextManager):
     """Marks this worker's trials as alive while the launcher runs them (in this process or on a cluster)."""
 
-    def __init__(self, trials: list[Trial], interval: float):
-        self.trials, self.interval = trials, interval
+    def __init__(self, study: optuna.Study, trials: list[Trial], interval: float):
+        self.study, self.trials, self.interval = study, trials, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vlmsweep-heartbeat", daemon=True)
 
@@ -210,7 +228,7 @@ class Heartbeat(AbstractContextManager):
         while not self._stop.wait(self.interval):
             for trial in self.trials:
                 try:
-                    trial.set_system_attr(HEARTBEAT, time.time())
+                    set_system_attr(self.study, trial, HEARTBEAT, time.time())
                 except Exception as err:  # noqa: BLE001 - a lost beat must not kill the running trial
                     if not warned:
                         log.warning("heartbeat for trial %d failed: %s", trial.number, err)
@@ -226,50 +244,143 @@ class Heartbeat(AbstractContextManager):
         return False
 
 
+# ----------------------------------------------------------------------------- search space
+
+
+def distribution_from_override(override: Override) -> BaseDistribution | str:
+    """One `hydra.sweeper.params` entry as upstream reads it: choice(...) -> categorical, range(a, b[, step])
+    -> int or float with a step, interval(a, b) -> int or float, tag(log, interval(a, b)) -> log scale; a
+    plain value stays fixed (returned as text)."""
+    if not override.is_sweep_override():
+        return override.get_value_element_as_str()
+    value = override.value()
+    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    if override.is_range_sweep():
+        assert isinstance(value, RangeSweep) and value.start is not None and value.stop is not None
+        if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
+            return FloatDistribution(float(value.start), float(value.stop), step=float(value.step) if value.step else None)
+        return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
+    if override.is_interval_sweep():
+        assert isinstance(value, IntervalSweep) and value.start is not None and value.end is not None
+        log_scale = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(int(value.start), int(value.end), log=log_scale)
+        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    raise NotImplementedError(f"{override} is not supported by the Optuna sweeper")
+
+
+def params_from_overrides(arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str], list[str]]:
+    """(search space, fixed values, deletions `~key`) of `hydra.sweeper.params` + the command line."""
+    distributions: dict[str, BaseDistribution] = {}
+    fixed: dict[str, str] = {}
+    deletions: list[str] = []
+    for override in OverridesParser.create().parse_overrides(arguments):
+        if override.is_delete():
+            deletions.append(str(override.input_line))
+            continue
+        value = distribution_from_override(override)
+        if isinstance(value, BaseDistribution):
+            distributions[override.get_key_element()] = value
+        else:
+            fixed[override.get_key_element()] = value
+    return distributions, fixed, deletions
+
+
+def suggest(trial: Trial, name: str, distribution: BaseDistribution) -> Any:
+    """Through the public suggest_* API (upstream calls the private Trial._suggest)."""
+    match distribution:
+        case CategoricalDistribution():
+            return trial.suggest_categorical(name, distribution.choices)
+        case IntDistribution():
+            return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+        case FloatDistribution():
+            return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    raise TypeError(f"{name}: no suggest call for {distribution!r}")
+
+
+def grid_choices(name: str, distribution: BaseDistribution) -> list[Any]:
+    """GridSampler needs every value: a choice, or a range with a step (upstream drops the range's end; so here)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    if isinstance(distribution, (IntDistribution, FloatDistribution)) and distribution.step is not None:
+        n = int((distribution.high - distribution.low) // distribution.step)
+        return [distribution.low + i * distribution.step for i in range(n)]
+    raise ValueError(f"hydra/sweeper/sampler=grid: {name} must be a choice(...) or a range(...) with a step")
+
+
 # ----------------------------------------------------------------------------- sweeper
 
 
-class SharedStudySweeperImpl(OptunaSweeperImpl):
-    """OptunaSweeperImpl 1.3.0 with one change to its loop: before each `study.ask()`, under a lock held
-    across workers, it counts finished + running trials and asks only while that is below n_trials.
-    Search-space parsing, trial configuration and result handling are the parent's."""
+class SharedStudySweeperImpl(Sweeper):
+    """Upstream's loop (ask a batch, launch it, tell the results) with one change: before each `study.ask()`,
+    under a lock held across workers, it counts finished + running trials and asks only while that is below
+    n_trials."""
 
-    def __init__(self, *args: Any, heartbeat_interval: float = 10, grace_period: float = 60,
-                 wait_for_running: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, sampler: Any, direction: Any, storage: str | None, study_name: str | None, n_trials: int,
+                 n_jobs: int, max_failure_rate: float, params: DictConfig | None = None,
+                 custom_search_space: str | None = None, metric_names: list[str] | None = None,
+                 heartbeat_interval: float = 10, grace_period: float = 60, wait_for_running: bool = True) -> None:
+        if not 0.0 <= max_failure_rate <= 1.0:
+            raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate} must be within [0, 1]")
         if not heartbeat_interval > 0 or not grace_period > heartbeat_interval:
             raise ValueError(
                 f"hydra.sweeper: heartbeat_interval={heartbeat_interval} and grace_period={grace_period} must "
                 "satisfy 0 < heartbeat_interval < grace_period (a few beats may be late)"
             )
+        self.sampler, self.direction, self.storage, self.study_name = sampler, direction, storage, study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), int(n_jobs), float(max_failure_rate)
+        self.params = params
+        self.extend_search_space = get_method(custom_search_space) if custom_search_space else None
+        self.metric_names = list(metric_names) if metric_names else None
         self.heartbeat_interval = float(heartbeat_interval)
         self.grace_period = float(grace_period)
         self.wait_for_running = bool(wait_for_running)
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function)
+
+    def directions(self) -> list[str]:
+        """`direction: maximize` or `direction: [maximize, minimize]` (names or upstream's Direction enum)."""
+        items = list(self.direction) if isinstance(self.direction, (list, tuple)) or OmegaConf.is_list(self.direction) \
+            else [self.direction]
+        out = [getattr(d, "name", str(d)).lower() for d in items]
+        if self.metric_names and len(self.metric_names) != len(out):
+            raise ValueError(f"hydra.sweeper.metric_names={self.metric_names} names {len(self.metric_names)} "
+                             f"objectives for {len(out)} directions {out}")
+        return out
 
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None
-        # as OptunaSweeperImpl.sweep: the search space from hydra.sweeper.params + command line
-        self._process_searchspace_config()
-        params_conf = self._parse_sweeper_params_config() + list(arguments)
-        override_distributions, fixed_params = create_params_from_overrides(params_conf)
-        distributions = dict(self.search_space_distributions or {})
-        distributions.update(override_distributions)
+        params_conf = [f"{k!s}={v}" for k, v in (self.params or {}).items()] + list(arguments)
+        distributions, fixed_params, deletions = params_from_overrides(params_conf)
         if self._is_grid_sampler():
-            grid = {name: self._to_grid_sampler_choices(d) for name, d in distributions.items()}
+            grid = {name: grid_choices(name, d) for name, d in distributions.items()}
             self.sampler = self.sampler(grid)
             size = 1
             for choices in grid.values():
                 size *= len(choices)
             self.n_trials = min(self.n_trials, size)
-        for name in fixed_params:
-            distributions.pop(name, None)
-        directions = self._get_directions()
+        directions = self.directions()
 
         lock = StudyLock(self.storage, str(self.study_name))
         with lock:  # two workers creating the tables of a fresh database at once collide
             storage = rdb_storage(self.storage) if self.storage else None
             study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
                                         directions=directions, load_if_exists=True)
+            stored = [d.name.lower() for d in study.directions]
+            if stored != directions:  # create_study(load_if_exists=True) would silently keep the stored ones
+                raise ValueError(f"study {study.study_name} in {_safe_url(self.storage)} optimises {stored}, this "
+                                 f"sweep asks for {directions}: give it another sweep.name")
+            if self.metric_names and study.metric_names != self.metric_names:
+                with warnings.catch_warnings():  # "experimental since 3.2": the API optuna-dashboard reads
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names(self.metric_names)  # the dashboard labels its axes with them
         log.info("Study %s (%s), sampler %s, directions %s: %d trials in total, shared by every worker",
                  study.study_name, _safe_url(self.storage), type(self.sampler).__name__, directions, self.n_trials)
 
@@ -290,9 +401,9 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
                          study.study_name, done.finished, self.n_trials, done.running)
                 time.sleep(self.heartbeat_interval)
                 continue
-            overrides = self._configure_trials(trials, distributions, fixed_params)
+            overrides = [self._configure(trial, distributions, fixed_params, deletions) for trial in trials]
             started = time.monotonic()
-            with Heartbeat(trials, self.heartbeat_interval):
+            with Heartbeat(study, trials, self.heartbeat_interval):
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
             ran += len(returns)
@@ -313,6 +424,21 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
 
         return isinstance(self.sampler, functools.partial) and self.sampler.func == optuna.samplers.GridSampler
 
+    def _configure(self, trial: Trial, distributions: dict[str, BaseDistribution], fixed_params: dict[str, str],
+                   deletions: list[str]) -> tuple[str, ...]:
+        """A trial's overrides: its suggested parameters, then the fixed ones (kept as user attributes)."""
+        for name, distribution in distributions.items():
+            if name not in fixed_params:
+                suggest(trial, name, distribution)
+        for name, value in fixed_params.items():
+            trial.set_user_attr(name, value)
+        if self.extend_search_space is not None:
+            self.extend_search_space(self.config, trial)
+        overlap = trial.params.keys() & fixed_params.keys()
+        if overlap:
+            raise ValueError(f"hydra.sweeper.params: {sorted(overlap)} are both fixed and searched")
+        return tuple(f"{name}={value}" for name, value in {**trial.params, **fixed_params}.items()) + tuple(deletions)
+
     def _reserve(self, study: optuna.Study) -> list[Trial]:
         """Under the lock: declare dead workers' trials interrupted, then ask for what is left of the total."""
         now = time.time()
@@ -324,8 +450,8 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
         trials = []
         for _ in range(max(0, min(self.n_jobs, left))):
             trial = study.ask()
-            trial.set_system_attr(WORKER, {"host": host_key(), "pid": os.getpid()})
-            trial.set_system_attr(HEARTBEAT, time.time())
+            set_system_attr(study, trial, WORKER, {"host": host_key(), "pid": os.getpid()})
+            set_system_attr(study, trial, HEARTBEAT, time.time())
             trials.append(trial)
         return trials
 
@@ -335,14 +461,15 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
         storage = study._storage
         try:
             storage.set_trial_system_attr(frozen._trial_id, INTERRUPTED, reason)
-            storage.set_trial_state(frozen._trial_id, TrialState.FAIL)
-        except RuntimeError:  # its worker finished it a moment ago: not interrupted after all
+            storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+        except RuntimeError:  # its worker finished it a moment ago (UpdateFinishedTrialError): not interrupted
             return
         log.warning("trial %d declared interrupted (%s): it does not count, another trial takes its place",
                     frozen.number, reason)
 
     def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn, directions: list[str]) -> Exception | None:
-        """As OptunaSweeperImpl.sweep tells each result; also records the trial's run folder and error."""
+        """Tells one result; records the trial's run folder, and a failed run's error (optuna-dashboard shows both
+        among the trial's user attributes)."""
         run_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg else None
         try:
             if run_dir:
@@ -350,14 +477,12 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
             try:
                 returned = ret.return_value
                 values = [float(returned)] if len(directions) == 1 else [float(v) for v in returned]
+                if len(values) != len(directions):
+                    raise ValueError(f"the run returned {len(values)} values for {len(directions)} directions")
             except Exception as err:  # noqa: BLE001 - the job's own error: the trial FAILs, the sweep goes on
                 trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
                 study.tell(trial, state=TrialState.FAIL)
                 log.warning("Failed experiment: %s", err)
-                return err
-            if len(values) != len(directions):
-                err = ValueError(f"the run returned {len(values)} values for {len(directions)} directions")
-                study.tell(trial, state=TrialState.FAIL)
                 return err
             study.tell(trial, values=values, state=TrialState.COMPLETE)
         except RuntimeError as err:  # another worker declared it interrupted (our heartbeats stopped reaching it)
@@ -366,7 +491,7 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
         return None
 
     def _save_results(self, study: optuna.Study, directions: list[str]) -> None:
-        """As OptunaSweeperImpl.sweep: optimization_results.yaml in the sweep folder (the whole study's best)."""
+        """optimization_results.yaml in the sweep folder (the whole study's best, or its Pareto front)."""
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete:
             raise RuntimeError(
@@ -374,7 +499,7 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
                 f"{self.config.hydra.sweep.dir} says why it failed"
             )
         if len(directions) < 2:
-            maximize = str(directions[0]).lower() == "maximize"
+            maximize = directions[0] == "maximize"
             sentence = best_or_tie([(t.number, t.value, params_text(t.params)) for t in complete], maximize)
             top = max(t.value for t in complete) if maximize else min(t.value for t in complete)
             best = [t for t in complete if t.value == top]
@@ -386,7 +511,16 @@ class SharedStudySweeperImpl(OptunaSweeperImpl):
                        "tied_trials": [] if unique else [t.number for t in best]}
             log.info("study %s: %s", study.study_name, sentence)
         else:
-            results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials]}
+            front = sorted(study.best_trials, key=lambda t: t.number)  # Optuna's non-dominated COMPLETE trials
+            names = study.metric_names or [f"objective {k}" for k in range(len(directions))]
+            sentence = pareto_summary([(t.number, t.values, params_text(t.params)) for t in front], names,
+                                      directions, len(complete))
+            results = {"name": "optuna", "summary": sentence, "metric_names": names, "directions": directions,
+                       # upstream's key, then the trials: which run folder holds each point of the front
+                       "solutions": [{"params": t.params, "values": t.values} for t in front],
+                       "pareto_front": [{"trial": t.number, "params": t.params, "values": t.values,
+                                         "run_dir": t.user_attrs.get("run_dir")} for t in front]}
+            print(f"vlmsweep: study {study.study_name}: {sentence}", flush=True)
         Path(self.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
 

@@ -1,5 +1,5 @@
-"""Resolvers of the sweep configs (direction from the metric, SQLite path, one run folder per DDP launch)
-and what a finished study can claim (a best trial, or a tie).
+"""Resolvers of the sweep configs (directions from the metrics, SQLite path, one run folder per DDP launch)
+and what a finished study can claim (a best trial, a tie, or a Pareto front).
 
 The sweeper itself (a total of trials shared by workers and restarts) is vlmsweep/sweeper.py."""
 
@@ -45,6 +45,29 @@ def best_or_tie(values: list[tuple[int, float, str]], maximize: bool) -> str:
     return f"{', '.join(settings)} tie at {top:.4g} ({len(tied)} of {len(values)} completed trials): no best"
 
 
+def pareto_summary(front: list[tuple[int, list[float], str]], names: list[str], directions: list[str],
+                   completed: int) -> str:
+    """(trial number, values, params as text) of the non-dominated trials -> one sentence. The front is a
+    trade-off, not a best: every listed trial is better than each other one in some objective."""
+    if not front:
+        return "no trial completed: no Pareto front"
+    arrows = [f"{n} {'↑' if d == 'maximize' else '↓'}" for n, d in zip(names, directions)]
+    points = "; ".join(f"trial {n} ({p}): " + ", ".join(f"{name}={v:.4g}" for name, v in zip(names, values))
+                       for n, values, p in front)
+    return f"Pareto front of {' vs '.join(arrows)}: {len(front)} of {completed} completed trials: {points}"
+
+
+def objectives(objective: str, trade_off: list[str] | None) -> list[str]:
+    """sweep.objective, then the metrics traded against it (sweep.trade_off): the study's objective names."""
+    return [objective, *(trade_off or [])]
+
+
+def directions(objective: str, trade_off: list[str] | None) -> str | list[str]:
+    """hydra.sweeper.direction: one direction, or a list (a multi-objective study) when there is a trade-off."""
+    names = objectives(objective, trade_off)
+    return direction_of(names[0]) if len(names) == 1 else [direction_of(n) for n in names]
+
+
 def params_text(params: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(params.items())) or "(no parameters)"
 
@@ -53,6 +76,8 @@ def register_resolvers() -> None:
     for name, fn in {
         "vlmsweep.run_name": run_name,
         "vlmsweep.direction": direction_of,
+        "vlmsweep.directions": directions,
+        "vlmsweep.objectives": objectives,
         "vlmsweep.sqlite": sqlite_url,
     }.items():
         if not OmegaConf.has_resolver(name):

@@ -9,7 +9,7 @@ from ..config import DataMixConfig
 from .record import DOMAINS, RECEIPT_DOMAINS
 
 MEDICAL = ("prescription_ko", "prescription_zh")
-# Used when a DataMixConfig names a preset but carries no weights (vlmsweep/conf/data_mix/*.yaml normally sets them).
+# Used when a DataMixConfig names a preset but carries no weights (conf/data_mix/*.yaml normally sets them).
 # Receipts split evenly between English, Korean and Chinese: 3:3:1:1:1 is prescriptions ko : zh : receipts = 1:1:1.
 PRESET_WEIGHTS = {
     "rx_receipt_1_1_1": {"prescription_ko": 3.0, "prescription_zh": 3.0, "receipt": 1.0, "receipt_ko": 1.0, "receipt_zh": 1.0},

@@ -194,8 +194,12 @@ def study_lines(a: Analysis) -> list[str]:
     for t in st.trials:
         states[t.state] = states.get(t.state, 0) + 1
     objective = next((r.config.get("sweep", {}).get("objective") for r in a.runs if r.config.get("sweep")), None)
+    if len(st.directions) > 1:
+        goal = "objectives " + ", ".join(f"{n} ({d})" for n, d in zip(st.metric_names, st.directions))
+    else:
+        goal = f"objective {objective or '?'} ({st.direction})"
     return [
-        f"study {st.name} ({st.storage}), objective {objective or '?'} ({st.direction})",
+        f"study {st.name} ({st.storage}), {goal}",
         "trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
         st.best(),
     ]
@@ -362,6 +366,8 @@ def build_report(
             a.figures.append((f"{quality} vs visual-token budget and cost (Pareto front ringed)", fig))
         if fig := plots.receipt_ratio_plot(a.runs, quality, plot_dir / "receipt_ratio.png"):
             a.figures.append((f"{quality} and leakage vs receipt ratio", fig))
+    if a.study is not None and (fig := plots.pareto_plot(a.study, plot_dir / "pareto_front.png")):
+        a.figures.append((f"Pareto front of study {a.study.name} (Optuna's non-dominated trials ringed)", fig))
     if fig := plots.tags_plot(a.runs, plot_dir / "failure_tags.png"):
         a.figures.append(("Failure tags per run", fig))
     if fig := plots.cycles_plot(a.runs, a.metrics, plot_dir / "cycles.png"):

@@ -77,6 +77,29 @@ def budget_plot(runs: list[RunResult], quality: str, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def pareto_plot(study, path: Path) -> Path | None:
+    """A two-objective study's COMPLETE trials, its Pareto front (Optuna's) ringed and joined. Drawn from the
+    StudyRecord rather than optuna.visualization.matplotlib.plot_pareto_front, which needs the live study
+    and its storage: the report also runs on a copied sweep folder."""
+    if len(study.directions) != 2:
+        return None
+    done = [t for t in study.trials if t.state == "COMPLETE" and t.values]
+    if not done:
+        return None
+    (xn, yn), (xd, yd) = study.metric_names, study.directions
+    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    ax.scatter([t.values[0] for t in done], [t.values[1] for t in done], color="tab:blue", label="trials")
+    front = sorted((t.values[0], t.values[1]) for t in done if t.on_front)
+    ax.plot([x for x, _ in front], [y for _, y in front], "o--", mfc="none", ms=12, color="tab:red", label="Pareto front")
+    for t in done:
+        label = f"trial {t.number}: " + " ".join(f"{k}={v}" for k, v in sorted(t.params.items()))
+        ax.annotate(label, (t.values[0], t.values[1]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(f"{xn} ({'higher' if xd == 'maximize' else 'lower'} is better)")
+    ax.set_ylabel(f"{yn} ({'higher' if yd == 'maximize' else 'lower'} is better)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def receipt_ratio_plot(runs: list[RunResult], quality: str, path: Path) -> Path | None:
     pts = sorted(
         [(v, r) for r in runs if r.ok and (v := r.axis_float(RECEIPT_RATIO_AXES)) is not None], key=lambda t: t[0]

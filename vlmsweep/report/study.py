@@ -1,4 +1,5 @@
-"""The Optuna study behind a sweep folder: each trial's number, state, value and run folder, and its best or tie."""
+"""The Optuna study behind a sweep folder: each trial's number, state, values and run folder, and its best or tie
+(one objective) or its Pareto front (several)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmsweep.sweeps import best_or_tie, params_text
+from vlmsweep.sweeps import best_or_tie, pareto_summary, params_text
 
 log = logging.getLogger(__name__)
 
@@ -17,18 +18,22 @@ log = logging.getLogger(__name__)
 class TrialRecord:
     number: int
     state: str  # COMPLETE | FAIL | PRUNED | RUNNING | WAITING
-    value: float | None
+    value: float | None  # the first objective's
     params: dict[str, Any]
     run_dir: str | None  # the trial's folder as the sweeper recorded it (absolute, on the worker's machine)
     error: str | None  # the run's error, or why its worker was declared gone
+    values: list[float] | None = None  # every objective's, in the study's order
+    on_front: bool = False  # several objectives: no other COMPLETE trial is at least as good in all, better in one
 
 
 @dataclass
 class StudyRecord:
     name: str
     storage: str  # password hidden
-    direction: str  # maximize | minimize
+    direction: str  # maximize | minimize | multi
     trials: list[TrialRecord] = field(default_factory=list)
+    directions: list[str] = field(default_factory=list)  # one per objective
+    metric_names: list[str] = field(default_factory=list)  # one per objective (the sweep's sweep.objective, sweep.trade_off)
 
     def by_folder(self) -> dict[str, TrialRecord]:
         """Folder name -> trial: the sweep folder may have been moved or copied since, names stay."""
@@ -37,7 +42,14 @@ class StudyRecord:
     def param_names(self) -> list[str]:
         return list(dict.fromkeys(k for t in self.trials for k in t.params))
 
+    def front(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.on_front]
+
     def best(self) -> str:
+        if len(self.directions) > 1:
+            completed = sum(t.state == "COMPLETE" for t in self.trials)
+            return pareto_summary([(t.number, t.values, params_text(t.params)) for t in self.front()],
+                                  self.metric_names, self.directions, completed)
         complete = [(t.number, t.value, params_text(t.params)) for t in self.trials
                     if t.state == "COMPLETE" and t.value is not None]
         return best_or_tie(complete, self.direction == "maximize")
@@ -58,7 +70,7 @@ def read_study(storage: str, study_name: str | None) -> StudyRecord | None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if study_name is None:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        names = optuna.get_all_study_names(storage)
         if len(names) != 1:
             return None
         study_name = names[0]
@@ -68,15 +80,21 @@ def read_study(storage: str, study_name: str | None) -> StudyRecord | None:
         return None
     trials = []
     now = time.time()
+    directions = [d.name.lower() for d in study.directions]
+    # Optuna's own non-dominated set (study.best_trials), not a second implementation of it
+    front = {t.number for t in study.best_trials} if len(directions) > 1 else set()
     for t in study.get_trials(deepcopy=False):
         error = t.user_attrs.get("error")
         if t.system_attrs.get(INTERRUPTED):
             error = f"interrupted: {t.system_attrs[INTERRUPTED]} (run again in its place)"
         elif t.state.name == "RUNNING" and (gone := stale_reason(t, now, grace_period=60)):
             error = f"left RUNNING, {gone}: the next invocation of the sweep runs it again"
-        trials.append(TrialRecord(t.number, t.state.name, t.value, dict(t.params), t.user_attrs.get("run_dir"), error))
-    direction = study.direction.name.lower() if len(study.directions) == 1 else "multi"
-    return StudyRecord(study_name, _safe(storage), direction, trials)
+        values = list(t.values) if t.values is not None else None
+        trials.append(TrialRecord(t.number, t.state.name, values[0] if values else None, dict(t.params),
+                                  t.user_attrs.get("run_dir"), error, values, t.number in front))
+    direction = directions[0] if len(directions) == 1 else "multi"
+    names = study.metric_names or [f"objective {k}" for k in range(len(directions))]
+    return StudyRecord(study_name, _safe(storage), direction, trials, directions, names)
 
 
 def find_study(sweep_dir: Path, run_configs: list[dict[str, Any]], storage: str | None = None) -> StudyRecord | None:
