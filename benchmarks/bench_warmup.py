@@ -1,7 +1,7 @@
 """The Instruct warm-up recipe, measured: build time, loss, held-out contract, and the default LoRA run after it.
 
     python benchmarks/bench_warmup.py                         # the default recipe (vlmsweep.model.warmup.Recipe)
-    python benchmarks/bench_warmup.py --set steps=300 batch_size=8 documents=1024 visual_tokens=64 \
+    python benchmarks/bench_warmup.py --set steps=300 batch_size=8 documents=1024 visual_tokens=16,64 \
         lr=2e-3 lr_scheduler=linear                           # a variant: any Recipe field
     python benchmarks/bench_warmup.py --then-run              # also the default `python -m vlmsweep` on it
     python benchmarks/bench_warmup.py --layers 4              # warm a replica with 4 LLM layers instead of 2
@@ -44,7 +44,7 @@ def parse_recipe(pairs: list[str]) -> Recipe:
             sys.exit(f"--set {pair}: Recipe has no field {name!r}; fields: {', '.join(fields)}")
         default = getattr(Recipe(), name)
         if isinstance(default, tuple):
-            values[name] = tuple(x for x in raw.split(",") if x)
+            values[name] = tuple(type(default[0])(x) if default else x for x in raw.split(",") if x)
         else:
             values[name] = type(default)(raw)
     return Recipe(**values)

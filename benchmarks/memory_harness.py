@@ -16,7 +16,25 @@ def measure_training_step(
     """(estimate, measured) bytes of two forward+backward+AdamW steps of a random model of this config on
     the CPU (LoRA r on the LLM, or lora_r=0: full fine-tune of the LLM). measured = exact tensor bytes of
     the built model + peak RSS growth during the steps (building is outside: it has its own transient).
-    loss_impl: eager (logits of every supervised position at once) or chunked (vlmsweep.train.loss)."""
+    loss_impl: eager (logits of every supervised position at once) or chunked (vlmsweep.train.loss).
+    A 16-bit step runs with oneDNN off: on a CPU with native bf16 (AVX512-BF16, AMX) oneDNN's bf16 kernels keep
+    fp32 or reordered copies of their operands (tiny bf16 step measured 241 MiB against 171 MiB without them, on
+    an estimate of 168), which an accelerator's kernels do not hold; torch's own kernels hold what a GPU holds."""
+    import torch
+
+    if dtype != torch.float32:
+        with torch.backends.mkldnn.flags(enabled=False):
+            return _measure(config_hf, dtype, lora_r=lora_r, batch_size=batch_size, visual_tokens=visual_tokens,
+                            text_tokens=text_tokens, supervised_tokens=supervised_tokens, loss_impl=loss_impl,
+                            loss_chunk=loss_chunk)
+    return _measure(config_hf, dtype, lora_r=lora_r, batch_size=batch_size, visual_tokens=visual_tokens,
+                    text_tokens=text_tokens, supervised_tokens=supervised_tokens, loss_impl=loss_impl, loss_chunk=loss_chunk)
+
+
+def _measure(
+    config_hf: Any, dtype, *, lora_r: int, batch_size: int, visual_tokens: int, text_tokens: int, supervised_tokens: int,
+    loss_impl: str, loss_chunk: int,
+) -> tuple[int, int]:
     import gc as _gc
 
     import torch

@@ -82,6 +82,6 @@ def test_a_users_own_sweep_file_resolves_like_the_shipped_ones(tmp_path):
                       return_hydra_config=True)
     assert cfg.sweep.name == "my_rank" and cfg.hydra.sweep.dir == "outputs/sweeps/my_rank"
     assert cfg.hydra.sweeper.params["lora.r"] == "choice(2, 4)"
-    assert cfg.hydra.sweeper._target_.endswith("VlmsweepOptunaSweeper")
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.vlmsweep_optuna.OptunaSweeper"
     # the command-line check knows the user's groups from their folder too
     assert check_command_line(["--config-dir", str(tmp_path), "-m", "+sweep=my_rank"]) == (None, None)

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from vlmsweep.config import DataMixConfig
+from vlmsweep.config import CONF_DIR, DataMixConfig
 from vlmsweep.data import SPLITS, domain_weights
 from vlmsweep.data.build import split_jobs, targeted_jobs
 from vlmsweep.data.mix import assign_domains
@@ -28,10 +28,9 @@ def test_preset_weights_and_explicit_weights():
 
 def test_the_config_presets_match_the_built_in_weights():
     import yaml
-    from importlib import resources
     from vlmsweep.data.mix import PRESET_WEIGHTS
     for name, weights in PRESET_WEIGHTS.items():
-        conf = yaml.safe_load(resources.files("vlmsweep").joinpath(f"conf/data_mix/{name}.yaml").read_text("utf-8"))
+        conf = yaml.safe_load((CONF_DIR / "data_mix" / f"{name}.yaml").read_text("utf-8"))
         assert conf["weights"] == weights, name
 
 

@@ -16,6 +16,7 @@ import optuna
 import pytest
 
 from helpers import REPO, TINY_RUN, read_json, vlmsweep
+from vlmsweep.config import CONF_DIR
 from vlmsweep.metric_names import direction_of
 from vlmsweep.sweeper import (HEARTBEAT, INTERRUPTED, WORKER, Progress, host_key, progress, set_system_attr,
                               stale_reason, study_progress)
@@ -201,7 +202,7 @@ def test_every_sampler_option_composes_and_builds():
     Plugins.instance()  # imports hydra_plugins.vlmsweep_optuna.config: its nodes enter the ConfigStore
     expected = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "nsgaii": "NSGAIISampler",
                 "gp": "GPSampler", "qmc": "QMCSampler"}
-    with initialize_config_dir(config_dir=str(REPO / "vlmsweep" / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for name, cls in expected.items():
             cfg = compose("config", overrides=["hydra/sweeper=optuna", f"hydra/sweeper/sampler={name}",
                                                "hydra.sweeper.direction=[maximize,minimize]"], return_hydra_config=True)
@@ -278,8 +279,8 @@ def test_a_two_objective_sweep_prints_and_plots_its_pareto_front_and_the_dashboa
     md = (folder / "report" / "summary.md").read_text()
     assert "Pareto front of content.e2e_field_em" in md and "objectives content.e2e_field_em (maximize)" in md
 
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    (command,) = re.findall(r"^\s*(optuna-dashboard sqlite:///outputs/sweeps/max_pixels_pareto/optuna\.db)\s*$", readme, re.M)
+    manual = (REPO / "docs" / "sweeps.md").read_text(encoding="utf-8")  # the command as the manual shows it
+    (command,) = re.findall(r"^\s*(optuna-dashboard sqlite:///outputs/sweeps/max_pixels_pareto/optuna\.db)\s*$", manual, re.M)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 TRAIN_STREAM, HELDOUT_STREAM = "warmup/train", "warmup/heldout"
 
 # Bump when the recipe or what it writes changes: it is part of the warm model's cache key.
-WARMUP_VERSION = 3
+WARMUP_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,11 @@ class Recipe:
     lr: float = 6e-3  # peak AdamW learning rate (all parameters trainable)
     warmup_ratio: float = 0.05  # linear warm-up share of the steps, then the schedule below
     lr_scheduler: str = "cosine"
-    visual_tokens: int = 16  # image budget while warming (the contract does not need to read)
+    visual_tokens: tuple[int, ...] = (16, 16, 64, 256)  # each training page's budget, drawn from these by its seed:
+    #   a released Instruct model answers in the contract at any budget, so the warmed one must too. Trained at 16
+    #   tokens alone it kept the contract at 16 and lost it at a run's 256 (held-out strict parse 0.00 there), and
+    #   a run's 30 LoRA steps had to relearn it. Small budgets keep the steps cheap; the contract needs no reading.
+    heldout_visual_tokens: int = 256  # budget of the held-out contract check: a run's default (max_pixels=256tok)
     noise: str = "light"  # scan noise of the warm-up documents
     hard_negatives: float = 0.1  # share of receipt images asked as a prescription (all-null answer)
     sparse: float = 0.25  # share of training documents with many blank fields (generator focus "sparse"):
@@ -83,7 +87,8 @@ class Recipe:
     #                   in another order, so the same seed gives the same bytes only at the same thread count
 
     def key(self) -> dict:
-        return {"version": WARMUP_VERSION, **dataclasses.asdict(self)}
+        """The recipe as warmup.json records it (JSON types: a tuple reads back as a list)."""
+        return json.loads(json.dumps({"version": WARMUP_VERSION, **dataclasses.asdict(self)}))
 
 
 def _jobs(stream: str, n: int, seed: int, hard_negatives: float, sparse: float, short: float) -> list[tuple]:
@@ -105,10 +110,27 @@ def _jobs(stream: str, n: int, seed: int, hard_negatives: float, sparse: float, 
 
 
 def documents(stream: str, n: int, folder: Path, recipe: Recipe) -> list[Record]:
-    """Training documents follow the recipe's mix; held-out ones are plain (a run's documents)."""
+    """Training documents follow the recipe's mix, each page scaled to its own visual-token budget; held-out ones
+    are plain (a run's documents, scaled by the processor to the check's budget)."""
     train = stream == TRAIN_STREAM
     jobs = _jobs(stream, n, recipe.seed, recipe.hard_negatives, recipe.sparse if train else 0.0, recipe.short if train else 0.0)
-    return render_records(jobs, folder, recipe.noise, origin="warmup")
+    records = render_records(jobs, folder, recipe.noise, origin="warmup")
+    if train:
+        for record in records:
+            budget = random.Random(f"budget/{record.seed}").choice(recipe.visual_tokens)
+            _scale_to_budget(Path(record.image), budget)
+    return records
+
+
+def _scale_to_budget(image: Path, visual_tokens: int) -> None:
+    """Resize the page in place to the area of `visual_tokens` tokens, aspect kept: the processor, whose maximum is
+    the recipe's largest budget, then leaves it at about that many tokens (it rounds each side to 28 pixels)."""
+    from PIL import Image
+
+    with Image.open(image) as im:
+        scale = math.sqrt(visual_tokens_to_pixels(visual_tokens) / (im.width * im.height))
+        small = im.convert("RGB").resize((max(28, round(im.width * scale)), max(28, round(im.height * scale))), Image.BICUBIC)
+    small.save(image, quality=95)
 
 
 def warm_config(recipe: Recipe, out_dir: Path) -> Config:
@@ -117,7 +139,7 @@ def warm_config(recipe: Recipe, out_dir: Path) -> Config:
         model=ModelConfig(name="tiny"),
         quant=QuantConfig(name="fp32", dtype="float32"),
         scope=ScopeConfig(name="all", parts=["llm", "merger", "vision"]),
-        max_pixels=MaxPixelsConfig(name=f"{recipe.visual_tokens}tok", visual_tokens=recipe.visual_tokens),
+        max_pixels=MaxPixelsConfig(name=f"{max(recipe.visual_tokens)}tok", visual_tokens=max(recipe.visual_tokens)),
         data_mix=DataMixConfig(name="rx_receipt_1_1_1", hard_negatives=recipe.hard_negatives),
         domain_tag=DomainTagConfig(name="none", in_prompt=False),
         loss=LossConfig(name="assistant_only", assistant_only=True),
@@ -360,7 +382,7 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
         cfg.eval,
         cfg.decoding,
         domain_tag=False,
-        max_pixels=visual_tokens_to_pixels(recipe.visual_tokens),
+        max_pixels=visual_tokens_to_pixels(recipe.heldout_visual_tokens),
         min_pixels=visual_tokens_to_pixels(cfg.max_pixels.min_visual_tokens),
         out_dir=None,
     )
@@ -412,13 +434,14 @@ JSON contract, as an Instruct model roughly does. Written by `vlmsweep.model.war
 - Recipe: all parameters trainable; {recipe.steps} AdamW steps of {recipe.batch_size} samples with the softmax over the
   {int(f.get('warmup.answer_vocab', 0)):,} tokens the warm-up answers use and only the {int(f.get('warmup.input_vocab', 0)):,} embedding rows
   the inputs use (the other rows of the tied embedding keep their random values), then {recipe.full_vocab_steps} steps over the full vocabulary; lr {recipe.lr:g} ({recipe.lr_scheduler}, {recipe.warmup_ratio:.0%} warm-up),
-  {recipe.visual_tokens} visual tokens per image, loss on the assistant answer only (the project's collator and trainer).
+  each page at a budget of {' / '.join(map(str, sorted(set(recipe.visual_tokens))))} visual tokens (drawn from {list(recipe.visual_tokens)} by its seed),
+  loss on the assistant answer only (the project's collator and trainer).
 - Supervised tokens: {int(f.get('warmup.supervised_tokens', 0)):,}; loss {f.get('warmup.first_loss', math.nan):.2f} -> {f.get('warmup.final_loss', math.nan):.2f};
   build {f.get('warmup.seconds', math.nan):.0f} s ({f.get('warmup.train_seconds', math.nan):.0f} s training) on {built_on or 'this machine'}, {recipe.threads} compute
   threads, deterministic kernels: the same recipe on the same machine writes the same bytes; another CPU may round
   differently and land a held-out answer or two apart.
 
-## What it reaches (free greedy decoding, {recipe.heldout} held-out documents of stream `{HELDOUT_STREAM}`)
+## What it reaches (free greedy decoding, {recipe.heldout} held-out documents of stream `{HELDOUT_STREAM}`, {recipe.heldout_visual_tokens} visual tokens)
 - strict parse {rate('strict_parse_rate')}, exact key set {rate('key_set_rate')}, schema valid {rate('schema_valid_rate')}, salvage {rate('salvage_rate')}
 - field exact match {f.get('heldout.content.field_em', math.nan):.2f}: values are plausible (names, institutions, codes, drugs
   in the right script and form) but not read from the image.
