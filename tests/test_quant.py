@@ -143,7 +143,7 @@ def test_each_rank_loads_onto_its_local_rank_device(monkeypatch):
     assert device() == torch.device("cuda", 3) and chosen == [3]
 
 
-def test_bf16_computes_in_float32_on_a_cpu_without_native_bf16_unless_kept(monkeypatch, caplog):
+def test_bf16_computes_in_float32_on_any_cpu_unless_kept(monkeypatch, caplog):
     from vlmsweep.config import QuantConfig
     from vlmsweep.model import quant as q
 
@@ -156,5 +156,12 @@ def test_bf16_computes_in_float32_on_a_cpu_without_native_bf16_unless_kept(monke
     assert "no native bfloat16" in caplog.text and "quant.cpu_bf16=keep" in caplog.text
     assert q.torch_dtype(QuantConfig(name="bf16", dtype="bfloat16", cpu_bf16="keep")) is q.torch.bfloat16
     assert q.torch_dtype(QuantConfig(name="fp32", dtype="float32")) is q.torch.float32
-    monkeypatch.setattr(q, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(q, "cpu_has_native_bf16", lambda: True)  # native bf16: still float32, for another reason
+    monkeypatch.setattr(q, "_warned", [])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert q.torch_dtype(bf16) is q.torch.float32
+    assert "natively" in caplog.text and "same numbers on every CPU" in caplog.text
+    assert q.torch_dtype(QuantConfig(name="bf16", dtype="bfloat16", cpu_bf16="keep")) is q.torch.bfloat16
+    monkeypatch.setattr(q.torch.cuda, "is_available", lambda: True)  # a GPU gets what the option asks for
     assert q.torch_dtype(bf16) is q.torch.bfloat16

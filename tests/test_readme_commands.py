@@ -39,11 +39,6 @@ NO_EVAL = ["eval.enabled=false", "sweep.objective=train.loss"]
 NO_EVAL_WHY = ("the sweep's own search space, scored on the training loss: the sweep with evaluation runs in the "
                "config-dir sweep step and in tests/test_sweeps.py")
 DATA = "data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl"  # the user's manifests
-# The precision of a CPU without native bf16 (float32), on every machine: the runs whose adapters are evaluated
-# again or merged compute alike everywhere. Where quant=bf16 computes in bf16 (native bf16) a merged weight
-# rounds apart from the LoRA beside its base (README, export), and the first token of a page can flip on a near tie.
-FLOAT32 = ["quant.dtype=float32"]
-FLOAT32_WHY = "computed in float32, as on a CPU without native bf16, so its evaluation and merge reproduce on any CPU"
 # The per-domain multirun's speed overrides: 4 training and 3 test samples, so each group has a page of each
 PER_DOMAIN_RUN = [x for x in QUICK if not x.startswith(("data.train_size", "data.test_size"))] + \
     ["data.train_size=4", "data.test_size=3"]
@@ -87,8 +82,7 @@ class Step:
 STEPS: dict[str, Step | str] = {
     "python -m pytest -q": "the test command itself: this suite is what it runs",
     "python -m pytest -q -n 0": "the test command in one process: this suite is what it runs",
-    "python -m vlmsweep": Step(group="default", extra=QUICK + FLOAT32 + ["hydra.run.dir={ws}/runs/default"], check="run_ok",
-                               why=FLOAT32_WHY),
+    "python -m vlmsweep": Step(group="default", extra=QUICK + ["hydra.run.dir={ws}/runs/default"], check="run_ok"),
     "python -m vlmsweep.data check my_data/train.jsonl": Step(check="check_ok"),
     "python -m vlmsweep.data check MANIFEST": Step(replace={"MANIFEST": "my_data/test.jsonl"}, check="check_ok"),
     "python -m vlmsweep data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl":
@@ -103,10 +97,10 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep --config-dir my_conf +experiment=my_rx": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/mine"],
                                                                       check="user_ids"),
     "python -m vlmsweep train.enabled=false model.adapter=PATH":
-        Step(group="default", replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + FLOAT32 + ["hydra.run.dir={ws}/runs/eval"],
-             check="same_as_default", why=FLOAT32_WHY),
-    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all": Step(group="2x2", extra=QUICK + FLOAT32 + ["hydra.sweep.dir={ws}/multirun/2x2"],
-                                                              check="four_runs", why=FLOAT32_WHY),
+        Step(group="default", replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + ["hydra.run.dir={ws}/runs/eval"],
+             check="same_as_default"),
+    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all": Step(group="2x2", extra=QUICK + ["hydra.sweep.dir={ws}/multirun/2x2"],
+                                                              check="four_runs"),
     "python -m vlmsweep.report outputs/multirun/DATE/TIME":
         "the `python -m vlmsweep.report DIR` step of tests/test_readme_commands.py runs this command on the 2x2's folder",
     "python -m vlmsweep.report DIR": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
@@ -224,9 +218,9 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.export RUN_DIR/adapter --out lora --vllm-lora":
         Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, check="vllm_lora"),
     "python -m vlmsweep -m adapters=single,per_domain":
-        Step(group="adapters", extra=PER_DOMAIN_RUN + FLOAT32 + ["hydra.sweep.dir={ws}/multirun/adapters"],
+        Step(group="adapters", extra=PER_DOMAIN_RUN + ["hydra.sweep.dir={ws}/multirun/adapters"],
              check="per_domain_multirun",
-             why="4 training and 3 test samples: per_domain needs a prescription and a receipt in each; " + FLOAT32_WHY),
+             why="4 training and 3 test samples: per_domain needs a prescription and a receipt in each"),
     "python -m vlmsweep adapters=per_domain adapters.routing=model train.enabled=false model.adapter=RUN_DIR/adapters "
     "data.test_manifest=my_data/test.jsonl":
         Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=QUICK + ["hydra.run.dir={ws}/runs/routed"],

@@ -56,7 +56,7 @@ class QuantConfig:
     double_quant: bool = True
     quantize_vision: bool = False  # ablation: put the vision tower in 4-bit too
     fp32_upcast: bool = True  # 4-bit only: peft's prepare_model_for_kbit_training casts every non-4-bit weight to fp32
-    cpu_bf16: str = "float32"  # on a CPU without native bf16: float32 (compute in fp32, logged) | keep (emulated bf16)
+    cpu_bf16: str = "float32"  # on the CPU (no CUDA): float32 (compute in fp32, logged) | keep (bf16: native or emulated)
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def trained_dtype(opened) -> str:
 
 def serving_dtype(name: str) -> torch.dtype:
     """What a folder saved in `name` computes in when predict or evaluation loads it here (bfloat16 computes in
-    float32 on a CPU without native bf16, vlmsweep.model.quant.torch_dtype)."""
+    float32 on the CPU unless quant.cpu_bf16=keep, vlmsweep.model.quant.torch_dtype)."""
     from vlmsweep.config import QuantConfig
     from vlmsweep.model.quant import torch_dtype
 

@@ -25,18 +25,24 @@ def cpu_has_native_bf16() -> bool:
 
 
 def torch_dtype(quant: QuantConfig) -> torch.dtype:
-    """The dtype weights and LoRA compute use. On a CPU without native bfloat16 (an AVX2-only x86 such as
-    the 2-core CI machine) bf16 matmuls are emulated: one training step of the embedded model took 63.4 s
-    there against 3.1 s in float32 (benchmarks/bench_cpu_dtype.py). Unless `quant.cpu_bf16=keep`, such a CPU computes in float32 and
-    says so; a GPU, or a CPU with native bf16, gets what the option asks for."""
+    """The dtype weights and LoRA compute use. On the CPU, `quant=bf16` (and nf4's compute dtype) computes in float32
+    unless `quant.cpu_bf16=keep`, and says so once:
+    - where bf16 is emulated (an AVX2-only x86) a training step of the embedded model took 63.4 s against 3.1 s in
+      float32 (benchmarks/bench_cpu_dtype.py);
+    - where it is native (AVX512-BF16, AMX), bf16 would make the CPU's figures depend on the CPU (the same run
+      rounds apart on an AVX2 machine), and a LoRA computed in bf16 has no merge that answers as it does, so the
+      default run's `export` would fail there and pass elsewhere.
+    A GPU gets what the option asks for."""
     dtype = DTYPES[quant.dtype]
-    if dtype is torch.bfloat16 and quant.cpu_bf16 == "float32" and not torch.cuda.is_available() \
-            and not cpu_has_native_bf16():
+    if dtype is torch.bfloat16 and quant.cpu_bf16 == "float32" and not torch.cuda.is_available():
         if not _warned:
             _warned.append(True)
-            log.warning("quant=%s: this CPU has no native bfloat16 (no AVX512-BF16/AMX), where bf16 is emulated and a "
-                        "training step ~20x slower; computing in float32 (quant.cpu_bf16=keep to keep bfloat16)",
-                        quant.name)
+            why = ("this CPU computes bfloat16 natively, but float32 gives the same numbers on every CPU and an adapter "
+                   "whose merge answers as it does" if cpu_has_native_bf16() else
+                   "this CPU has no native bfloat16 (no AVX512-BF16/AMX), where bf16 is emulated and a training step "
+                   "~20x slower")
+            log.warning("quant=%s on the CPU: %s; computing in float32 (quant.cpu_bf16=keep to keep bfloat16)",
+                        quant.name, why)
         return torch.float32
     return dtype
 
