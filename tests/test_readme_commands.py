@@ -120,8 +120,8 @@ STEPS: dict[str, Step | str] = {
              extra=["train.enabled=false", "data.test_size=16", "eval.batch_size=8", "eval.max_new_tokens=12",
                     "max_pixels.visual_tokens=16", "tracker=none", "hydra.sweep.dir={ws}/multirun/control"],
              check="control_runs",
-             why="evaluation only with two seeds and 12-token answers at the warm-up's 16 visual tokens (where the warmed "
-                 "model opens its answers in the contract): the perturbation acts after generation, so training adds "
+             why="evaluation only with two seeds and 12-token answers at 16 visual tokens (the warm-up's cheapest budget, "
+                 "where the warmed model opens its answers in the contract): the perturbation acts after generation, so training adds "
                  "nothing the control checks, and blanking an answer moves its raw CER to 1"),
     "python -m vlmsweep.report CONTROL_DIR --metrics contract.salvage_rate,text.raw_cer":
         Step(group="control", replace={"CONTROL_DIR": "{ws}/multirun/control"}, check="control_found"),

@@ -209,6 +209,12 @@ def test_every_sampler_option_composes_and_builds():
             sweeper = instantiate(cfg.hydra.sweeper, _recursive_=False).sweeper
             assert type(sweeper.sampler).__name__ == cls
             assert sweeper.directions() == ["maximize", "minimize"]
+        for name, cls in expected.items():  # with a preset, whose sampler keys (seed, n_startup_trials) are TPE's
+            cfg = compose("config", overrides=["+sweep=max_pixels", f"hydra/sweeper/sampler={name}"], return_hydra_config=True)
+            assert type(instantiate(cfg.hydra.sweeper, _recursive_=False).sweeper.sampler).__name__ == cls
+        cfg = compose("config", overrides=["+sweep=max_pixels", "hydra/sweeper/sampler=grid"], return_hydra_config=True)
+        grid = instantiate(cfg.hydra.sweeper.sampler)(search_space={"max_pixels": ["256tok", "512tok"]})
+        assert type(grid).__name__ == "GridSampler" and len(grid._all_grids) == 2
         cfg = compose("config", overrides=["+sweep=lr"], return_hydra_config=True)
         assert instantiate(cfg.hydra.sweeper, _recursive_=False).sweeper.directions() == ["maximize"]  # e2e field EM
         cfg = compose("config", overrides=["+sweep=max_pixels_pareto"], return_hydra_config=True)

@@ -522,6 +522,13 @@ def main(argv: list[str] | None = None) -> int:
     from vlmsweep.model.shapes import model_config_of
 
     overrides = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(overrides):
+        print("usage: python -m vlmsweep.memory [OVERRIDES ...]\n\n"
+              "The estimated peak accelerator memory of one training step of the config that\n"
+              "`python -m vlmsweep OVERRIDES` trains (no weights are loaded), with the other train.loss_impl beside it.\n\n"
+              "examples:\n  python -m vlmsweep.memory +experiment=exp2 max_pixels=1024tok\n"
+              "  python -m vlmsweep.memory model=qwen2_5_vl_3b train.batch_size=1")
+        return 0
     try:
         cfg = compose_config(overrides)
         model_config_hf = model_config_of(cfg.model)

@@ -3,12 +3,34 @@
 # Adapted from facebookresearch/hydra, plugins/hydra_optuna_sweeper/hydra_plugins/hydra_optuna_sweeper/config.py
 # (MIT License, Copyright (c) Facebook, Inc. and its affiliates). Hydra imports every module under
 # hydra_plugins when it starts, so these nodes are in the ConfigStore before any config is composed.
+import inspect
+import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, NoReturn, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+log = logging.getLogger(__name__)
+
+
+def sampler(name: str, **options: Any) -> Any:
+    """optuna.samplers.<name>(**options) without the options that sampler has no parameter for, said in the log.
+
+    The sweep presets (sweeps/*.yaml) set `seed` and `n_startup_trials` for TPE, the default; upstream's schema makes
+    `hydra/sweeper/sampler=random` (or nsgaii, qmc, grid) with such a preset a composition error that no override
+    can undo, since the preset's keys are merged before the command line's. Here those samplers accept the keys and
+    drop the ones they cannot use."""
+    import optuna
+
+    cls = getattr(optuna.samplers, name)
+    accepted = inspect.signature(cls).parameters
+    dropped = sorted(k for k, v in options.items() if k not in accepted and v is not None)
+    if dropped:
+        log.info("hydra.sweeper.sampler: %s takes no %s; left out", name, ", ".join(dropped))
+    return cls(**{k: v for k, v in options.items() if k in accepted})
 
 
 def raise_motpe_removed(*args: Any, **kwargs: Any) -> NoReturn:
@@ -44,8 +66,10 @@ class TPESamplerConfig(SamplerConfig):
 
 @dataclass
 class RandomSamplerConfig(SamplerConfig):
-    _target_: str = "optuna.samplers.RandomSampler"
+    _target_: str = "hydra_plugins.vlmsweep_optuna.config.sampler"
+    name: str = "RandomSampler"
     seed: Optional[int] = None
+    n_startup_trials: Optional[int] = None  # a preset's TPE setting: accepted, not used (see `sampler`)
 
 
 @dataclass
@@ -68,8 +92,10 @@ class CmaEsSamplerConfig(SamplerConfig):
 
 @dataclass
 class NSGAIISamplerConfig(SamplerConfig):
-    _target_: str = "optuna.samplers.NSGAIISampler"
+    _target_: str = "hydra_plugins.vlmsweep_optuna.config.sampler"
+    name: str = "NSGAIISampler"
     seed: Optional[int] = None
+    n_startup_trials: Optional[int] = None  # a preset's TPE setting: accepted, not used (see `sampler`)
     population_size: int = 50
     mutation_prob: Optional[float] = None
     crossover_prob: float = 0.9
@@ -84,8 +110,11 @@ class MOTPESamplerConfig(SamplerConfig):
 
 @dataclass
 class GridSamplerConfig(SamplerConfig):
-    _target_: str = "optuna.samplers.GridSampler"
+    _target_: str = "hydra_plugins.vlmsweep_optuna.config.sampler"
     _partial_: bool = True  # the grid is hydra.sweeper.params, filled in when the sweep starts
+    name: str = "GridSampler"
+    seed: Optional[int] = None  # the order in which the grid is visited
+    n_startup_trials: Optional[int] = None  # a preset's TPE setting: accepted, not used (see `sampler`)
 
 
 @dataclass
@@ -101,8 +130,10 @@ class GPSamplerConfig(SamplerConfig):
 
 @dataclass
 class QMCSamplerConfig(SamplerConfig):
-    _target_: str = "optuna.samplers.QMCSampler"
+    _target_: str = "hydra_plugins.vlmsweep_optuna.config.sampler"
+    name: str = "QMCSampler"
     seed: Optional[int] = None
+    n_startup_trials: Optional[int] = None  # a preset's TPE setting: accepted, not used (see `sampler`)
     qmc_type: str = "sobol"
     scramble: bool = False
     independent_sampler: Optional[Any] = None

@@ -58,7 +58,7 @@ def _parse_line(raw: str, base: Path, seen: set[str]) -> Record:
     for field, value in (("domain", domain), ("image_domain", image_domain)):
         if value not in SCHEMA_OF_DOMAIN:
             raise ValueError(f"unknown {field} {value!r}; expected one of {sorted(SCHEMA_OF_DOMAIN)} "
-                             "(the README's data section lists what each domain means)")
+                             "(docs/own-data.md lists what each domain means)")
     if not isinstance(image, str) or not image:
         raise ValueError(f"image must be a path string, got {image!r}")
     path = (base / image).resolve()
@@ -91,7 +91,7 @@ def scan_manifest(path: Path, check_images: bool = False) -> Iterator[tuple[int,
     """
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found (give the path of a JSON Lines file; see the README's data section)")
+        raise ManifestError(f"{path}: manifest not found (give the path of a JSON Lines file; see docs/own-data.md)")
     seen: set[str] = set()
     offset = 0
     with path.open("rb") as f:

@@ -1,6 +1,6 @@
 """The JSON contract of an answer: strict parse, salvage, key sets and types against the schema (pure, no torch).
 
-Definitions (copied to the README):
+Definitions (copied to docs/training-evaluation.md):
 - strict parse: the whole output, whitespace-trimmed, is one JSON value **and that value is an object**.
   A bare number or string parses with `json.loads` but is no answer (`"1111"` is valid JSON), so it
   counts as a failure here; so do NaN and Infinity, which Python reads but JSON does not have.

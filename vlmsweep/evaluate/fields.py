@@ -1,6 +1,6 @@
 """Content fidelity of one parsed answer against its target: list alignment, field pairs and their scores (pure).
 
-Definitions (copied to the README):
+Definitions (copied to docs/training-evaluation.md):
 - Field paths: `patient_name`, `medications[0].strength`, `diagnosis_codes[1]`; the pattern drops the
   index (`medications[].strength`) and decides the field's kind (id, unit, digit).
 - List alignment: items of a list (medications, items, diagnosis codes) are paired with the target's

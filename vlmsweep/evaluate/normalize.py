@@ -1,6 +1,6 @@
 """The one text normalisation every text metric applies before comparing (EM, ANLS, CER, WER, digits, units).
 
-What it folds (the README's metrics section has the table with examples):
+What it folds (docs/training-evaluation.md has the table with examples):
 - Unicode NFKC: composed and decomposed Hangul (NFD 김 = NFC 김), full-width forms (`１２３` = `123`,
   `ＡＢ` = `AB`), compatibility characters (`㎎` = `mg`, `①` = `1`, `ﬁ` = `fi`, the micro sign `µ` = Greek `μ`),
   no-break and ideographic spaces (U+00A0, U+3000 = a space).

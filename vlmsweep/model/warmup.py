@@ -59,7 +59,7 @@ WARMUP_VERSION = 4
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the replica is warmed. Defaults: the best recipe measured so far (README, benchmarks/bench_warmup.py)."""
+    """How the replica is warmed. Defaults: the best recipe measured so far (docs/embedded-model.md, benchmarks/bench_warmup.py)."""
 
     documents: int = 1024  # distinct rendered training documents (seed stream warmup/train)
     steps: int = 1200  # optimizer steps with the softmax over the answer vocabulary only (see AnswerVocabHead)
@@ -464,7 +464,7 @@ def ensure_warm_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_d
     folder = cache_dir / "models" / f"tiny-warm-{key}"
     if (folder / "config.json").exists():
         return folder
-    log.info("warming the embedded model once into %s (about 7 minutes on 2 CPU cores; later runs reuse it)", folder)
+    log.info("warming the embedded model once into %s (about 5 minutes on 2 CPU cores; later runs reuse it)", folder)
 
     def write(tmp: Path) -> Path:
         figures = warm(raw_dir, tmp / "model", recipe, work_dir=tmp / "work")
