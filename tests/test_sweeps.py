@@ -310,3 +310,17 @@ def test_a_two_objective_sweep_prints_and_plots_its_pareto_front_and_the_dashboa
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=30)
+
+
+def test_a_search_space_the_sampler_cannot_take_is_named_in_a_clear_error():
+    """A sweep override of a kind none of upstream's distributions maps (glob(...), say) is one ValueError that names
+    the kinds the sweeper takes, not a NotImplementedError from deep inside the sweep."""
+    from types import SimpleNamespace
+
+    from vlmsweep.sweeper import distribution_from_override
+
+    glob_like = SimpleNamespace(is_sweep_override=lambda: True, value=lambda: None, is_choice_sweep=lambda: False,
+                                is_range_sweep=lambda: False, is_interval_sweep=lambda: False,
+                                __str__=lambda self=None: "model=glob(tiny*)")
+    with pytest.raises(ValueError, match=r"hydra.sweeper.params: .* use choice\(\.\.\.\), range"):
+        distribution_from_override(glob_like)

@@ -267,7 +267,8 @@ def distribution_from_override(override: Override) -> BaseDistribution | str:
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(int(value.start), int(value.end), log=log_scale)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise NotImplementedError(f"{override} is not supported by the Optuna sweeper")
+    raise ValueError(f"hydra.sweeper.params: {override} is no search space the Optuna sweeper takes; use choice(...), "
+                     "range(a, b[, step=s]), interval(a, b) or tag(log, interval(a, b))")
 
 
 def params_from_overrides(arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str], list[str]]:
