@@ -18,8 +18,8 @@ def measure_training_step(
     the built model + peak RSS growth during the steps (building is outside: it has its own transient).
     loss_impl: eager (logits of every supervised position at once) or chunked (vlmsweep.train.loss).
     A 16-bit step runs with oneDNN off: on a CPU with native bf16 (AVX512-BF16, AMX) oneDNN's bf16 kernels keep
-    fp32 or reordered copies of their operands (tiny bf16 step measured 241 MiB against 171 MiB without them, on
-    an estimate of 168), which an accelerator's kernels do not hold; torch's own kernels hold what a GPU holds."""
+    fp32 or reordered copies of their operands, which an accelerator's kernels do not hold (with them the tiny bf16
+    case of tests/test_memory.py measured about 1.4x its estimate there); torch's own kernels hold what a GPU holds."""
     import torch
 
     if dtype != torch.float32:

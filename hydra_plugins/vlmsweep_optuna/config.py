@@ -65,11 +65,18 @@ class TPESamplerConfig(SamplerConfig):
 
 
 @dataclass
-class RandomSamplerConfig(SamplerConfig):
+class LenientSamplerConfig(SamplerConfig):
+    """A sampler built by `sampler`, which takes the presets' TPE keys and leaves out those it has no parameter for."""
+
     _target_: str = "hydra_plugins.vlmsweep_optuna.config.sampler"
-    name: str = "RandomSampler"
+    name: str = MISSING  # the class in optuna.samplers
     seed: Optional[int] = None
-    n_startup_trials: Optional[int] = None  # a preset's TPE setting: accepted, not used (see `sampler`)
+    n_startup_trials: Optional[int] = None  # a preset's TPE setting: accepted, not used
+
+
+@dataclass
+class RandomSamplerConfig(LenientSamplerConfig):
+    name: str = "RandomSampler"
 
 
 @dataclass
@@ -91,11 +98,8 @@ class CmaEsSamplerConfig(SamplerConfig):
 
 
 @dataclass
-class NSGAIISamplerConfig(SamplerConfig):
-    _target_: str = "hydra_plugins.vlmsweep_optuna.config.sampler"
+class NSGAIISamplerConfig(LenientSamplerConfig):
     name: str = "NSGAIISampler"
-    seed: Optional[int] = None
-    n_startup_trials: Optional[int] = None  # a preset's TPE setting: accepted, not used (see `sampler`)
     population_size: int = 50
     mutation_prob: Optional[float] = None
     crossover_prob: float = 0.9
@@ -109,12 +113,9 @@ class MOTPESamplerConfig(SamplerConfig):
 
 
 @dataclass
-class GridSamplerConfig(SamplerConfig):
-    _target_: str = "hydra_plugins.vlmsweep_optuna.config.sampler"
-    _partial_: bool = True  # the grid is hydra.sweeper.params, filled in when the sweep starts
+class GridSamplerConfig(LenientSamplerConfig):
+    _partial_: bool = True  # the grid is hydra.sweeper.params, filled in when the sweep starts; seed: its visiting order
     name: str = "GridSampler"
-    seed: Optional[int] = None  # the order in which the grid is visited
-    n_startup_trials: Optional[int] = None  # a preset's TPE setting: accepted, not used (see `sampler`)
 
 
 @dataclass
@@ -129,11 +130,8 @@ class GPSamplerConfig(SamplerConfig):
 
 
 @dataclass
-class QMCSamplerConfig(SamplerConfig):
-    _target_: str = "hydra_plugins.vlmsweep_optuna.config.sampler"
+class QMCSamplerConfig(LenientSamplerConfig):
     name: str = "QMCSampler"
-    seed: Optional[int] = None
-    n_startup_trials: Optional[int] = None  # a preset's TPE setting: accepted, not used (see `sampler`)
     qmc_type: str = "sobol"
     scramble: bool = False
     independent_sampler: Optional[Any] = None
