@@ -193,6 +193,67 @@ def test_cycle_report_lists_every_metric_and_tag_per_cycle_with_deltas(tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_seed_band_is_a_prediction_interval_for_the_change_between_two_seeds():
+    # Counts 2, 3, 4 over three seeds: s = 1, t(0.975, 2) = 4.3027, band = 4.3027 x sqrt(2) = 6.085.
+    assert loop.seed_band([2, 3, 4]) == pytest.approx(6.0849, abs=1e-4)
+    assert loop.seed_band([5]) is None and loop.seed_band([3, 3, 3]) is None  # unmeasured, not zero
+
+    def change(before, after, seeds):
+        return loop.TargetedChange(1, "digit_flip", before, after, tuple(seeds), loop.seed_band(seeds)).verdict
+
+    assert change(9, 2, [2, 3, 4]) == "reduced beyond seed noise"
+    assert change(8, 2, [2, 3, 4]) == "within seed noise"
+    assert change(2, 9, [2, 3, 4]) == "increased beyond seed noise"
+    assert change(5, 0, [5, 5, 5]).startswith("no verdict (the 3 seeds agreed exactly")
+    assert change(5, 0, [5]).startswith("no verdict (one seed")
+
+    # Calibration: when the hard set does nothing, before and after are two more draws of the seed distribution,
+    # and the band must call a change in ~5% of loops. A real drop of 4 seed SDs it sees far more often, and more
+    # often with more seeds (3 seeds: about a third of the time; the default's power is low, and the docs say so).
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def rates(n_seeds: int, trials: int = 4000) -> tuple[float, float]:
+        null = shifted = 0
+        for _ in range(trials):
+            seeds, before, after = rng.normal(10, 1.5, n_seeds), rng.normal(10, 1.5), rng.normal(10, 1.5)
+            band = loop.seed_band(seeds)
+            null += abs(after - before) > band
+            shifted += (before - (after - 6.0)) > band
+        return null / trials, shifted / trials
+
+    (null3, power3), (null6, power6) = rates(3), rates(6)
+    assert 0.03 < null3 < 0.07 and 0.03 < null6 < 0.07
+    assert power3 > 5 * null3 and power6 > power3 + 0.2
+
+
+def test_targeted_changes_follow_the_hard_set_of_the_cycle_before():
+    def cycle(c, mined, synth, regression):
+        summary = {"train_size": 4, "train_origins": {"base": 4}, "hard_set_trained": 0, "adapter_from": "base model",
+                   "hard_set_next": {"size": 1, "counts": {}, "mined": mined, "synthesised": synth, "unfixable": {}}}
+        return loop.CycleResult(c, {}, regression, {}, summary)
+
+    history = [cycle(0, {"digit_flip": 2, "missing_value": 2}, {"digit_flip": 4}, {"tags.digit_flip": 6.0, "tags.missing_value": 1.0}),
+               cycle(1, {}, {"near_miss_spelling": 3}, {"tags.digit_flip": 1.0, "tags.near_miss_spelling": 2.0}),
+               cycle(2, {}, {}, {"tags.digit_flip": 1.0})]
+    noise = {2: {"tags.digit_flip": 5.0, "tags.missing_value": 1.0}, 1: {"tags.digit_flip": 7.0}}
+    changes = loop.targeted_changes(history, noise)
+    assert [(c.cycle, c.tag, c.before, c.after, c.seeds) for c in changes] == [
+        (1, "digit_flip", 6.0, 1.0, (6.0, 7.0, 5.0)),  # the run's seed first, then the replicas by seed
+        (1, "missing_value", 1.0, 0.0, (1.0, 0.0, 1.0)),
+        (2, "near_miss_spelling", 2.0, 0.0, (0.0, 0.0, 0.0)),
+    ]
+    assert changes[0].band == pytest.approx(loop.seed_band([6, 7, 5])) and changes[0].verdict == "within seed noise"
+    assert changes[2].verdict.startswith("no verdict")
+    md = render_loop_report(history, compose(FAST + ["loop.cycles=2"]), None, None, changes=changes)
+    assert "| 1 | digit_flip | 6 | 1 | -5 | 6, 7, 5 | 6.1 | within seed noise |" in md
+    # 2 of the 4 mined records were mined for a misreading (digit_flip); missing_value is a blank, not a misreading.
+    assert "Mined for a misreading (digit_flip, near_miss_spelling, unit_confusion): 50% of the mined records" in md
+    with pytest.raises(ValueError, match="loop.noise_seeds=-1"):
+        loop.noise_seeds(compose(FAST + ["loop.noise_seeds=-1"]))
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     cfg = compose(FAST + ["loop.cycles=1"], tmp_path)
     state = loop.load_state(tmp_path, cfg)
@@ -211,7 +272,7 @@ class Crash(RuntimeError):
 
 
 ORIGIN = re.compile(r"^(base|(mined|synth):\d+:(" + "|".join(TAGS) + "))$")
-LOOP = FAST + ["loop.cycles=1", "loop.synth_per_tag=2", "loop.mine_per_tag=1", "eval.max_new_tokens=16"]
+LOOP = FAST + ["loop.cycles=1", "loop.synth_per_tag=2", "loop.mine_per_tag=1", "eval.max_new_tokens=16", "loop.noise_seeds=1"]
 
 
 def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, tiny_path, monkeypatch):
@@ -257,11 +318,15 @@ def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, ti
     frozen = {p: p.stat().st_mtime_ns for p in [out / "cycle_0" / "metrics.json", out / "cycle_0" / "adapter" / "adapter_model.safetensors",
                                                 out / "cycle_1" / "adapter" / "adapter_model.safetensors"]}
 
-    # Resume in the same folder: cycle 0 is reused, cycle 1's finished training is not repeated.
+    # Resume in the same folder: cycle 0 is reused, cycle 1's finished training is not repeated. Then cycle 0's
+    # replica under seed 1 trains and is scored on the regression set alone: the seed-noise band.
     events.clear()
     metrics = run(compose(LOOP, out))
-    assert events == [("write", "cycle_1/mining"), ("write", "cycle_1/regression"), ("write", "cycle_1")]
+    assert events == [("write", "cycle_1/mining"), ("write", "cycle_1/regression"), ("write", "cycle_1"),
+                      ("train", "seed_1"), ("write", "cycle_0/noise/seed_1/regression")]
     assert {p: p.stat().st_mtime_ns for p in frozen} == frozen
+    replica = json.loads((out / "cycle_0" / "noise" / "seed_1" / "regression" / "metrics.json").read_text())
+    assert replica["train.steps"] == json.loads((out / "cycle_0" / "metrics.json").read_text())["train.steps"] > 0
 
     # Hard set from cycle 0: the mined sample plus 2 synthetic digit documents, lineage on each.
     hard = list(read_manifest(out / "cycle_0" / "hard_set.jsonl"))
@@ -284,6 +349,14 @@ def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, ti
     assert json.loads((out / "metrics.json").read_text()) == metrics
     report = (out / "report.md").read_text()
     assert "| metric | better | cycle 0 | cycle 1 |" in report and "| tags.parse_fail | ↓ |" in report
+    # Cycle 1 trained on a hard set that targeted digit_flip: its regression-set change, read against the band of
+    # cycle 0's two seeds (the run's seed 0 and the replica's seed 1).
+    reg = [json.loads((out / d / "regression" / "metrics.json").read_text()) for d in ("cycle_0", "cycle_1", "cycle_0/noise/seed_1")]
+    before, after, replica = (m.get("tags.digit_flip", 0.0) for m in reg)
+    assert metrics["loop.targeted.digit_flip.change"] == after - before and metrics["loop.noise_seeds"] == 1.0
+    row = f"| 1 | digit_flip | {before:.0f} | {after:.0f} | {after - before:+.0f} | {before:.0f}, {replica:.0f} |"
+    assert row in report, report
+    assert metrics["loop.mined_misreading_share"] == 1.0  # the one mined record was mined for digit_flip
     assert "| 1 | 10 | 4 | 2 | 4 | 3 | ../cycle_0/adapter |" in report
     assert (out / "tags_over_cycles.png").stat().st_size > 0
     for d in ["cycle_0", "cycle_1"]:
@@ -294,8 +367,8 @@ def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, ti
     # cleanly before cycle 2, without loading a model.
     events.clear()
     metrics = run(compose(FAST + ["loop.cycles=2", "loop.synth_per_tag=2", "loop.mine_per_tag=1", "eval.max_new_tokens=16",
-                                  "loop.on_empty_mine=stop"], out))
-    assert events == [] and not (out / "cycle_2").exists()
+                                  "loop.on_empty_mine=stop", "loop.noise_seeds=1"], out))
+    assert events == [] and not (out / "cycle_2").exists()  # the noise replica is reused too
     assert (metrics["loop.cycles_done"], metrics["loop.stopped_early"]) == (2.0, 1.0)
     assert "stopped before cycle 2: cycle 1 mined nothing and loop.on_empty_mine=stop" in (out / "report.md").read_text()
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from scipy import stats
 from transformers import set_seed
 
 from vlmsweep import data as data_mod
@@ -23,10 +26,11 @@ from vlmsweep.data import Record
 from vlmsweep.data.leakage import REPEAT_MARK, LeakageError, check_no_leak
 from vlmsweep.evaluate.metrics import TAGS
 from vlmsweep.metric_names import higher_is_better
-from vlmsweep.remedies import DOMAINS_OF_FOCUS, FOCUS_OF_TAG, PRESCRIPTION_DOMAINS, UNFIXABLE_TAGS, config_fixes
+from vlmsweep.remedies import DOMAINS_OF_FOCUS, FOCUS_OF_TAG, PRESCRIPTION_DOMAINS, UNFIXABLE_TAGS, config_fixes, misreading_share
 from vlmsweep.report.loop import plot_tags, render_loop_report
 from vlmsweep.report.runs import HEADLINE_METRICS
 from vlmsweep.stages import Pass, RunInfo, write_json
+from vlmsweep.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,8 @@ STATE_FILE = "loop_state.json"
 STATE_VERSION = 1
 # Config keys that may change between a run and its resume: where things go, how they are logged, how many
 # cycles and what an empty mine does next. Any other change would make finished cycles belong to another config.
-_RESUME_FREE_KEYS = ("output_dir", "cache_dir", "tracker", "choices.tracker", "loop.cycles", "loop.on_empty_mine")
+_RESUME_FREE_KEYS = ("output_dir", "cache_dir", "tracker", "choices.tracker", "loop.cycles", "loop.on_empty_mine",
+                     "loop.noise_seeds")  # each noise seed keeps its own folder: more or fewer seeds change no cycle
 
 
 # ----------------------------------------------------------------------------- mining and synthesis
@@ -380,6 +385,103 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
     return CycleResult(cycle, result.metrics, stages.numeric(regression_metrics), stages.numeric(mining_metrics), summary)
 
 
+# ----------------------------------------------------------------------------- the seed-noise band
+
+NOISE_DIR = "noise"
+
+
+def noise_seeds(cfg: Config) -> list[int]:
+    """The training seeds of cycle 0's replicas: the run's seed + 1 .. + loop.noise_seeds."""
+    if cfg.loop.noise_seeds < 0:
+        raise ValueError(f"loop.noise_seeds={cfg.loop.noise_seeds}: expected 0 (no seed-noise band) or more seeds")
+    return [cfg.seed + k for k in range(1, cfg.loop.noise_seeds + 1)]
+
+
+def noise_dir(out_dir: Path, seed: int) -> Path:
+    return _cycle_dir(out_dir, 0) / NOISE_DIR / f"seed_{seed}"
+
+
+def run_noise_seeds(cfg: Config, out_dir: Path, splits: dict[str, list[Record]], info: RunInfo) -> dict[int, dict[str, float]]:
+    """Cycle 0 again under other training seeds (same training set, same starting adapter), scored on the
+    regression set: what a cycle's tag counts do when nothing but the seed changes. Each seed keeps its folder
+    (cycle_0/noise/seed_S/); a resumed loop reuses the finished ones. Returns seed -> regression metrics."""
+    out: dict[int, dict[str, float]] = {}
+    for seed in noise_seeds(cfg):
+        d = noise_dir(out_dir, seed)
+        finished = d / "regression" / "metrics.json"
+        if finished.is_file():
+            out[seed] = _read_metrics(finished)
+            continue
+        log.info("loop: cycle 0 again with seed %d, for the seed-noise band (loop.noise_seeds=%d)", seed, cfg.loop.noise_seeds)
+        set_seed(seed)
+        result = stages.run_pass(dataclasses.replace(cfg, seed=seed), Pass(
+            out_dir=d,
+            train=list(splits["train"]),
+            evals={"regression": (splits["regression"], d / "regression")},
+            tracker=Tracker(),  # the replicas' steps would interleave with the cycles' in the run's dashboard
+            main_set="regression",
+            adapter=cfg.model.adapter,
+            estimate=False,
+            samples_table=None,
+        ), info)
+        stages.free_memory()
+        out[seed] = stages.numeric(result.sets["regression"][0])
+    return out
+
+
+def seed_band(values: Sequence[float], level: float = 0.95) -> float | None:
+    """Half-width of the change that two runs differing only in their training seed show at `level`: a prediction
+    interval for the difference of two new runs, t(n-1) x s x sqrt(2) over the n seeds' values (s: their standard
+    deviation). None below two seeds, and where the seeds agreed exactly (s = 0 measures no noise, it does not prove
+    there is none)."""
+    if len(values) < 2:
+        return None
+    s = statistics.stdev(values)
+    if s == 0:
+        return None
+    return float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * s * math.sqrt(2))
+
+
+@dataclass(frozen=True)
+class TargetedChange:
+    cycle: int  # the cycle whose training set held the hard set that targeted the tag
+    tag: str
+    before: float  # regression-set count at cycle - 1
+    after: float  # at cycle
+    seeds: tuple[float, ...]  # cycle 0's count under each training seed (the run's seed first)
+    band: float | None
+
+    @property
+    def change(self) -> float:
+        return self.after - self.before
+
+    @property
+    def verdict(self) -> str:
+        if self.band is None:
+            n = len(self.seeds)
+            return ("no verdict (one seed: set loop.noise_seeds)" if n < 2
+                    else f"no verdict (the {n} seeds agreed exactly: the band is unmeasured; raise loop.noise_seeds)")
+        if abs(self.change) <= self.band:
+            return "within seed noise"
+        return "reduced beyond seed noise" if self.change < 0 else "increased beyond seed noise"
+
+
+def targeted_changes(history: Sequence["CycleResult"], noise: dict[int, dict[str, float]]) -> list[TargetedChange]:
+    """For each cycle after the first, each failure tag its hard set targeted (mined or synthesised for it by the
+    cycle before): the change of its regression-set count against the cycle before, with cycle 0's seed band."""
+    out = []
+    for prev, cur in zip(history, history[1:]):
+        hard = prev.summary["hard_set_next"]
+        for tag in FOCUS_OF_TAG:
+            if not (hard["mined"].get(tag) or hard["synthesised"].get(tag)):
+                continue
+            name = f"tags.{tag}"
+            seeds = (history[0].regression.get(name, 0.0), *(m.get(name, 0.0) for _, m in sorted(noise.items())))
+            out.append(TargetedChange(cur.cycle, tag, prev.regression.get(name, 0.0), cur.regression.get(name, 0.0),
+                                      seeds, seed_band(seeds)))
+    return out
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -391,6 +493,7 @@ def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, fl
     if cfg.loop.mine_per_tag < 0 or cfg.loop.synth_per_tag < 0:
         raise ValueError("loop.mine_per_tag and loop.synth_per_tag must be 0 or more")
     training_set([], [], cfg.loop.oversample)  # a bad loop.oversample fails now, not after cycle 0
+    noise_seeds(cfg)  # and a bad loop.noise_seeds
     out_dir = Path(out_dir)
     state = load_state(out_dir, cfg)
     splits = fixed_splits(cfg, out_dir, info)
@@ -426,10 +529,13 @@ def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, fl
     if not history:
         raise RuntimeError(f"{out_dir}: the loop finished no cycle")  # cannot happen: cycle 0 always runs
 
+    # The band needs a change to read: only a loop that finished a cycle after cycle 0 trains the replicas.
+    noise = run_noise_seeds(cfg, out_dir, splits, info) if len(history) > 1 else {}
+    changes = targeted_changes(history, noise)
     plot = plot_tags(history, out_dir / "tags_over_cycles.png")
     if plot is not None:
         tracker.image("loop/tags_over_cycles", plot)
-    report = render_loop_report(history, cfg, stopped, plot.name if plot else None)
+    report = render_loop_report(history, cfg, stopped, plot.name if plot else None, changes=changes)
     (out_dir / "report.md").write_text(report, encoding="utf-8")
     last = history[-1]
     metrics = dict(last.test)
@@ -440,7 +546,16 @@ def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, fl
         "loop.train_size": float(last.summary["train_size"]),
         "loop.regression_warnings": float(sum(len(h.summary.get("regression_warnings", [])) for h in history)),
         "loop.stopped_early": float(stopped is not None),
+        "loop.noise_seeds": float(len(noise)),
     }
+    for c in changes:
+        if c.cycle == last.cycle:
+            metrics[f"loop.targeted.{c.tag}.change"] = c.change
+            if c.band is not None:
+                metrics[f"loop.targeted.{c.tag}.band"] = c.band
+    share = misreading_share([h.summary["hard_set_next"] for h in history])
+    if share is not None:
+        metrics["loop.mined_misreading_share"] = share
     metrics |= {f"loop.regression.{k}": v for k, v in last.regression.items() if k in headline_metrics(cfg)}
     write_json(out_dir / "metrics.json", metrics)
     info.update(loop={"cycles": cfg.loop.cycles, "finished": list(state["finished"]), "stopped": stopped})

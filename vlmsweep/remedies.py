@@ -5,6 +5,9 @@ Shared by the loop's policy (which tags to mine and synthesise for) and its repo
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Sequence
+
 from vlmsweep.config import Config
 from vlmsweep.data import DOMAINS
 from vlmsweep.evaluate.metrics import TAGS
@@ -28,6 +31,17 @@ DOMAINS_OF_FOCUS = {
     "hard_negative": PRESCRIPTION_DOMAINS,
 }
 UNFIXABLE_TAGS = tuple(t for t in TAGS if t not in FOCUS_OF_TAG)
+# The tags a misreading leaves (a value printed, seen and read wrong), as against blanks, inventions and leakage.
+MISREADING_TAGS = ("digit_flip", "near_miss_spelling", "unit_confusion")
+
+
+def misreading_share(hard_set_summaries: Sequence[dict]) -> float | None:
+    """Share of the hard sets' mined records (summary["mined"]: tag -> count) mined for a misreading tag."""
+    mined: Counter = Counter()
+    for summary in hard_set_summaries:
+        mined.update(summary["mined"])
+    total = sum(mined.values())
+    return sum(mined.get(t, 0) for t in MISREADING_TAGS) / total if total else None
 
 
 def config_fixes(tag: str, cfg: Config) -> str:

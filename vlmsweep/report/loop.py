@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Sequence
 from vlmsweep.config import Config
 from vlmsweep.evaluate.metrics import METRICS, TAGS
 from vlmsweep.metric_names import higher_is_better
-from vlmsweep.remedies import FOCUS_OF_TAG, UNFIXABLE_TAGS, config_fixes
+from vlmsweep.remedies import FOCUS_OF_TAG, MISREADING_TAGS, UNFIXABLE_TAGS, config_fixes, misreading_share
 
-if TYPE_CHECKING:  # the loop imports this module to write its report; the type only
-    from vlmsweep.loop import CycleResult
+if TYPE_CHECKING:  # the loop imports this module to write its report; the types only
+    from vlmsweep.loop import CycleResult, TargetedChange
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,27 @@ def metrics_table(per_cycle: Sequence[tuple[int, dict[str, float]]]) -> list[str
     return main
 
 
-def render_loop_report(history: Sequence["CycleResult"], cfg: Config, stopped: dict | None, plot_name: str | None) -> str:
+def targeted_table(changes: Sequence["TargetedChange"], noise_seeds: int) -> list[str]:
+    """Markdown: each targeted tag's regression-set change, cycle over cycle, against cycle 0's seed-noise band."""
+    lines = ["## Targeted tags against seed noise", "",
+             "Each cycle's hard set targets the failure tags mined for it; this is how their count on the regression set "
+             f"moved in the cycle that trained on it. The band is the change that cycle 0 trained with "
+             f"{noise_seeds + 1} seeds shows on its own (95%, t(n-1) x s x sqrt(2) over the seeds' counts; "
+             "loop.noise_seeds). A continued cycle also trains longer: a change beyond the band is the hard set and "
+             "the extra steps together.", ""]
+    if not changes:
+        return lines + ["No cycle trained on a hard set (nothing was mined, or the loop stopped after cycle 0).", ""]
+    lines += ["| cycle | targeted tag | before | after | change | cycle-0 counts over seeds | band (±) | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in changes:
+        band = "–" if c.band is None else f"{c.band:.1f}"
+        lines.append(f"| {c.cycle} | {c.tag} | {c.before:.0f} | {c.after:.0f} | {c.change:+.0f} | "
+                     f"{', '.join(f'{v:.0f}' for v in c.seeds)} | {band} | {c.verdict} |")
+    return lines + [""]
+
+
+def render_loop_report(history: Sequence["CycleResult"], cfg: Config, stopped: dict | None, plot_name: str | None,
+                       changes: Sequence["TargetedChange"] = ()) -> str:
     loop = cfg.loop
     lines = [
         "# Retrain loop",
@@ -88,6 +108,7 @@ def render_loop_report(history: Sequence["CycleResult"], cfg: Config, stopped: d
     ):
         lines += [f"## {title}", "", f"{note}.", ""]
         lines += metrics_table([(h.cycle, getattr(h, attr)) for h in history]) + [""]
+    lines += targeted_table(changes, cfg.loop.noise_seeds)
     lines += ["## Training sets", "", "| cycle | samples | base | mined | synth | hard set (unique) | adapter from |",
               "|---|---|---|---|---|---|---|"]
     for h in history:
@@ -105,6 +126,10 @@ def render_loop_report(history: Sequence["CycleResult"], cfg: Config, stopped: d
                          f"{hs['synthesised'].get(t, 0)} | {FOCUS_OF_TAG[t]} |")
         if not rows:
             lines.append(f"| {h.cycle} | – | 0 | 0 | 0 | nothing mined |")
+    share = misreading_share([h.summary["hard_set_next"] for h in history])
+    if share is not None:
+        lines += ["", f"Mined for a misreading ({', '.join(MISREADING_TAGS)}): {share:.0%} of the mined records; "
+                      "the rest were mined for blanks, invented values or leakage."]
     last = history[-1]
     lines += ["", "## Failures a config change addresses (last cycle)", "",
               "Tags data cannot fix are not papered over with data; domain_leakage gets hard negatives and this too.", "",
