@@ -1,0 +1,188 @@
+"""Can the embedded replica learn to read? Three probes on single printed lines of digits, as the forms print them.
+
+    python benchmarks/bench_reading.py                          # all probes at the page scale of 256 visual tokens
+    python benchmarks/bench_reading.py --scale 1.0              # the same lines at print size (17 px glyphs)
+    python benchmarks/bench_reading.py --probe end_to_end --steps 1000
+
+The forms print ids, dates and amounts in a 17-18 px font on an 840 x 1188 page; at a run's 256 visual tokens
+the processor shrinks the page by 0.448, so a digit is about 4 px wide and one 28 x 28 token holds six or seven.
+Each probe starts from the raw tiny replica (random weights) and draws lines of 8-14 random digits, rendered with
+the forms' font at print size, scaled by --scale onto a 280 x 56 canvas (20 visual tokens), JPEG quality 85:
+
+- end_to_end: image -> the digit string, the softmax over the 13 tokens a line can hold (how the warm-up trains);
+- dense: the vision tower alone, each merged token classified as the digit nearest its centre or blank, by a
+  linear head (a per-token signal, where the end-to-end loss has one per answer token);
+- two_stage: dense, then end_to_end on the same vision tower.
+
+Prints the loss on the way and, at the end, held-out (64 lines) per-token digit accuracy (dense) or exact match
+and character accuracy of greedy decoding (end_to_end), with the machine and seconds, as one JSON line.
+This is a probe of the architecture and the recipe, not of the product: it trains outside vlmsweep's trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+CANVAS = (280, 56)  # 10 x 2 visual tokens of 28 x 28 pixels
+CHARS = "0123456789-.*"
+DIGITS = "0123456789"
+
+
+def line(rng: random.Random, scale: float):
+    """A printed line of digits at `scale`, and the digit (index) nearest each merged token's centre (10: blank)."""
+    from vlmsweep.data.fonts import font
+
+    text = "".join(rng.choice(DIGITS) for _ in range(rng.randint(8, 14)))
+    f = font("ko", 17)
+    big = Image.new("RGB", (round(CANVAS[0] / scale), round(CANVAS[1] / scale)), "white")
+    x0, y = rng.randint(10, 30), big.height / 2 + rng.randint(-3, 3)  # a form cell: the value starts at a fixed x
+    ImageDraw.Draw(big).text((x0, y), text, font=f, fill=(24, 24, 28), anchor="lm")
+    centres, x = [], x0
+    for c in text:
+        w = f.getlength(c)
+        centres.append((x + w / 2) * scale)
+        x += w
+    image = big.resize(CANVAS, Image.BICUBIC)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=85)
+    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    labels = torch.full((CANVAS[1] // 28, CANVAS[0] // 28), 10)
+    row = min(int(y * scale // 28), labels.shape[0] - 1)
+    for j in range(labels.shape[1]):
+        centre = 28 * j + 14
+        nearest = min(range(len(text)), key=lambda i: abs(centres[i] - centre))
+        if abs(centres[nearest] - centre) < min(6.0, 14 * scale):
+            labels[row, j] = DIGITS.index(text[nearest])
+    return image, text, labels
+
+
+def batch(processor, rng: random.Random, n: int, scale: float):
+    images, texts, labels = zip(*(line(rng, scale) for _ in range(n)))
+    enc = processor(text=["<|vision_start|><|image_pad|><|vision_end|>"] * n, images=list(images), return_tensors="pt")
+    return enc, texts, torch.stack(labels)
+
+
+def vision_tokens(model, enc) -> torch.Tensor:
+    out = model.model.visual(enc["pixel_values"], grid_thw=enc["image_grid_thw"])
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def lr_at(step: int, steps: int, lr: float) -> float:
+    return lr * min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / steps))
+
+
+def dense(model, processor, steps: int, scale: float, lr: float, seed: int) -> dict:
+    head = torch.nn.Linear(model.config.text_config.hidden_size, 11)
+    params = list(model.model.visual.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = random.Random(seed)
+    for step in range(steps):
+        enc, _, labels = batch(processor, rng, 32, scale)
+        loss = torch.nn.functional.cross_entropy(head(vision_tokens(model, enc)), labels.reshape(-1))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % max(1, steps // 10) == 0:
+            print(f"dense step {step}: loss {loss.item():.3f}", flush=True)
+    with torch.no_grad():
+        enc, _, labels = batch(processor, random.Random(10_000 + seed), 64, scale)
+        pred, y = head(vision_tokens(model, enc)).argmax(-1), labels.reshape(-1)
+        shown = y != 10
+    return {"dense.digit_accuracy": (pred[shown] == y[shown]).float().mean().item(), "dense.tokens": int(shown.sum())}
+
+
+def end_to_end(model, processor, steps: int, scale: float, lr: float, seed: int) -> dict:
+    tok = processor.tokenizer
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    vocab = [tok.convert_tokens_to_ids(c) for c in CHARS] + [eos]
+    row = {v: i for i, v in enumerate(vocab)}
+    emb = model.get_input_embeddings()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+    def hidden(enc, answer: torch.Tensor) -> torch.Tensor:
+        ids = torch.cat([enc["input_ids"], answer], 1)
+        mm = torch.cat([enc["mm_token_type_ids"], torch.zeros_like(answer)], 1)
+        return model.model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=mm,
+                           pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"]).last_hidden_state
+
+    rng = random.Random(seed)
+    for step in range(steps):
+        enc, texts, _ = batch(processor, rng, 32, scale)
+        width = max(map(len, texts)) + 1
+        answer = torch.tensor([[tok.convert_tokens_to_ids(c) for c in t] + [eos] * (width - len(t)) for t in texts])
+        h = hidden(enc, answer)[:, enc["input_ids"].shape[1] - 1:-1]
+        logits = h @ emb.weight[vocab].T
+        target = torch.tensor([[row[t] for t in r] for r in answer.tolist()])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), target.reshape(-1))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % max(1, steps // 10) == 0:
+            print(f"end_to_end step {step}: loss {loss.item():.3f}", flush=True)
+    exact = right = total = 0
+    with torch.no_grad():
+        enc, texts, _ = batch(processor, random.Random(10_000 + seed), 64, scale)
+        answer = torch.zeros((len(texts), 0), dtype=torch.long)
+        for _ in range(16):
+            nxt = (hidden(enc, answer)[:, -1] @ emb.weight[vocab].T).argmax(-1)
+            answer = torch.cat([answer, torch.tensor(vocab)[nxt][:, None]], 1)
+        for t, ids in zip(texts, answer.tolist()):
+            read = "".join(CHARS[vocab.index(i)] for i in (ids[: ids.index(eos)] if eos in ids else ids))
+            exact += read == t
+            right += sum(a == b for a, b in zip(read, t))
+            total += len(t)
+    return {"end_to_end.exact_match": exact / len(texts), "end_to_end.char_accuracy": right / total,
+            "end_to_end.final_loss": loss.item()}
+
+
+def main() -> None:
+    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+    from vlmsweep.model.tiny import ensure_embedded_model
+    from vlmsweep.model.warmup import machine, reproducible
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--probe", choices=["end_to_end", "dense", "two_stage", "all"], default="all")
+    ap.add_argument("--scale", type=float, default=0.448, help="page scale (0.448: an A4 form at 256 visual tokens)")
+    ap.add_argument("--steps", type=int, default=2000, help="steps of 32 lines per stage")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", type=Path, default=Path("~/.cache/vlmsweep").expanduser())
+    args = ap.parse_args()
+    raw = ensure_embedded_model("tiny", args.cache)
+    processor = AutoProcessor.from_pretrained(str(raw))
+    processor.image_processor.max_pixels = CANVAS[0] * CANVAS[1]
+    probes = ["end_to_end", "dense", "two_stage"] if args.probe == "all" else [args.probe]
+    result: dict = {"scale": args.scale, "steps": args.steps, "lr": args.lr, "seed": args.seed, "machine": machine()}
+    with reproducible(2):
+        for probe in probes:
+            torch.manual_seed(args.seed)
+            model = Qwen2VLForConditionalGeneration.from_pretrained(str(raw), dtype=torch.float32)
+            started = time.perf_counter()
+            if probe in ("dense", "two_stage"):
+                figures = dense(model, processor, args.steps, args.scale, args.lr, args.seed)
+                result |= {f"{probe}.{k}": v for k, v in figures.items()} if probe == "two_stage" else figures
+            if probe in ("end_to_end", "two_stage"):
+                figures = end_to_end(model, processor, args.steps, args.scale, args.lr, args.seed)
+                result |= {f"{probe}.{k}": v for k, v in figures.items()} if probe == "two_stage" else figures
+            result[f"{probe}.seconds"] = round(time.perf_counter() - started, 1)
+    json.dump(result, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
