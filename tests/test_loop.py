@@ -384,7 +384,7 @@ def test_a_loop_killed_mid_cycle_resumes_without_redoing_finished_cycles(tmp_pat
     from helpers import REPO, TINY_RUN, vlmsweep
 
     out = tmp_path / "loop"
-    args = ["loop.cycles=1", *TINY_RUN, f"hydra.run.dir={out}"]
+    args = ["loop.cycles=1", "loop.noise_seeds=1", *TINY_RUN, f"hydra.run.dir={out}"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "vlmsweep", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

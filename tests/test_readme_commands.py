@@ -403,6 +403,13 @@ def _mined_loop(proc, ws):
         assert all(tag in mining[p]["tags"] for p in r["parents"])
     trained = {json.loads(x)["id"] for x in (out / "cycle_1" / "train.jsonl").read_text().splitlines()}
     assert {r["id"] for r in hard} <= trained
+    # The seed-noise band: cycle 0 under the two default noise seeds, scored on the regression set, and each tag
+    # the hard set targeted read against it in the report.
+    for seed in (1, 2):
+        assert json.loads((out / "cycle_0" / "noise" / f"seed_{seed}" / "regression" / "metrics.json").read_text())
+    report = (out / "report.md").read_text()
+    for tag in {r["origin"].split(":")[2] for r in hard}:
+        assert re.search(rf"^\| 1 \| {tag} \| \d+ \| \d+ \| [+-]\d+ \| \d+, \d+, \d+ \| ", report, re.M), (tag, report)
 
 
 def _exp(quant: str, scope: str):
