@@ -18,18 +18,9 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from multirun import cli_env, cpu_name, has_runs, run_multirun  # benchmarks/multirun.py, beside this script
 
 
 def main() -> None:
@@ -40,16 +31,10 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_args()
     out = (a.out or Path(tempfile.mkdtemp(prefix="vlmsweep-aa-")) / "multirun").resolve()
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    if not (out.is_dir() and any(out.glob("*/metrics.json"))):
-        started = time.perf_counter()
-        cmd = [sys.executable, "-m", "vlmsweep", "-m", f"seed=range({a.seeds})", f"data.test_size={a.test_size}",
-               "tracker=none", f"hydra.sweep.dir={out}", *a.overrides]
-        print("running:", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, check=True, cwd=out.parent if out.parent.exists() else None, env=env,
-                       stdout=subprocess.DEVNULL)
-        print(f"{a.seeds} runs in {time.perf_counter() - started:.0f} s", flush=True)
-    subprocess.run([sys.executable, "-m", "vlmsweep.report.calibrate", str(out)], check=True, env=env)
+    if not has_runs(out):
+        seconds = run_multirun(out, [f"seed=range({a.seeds})", f"data.test_size={a.test_size}"], a.overrides)
+        print(f"{a.seeds} runs in {seconds:.0f} s", flush=True)
+    subprocess.run([sys.executable, "-m", "vlmsweep.report.calibrate", str(out)], check=True, env=cli_env())
     cal = json.loads((out / "calibration.json").read_text())
     spread = {}
     for run in sorted(out.glob("*/metrics.json")):
