@@ -45,7 +45,7 @@ def test_the_effect_is_the_reports_256_minus_64_with_its_verdict(tmp_path):
     assert em["effect"] == pytest.approx(0.5) and 0 < em["low"] < em["effect"] < em["high"]
     assert em["verdict"] == "found" and em["n_seeds"] == 3 and em["n_samples"] == 4 and em["mde"] > 0
     parse = result["metrics"]["contract.strict_parse_rate"]  # identical everywhere: a zero-width interval on 0
-    assert parse["effect"] == 0 and parse["verdict"] == "not distinguishable from seed noise"
+    assert parse["effect"] == 0 and parse["verdict"] == "no difference: exactly 0 in every paired comparison"
     digits = result["metrics"]["content.digit_acc"]  # in no run's metrics.json
     assert digits["effect"] is None and digits["verdict"].startswith("no value")
 
@@ -58,6 +58,6 @@ def test_reuse_prints_a_table_and_one_json_line(tmp_path, capsys):
     out = json.loads(lines[-1])
     assert out["reused"] and out["runs_seconds"] is None and out["machine"]["cores"] >= 1
     assert out["metrics"]["content.field_em"]["effect"] == 0
-    assert any(line.startswith("content.field_em") and "not distinguishable from seed noise" in line for line in lines)
+    assert any(line.startswith("content.field_em") and "no difference: exactly 0 in every paired comparison" in line for line in lines)
     with pytest.raises(SystemExit):
         main(["--reuse", str(root), "--out", str(tmp_path / "other")])

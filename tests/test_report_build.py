@@ -53,7 +53,7 @@ def test_2x2_verdict_html_and_plots(tmp_path):
     assert "## 2×2: quant × scope" in md
     assert "2×2 quant × scope: n = 3 test samples (paired across runs), 2 seed(s) per cell" in md
     assert "scope moves content.field_em by +0.3 [+0.3, +0.3] (all vs llm: better)" in md
-    assert "quant is not distinguishable from seed noise (+0 [+0, +0], bf16 vs nf4" in md
+    assert "quant: no difference (bf16 vs nf4); each sample scored the same at both levels under every seed" in md
     page = html_path.read_text()
     # self-contained: no external stylesheet, script or image; every image is an inline PNG
     assert not re.search(r"<(link|script)\b", page)

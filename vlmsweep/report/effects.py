@@ -62,6 +62,12 @@ class Effect:
         return f"[{self.low:+.4g}, {self.high:+.4g}]"
 
     @property
+    def identical(self) -> bool:
+        """Every paired comparison came out exactly 0 (e.g. strict parse 1 in every run): a zero-width interval on 0
+        measures no noise, so the report says what happened instead of 'not distinguishable from seed noise'."""
+        return not self.no_interval and self.low == self.high == self.estimate == 0.0
+
+    @property
     def within_noise(self) -> bool:
         return not self.no_interval and self.low <= 0.0 <= self.high
 
@@ -88,6 +94,8 @@ class Effect:
             return "no interval (one value per run)"
         if not self.seed_noise_measured:
             return "no verdict: one training seed (interval covers test samples only)"
+        if self.identical:
+            return "no difference: exactly 0 in every paired comparison"
         return "found" if self.found else "not distinguishable from seed noise"
 
 
@@ -439,6 +447,9 @@ def describe(effect: Effect) -> str:
     if not effect.seed_noise_measured:
         return (f"{subject}: {interval_s} over test samples only ({effect.contrast}); one training seed, so seed "
                 "noise is not measured: no verdict (add seeds, e.g. -m seed=0,1,2)")
+    if effect.identical:
+        return (f"{subject}: no difference ({effect.contrast}); each sample scored the same at both levels under every "
+                "seed, so there is no spread to measure noise or an effect against")
     if effect.within_noise:
         return (f"{subject} is not distinguishable from seed noise ({interval_s}, {effect.contrast}; "
                 f"detectable at this size: {effect.mde:.2g})")
