@@ -38,20 +38,30 @@ CHARS = "0123456789-.*"
 DIGITS = "0123456789"
 
 
-def line(rng: random.Random, scale: float):
-    """A printed line of digits at `scale`, and the digit (index) nearest each merged token's centre (10: blank)."""
+def line(rng: random.Random, scale: float, spacing: str = "print"):
+    """A printed line of digits at `scale`, and the digit (index) nearest each merged token's centre (10: blank).
+    spacing "token": one digit centred in each 28-pixel token column instead (a diagnostic: reading without
+    sub-token positions)."""
     from vlmsweep.data.fonts import font
 
-    text = "".join(rng.choice(DIGITS) for _ in range(rng.randint(8, 14)))
+    per_token = spacing == "token"
+    text = "".join(rng.choice(DIGITS) for _ in range(rng.randint(*((4, 9) if per_token else (8, 14)))))
     f = font("ko", 17)
     big = Image.new("RGB", (round(CANVAS[0] / scale), round(CANVAS[1] / scale)), "white")
     x0, y = rng.randint(10, 30), big.height / 2 + rng.randint(-3, 3)  # a form cell: the value starts at a fixed x
-    ImageDraw.Draw(big).text((x0, y), text, font=f, fill=(24, 24, 28), anchor="lm")
+    draw = ImageDraw.Draw(big)
     centres, x = [], x0
-    for c in text:
+    for i, c in enumerate(text):
+        if per_token:
+            centre = (28 * (i + 1) + 14) / scale
+            draw.text((centre, y), c, font=f, fill=(24, 24, 28), anchor="mm")
+            centres.append(centre * scale)
+            continue
         w = f.getlength(c)
         centres.append((x + w / 2) * scale)
         x += w
+    if not per_token:
+        draw.text((x0, y), text, font=f, fill=(24, 24, 28), anchor="lm")
     image = big.resize(CANVAS, Image.BICUBIC)
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=85)
@@ -66,8 +76,11 @@ def line(rng: random.Random, scale: float):
     return image, text, labels
 
 
+SPACING = "print"  # --spacing
+
+
 def batch(processor, rng: random.Random, n: int, scale: float):
-    images, texts, labels = zip(*(line(rng, scale) for _ in range(n)))
+    images, texts, labels = zip(*(line(rng, scale, SPACING) for _ in range(n)))
     enc = processor(text=["<|vision_start|><|image_pad|><|vision_end|>"] * n, images=list(images), return_tensors="pt")
     return enc, texts, torch.stack(labels)
 
@@ -161,13 +174,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000, help="steps of 32 lines per stage")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--spacing", choices=["print", "token"], default="print",
+                    help="token: one digit per visual-token column (a diagnostic of the read-out)")
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/vlmsweep").expanduser())
     args = ap.parse_args()
+    global SPACING
+    SPACING = args.spacing
     raw = ensure_embedded_model("tiny", args.cache)
     processor = AutoProcessor.from_pretrained(str(raw))
     processor.image_processor.max_pixels = CANVAS[0] * CANVAS[1]
     probes = ["end_to_end", "dense", "two_stage"] if args.probe == "all" else [args.probe]
-    result: dict = {"scale": args.scale, "steps": args.steps, "lr": args.lr, "seed": args.seed, "machine": machine()}
+    result: dict = {"scale": args.scale, "spacing": args.spacing, "steps": args.steps, "lr": args.lr, "seed": args.seed, "machine": machine()}
     with reproducible(2):
         for probe in probes:
             torch.manual_seed(args.seed)
