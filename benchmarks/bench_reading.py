@@ -90,8 +90,15 @@ def vision_tokens(model, enc) -> torch.Tensor:
     return out.pooler_output if hasattr(out, "pooler_output") else out
 
 
-def lr_at(step: int, steps: int, lr: float) -> float:
-    return lr * min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / steps))
+def optimizer_step(opt, loss: torch.Tensor, step: int, steps: int, lr: float, stage: str) -> None:
+    """One AdamW step at the schedule's rate (30 warm-up steps, then cosine), the loss printed ten times a stage."""
+    for g in opt.param_groups:
+        g["lr"] = lr * min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / steps))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if step % max(1, steps // 10) == 0:
+        print(f"{stage} step {step}: loss {loss.item():.3f}", flush=True)
 
 
 def dense(model, processor, steps: int, scale: float, lr: float, seed: int) -> dict:
@@ -102,13 +109,7 @@ def dense(model, processor, steps: int, scale: float, lr: float, seed: int) -> d
     for step in range(steps):
         enc, _, labels = batch(processor, rng, 32, scale)
         loss = torch.nn.functional.cross_entropy(head(vision_tokens(model, enc)), labels.reshape(-1))
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % max(1, steps // 10) == 0:
-            print(f"dense step {step}: loss {loss.item():.3f}", flush=True)
+        optimizer_step(opt, loss, step, steps, lr, "dense")
     with torch.no_grad():
         enc, _, labels = batch(processor, random.Random(10_000 + seed), 64, scale)
         pred, y = head(vision_tokens(model, enc)).argmax(-1), labels.reshape(-1)
@@ -139,13 +140,7 @@ def end_to_end(model, processor, steps: int, scale: float, lr: float, seed: int)
         logits = h @ emb.weight[vocab].T
         target = torch.tensor([[row[t] for t in r] for r in answer.tolist()])
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), target.reshape(-1))
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % max(1, steps // 10) == 0:
-            print(f"end_to_end step {step}: loss {loss.item():.3f}", flush=True)
+        optimizer_step(opt, loss, step, steps, lr, "end_to_end")
     exact = right = total = 0
     with torch.no_grad():
         enc, texts, _ = batch(processor, random.Random(10_000 + seed), 64, scale)
