@@ -139,7 +139,7 @@ def _in_fresh_process(config: str, dtype, **kwargs) -> tuple[int, int]:
     """measure_training_step(CONFIG, dtype, **kwargs) in a fresh process: peak RSS growth in a test worker that
     earlier tests left with freed heap is not the step's own (the step reuses that memory, or the worker's allocator
     keeps what an earlier test freed): fp32-lora once measured 0.78x its estimate in a worker, and bf16-eager 1.45x
-    in one suite of six, where alone it measured within 25% every time. `config` is an expression: mid_config()
+    in one suite's worker, where alone it measured within 25% in each of four runs. `config` is an expression: mid_config()
     (this module's) or tiny_config() (vlmsweep.model.tiny)."""
     import json
     import subprocess
