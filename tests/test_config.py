@@ -110,3 +110,29 @@ def test_cross_field_checks_name_the_option():
         compose(["model=qwen2_vl_2b", "model.path=null"])
     with pytest.raises(ValueError, match="receipt_ratio"):
         compose(["data_mix.receipt_ratio=1.5"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=-1", r"train.lr=-1.0: expected a positive learning rate \(> 0\)"),
+    ("train.lr=0", r"train.lr=0.0: expected a positive"),
+    ("train.batch_size=0", r"train.batch_size=0: expected samples per device"),
+    ("train.max_steps=0", r"train.max_steps=0: expected optimizer steps"),
+    ("eval.max_new_tokens=0", r"eval.max_new_tokens=0"),
+    ("lora.r=0", r"lora.r=0: expected the adapters' rank"),
+    ("lora.dropout=1.0", r"lora.dropout=1.0: expected a value in \[0, 1\)"),
+    ("train.warmup_ratio=-0.1", r"train.warmup_ratio=-0.1"),
+    ("loop.noise_seeds=-1", r"loop.noise_seeds=-1"),
+    ("train.lr_scheduler=cosin", r"train.lr_scheduler='cosin': expected one of transformers' schedulers: .*cosine"),
+    ("scope.vision_last_n=2", r"scope.vision_last_n=2 applies to the vision part.*scope=vision_last_n"),
+])
+def test_numbers_out_of_range_and_ignored_options_are_refused(override, message):
+    with pytest.raises(ValueError, match=message):
+        compose([override])
+
+
+def test_every_error_is_reported_at_once_and_in_range_values_pass():
+    with pytest.raises(ValueError) as err:
+        compose(["train.lr=-1", "train.batch_size=0"])
+    assert "train.lr=-1.0" in str(err.value) and "train.batch_size=0" in str(err.value)
+    c = compose(["scope=vision_last_n", "scope.vision_last_n=1", "train.warmup_ratio=0.1", "lora.dropout=0"])
+    assert c.scope.vision_last_n == 1 and "vision" in c.scope.parts

@@ -310,8 +310,62 @@ def adapters_errors(c: Config) -> list[str]:
     return out
 
 
+# (option, value, lowest allowed, what it is): numbers whose wrong sign or zero would fail deep inside a run, or
+# worse, run and mean nothing (a zero learning rate trains nothing; a negative one trains away from the data).
+def _ranges(c: Config) -> list[tuple[str, float, float, bool, str]]:
+    """(option, value, bound, strict, meaning): each value must be > bound (strict) or >= bound."""
+    return [
+        ("train.max_steps", c.train.max_steps, 1, False, "optimizer steps"),
+        ("train.batch_size", c.train.batch_size, 1, False, "samples per device and step"),
+        ("train.grad_accum", c.train.grad_accum, 1, False, "micro-batches per optimizer step"),
+        ("train.lr", c.train.lr, 0, True, "a positive learning rate"),
+        ("train.weight_decay", c.train.weight_decay, 0, False, "a weight decay of 0 or more"),
+        ("train.max_seq_len", c.train.max_seq_len, 1, False, "tokens per sample"),
+        ("train.save_steps", c.train.save_steps, 0, False, "steps between checkpoints (0: only at the end)"),
+        ("train.logging_steps", c.train.logging_steps, 1, False, "steps between log lines"),
+        ("train.num_workers", c.train.num_workers, 0, False, "DataLoader worker processes"),
+        ("eval.batch_size", c.eval.batch_size, 1, False, "samples per generation batch"),
+        ("eval.max_new_tokens", c.eval.max_new_tokens, 1, False, "tokens an answer may take"),
+        ("eval.worst_per_tag", c.eval.worst_per_tag, 0, False, "examples per failure tag"),
+        ("eval.slice_size", c.eval.slice_size, 1, False, "pages of a rendered slice"),
+        ("data.train_size", c.data.train_size, 0, False, "samples"),
+        ("data.test_size", c.data.test_size, 0, False, "samples"),
+        ("data.mining_size", c.data.mining_size, 0, False, "samples"),
+        ("data.regression_size", c.data.regression_size, 0, False, "samples"),
+        ("lora.r", c.lora.r, 1, False, "the adapters' rank"),
+        ("lora.alpha", c.lora.alpha, 0, True, "a positive scaling numerator"),
+        ("scope.vision_last_n", c.scope.vision_last_n, 0, False, "vision blocks (0: all)"),
+        ("max_pixels.min_visual_tokens", c.max_pixels.min_visual_tokens, 1, False, "visual tokens"),
+        ("loop.cycles", c.loop.cycles, 0, False, "retrain cycles"),
+        ("loop.mine_per_tag", c.loop.mine_per_tag, 0, False, "records per tag"),
+        ("loop.synth_per_tag", c.loop.synth_per_tag, 0, False, "records per tag"),
+        ("loop.noise_seeds", c.loop.noise_seeds, 0, False, "extra seeds of cycle 0"),
+        ("loop.regression_margin", c.loop.regression_margin, 0, False, "a margin of 0 or more"),
+    ]
+
+
+def range_errors(c: Config) -> list[str]:
+    """Numbers out of range, and options that would be silently ignored, each with what to give instead."""
+    out = []
+    for option, value, bound, strict, meaning in _ranges(c):
+        if value < bound or (strict and value == bound):
+            out.append(f"{option}={value}: expected {meaning} ({'>' if strict else '>='} {bound})")
+    for option, value in (("train.warmup_ratio", c.train.warmup_ratio), ("lora.dropout", c.lora.dropout)):
+        if not 0.0 <= value < 1.0:
+            out.append(f"{option}={value}: expected a value in [0, 1)")
+    from transformers import SchedulerType  # run start loads transformers anyway
+
+    if c.train.lr_scheduler not in {s.value for s in SchedulerType}:
+        out.append(f"train.lr_scheduler={c.train.lr_scheduler!r}: expected one of transformers' schedulers: "
+                   f"{', '.join(s.value for s in SchedulerType)}")
+    if c.scope.vision_last_n > 0 and "vision" not in c.scope.parts:
+        out.append(f"scope.vision_last_n={c.scope.vision_last_n} applies to the vision part, which scope.parts="
+                   f"{list(c.scope.parts)} does not train: add vision to scope.parts (or use scope=vision_last_n)")
+    return out
+
+
 def check(c: Config) -> None:
-    errors = []
+    errors = range_errors(c)
     if c.model.source not in ("tiny", "pretrained", "shape", "ocr"):
         errors.append(f"model.source={c.model.source!r}: expected tiny, pretrained, shape or ocr")
     if c.model.source == "ocr":  # the OCR baseline (vlmsweep/ocr/) only evaluates
