@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # Hydra's config groups; conf/sweep links to sweeps/
-SWEEPS_DIR = CONF_DIR.parent / "sweeps"
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # Hydra's config groups
+SWEEPS_DIR = CONF_DIR / "sweep"  # the Optuna sweeps (+sweep=NAME)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One compute thread per xdist worker (and for the command lines it starts): the workers already fill

@@ -113,7 +113,7 @@ def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
-    # conf/ is installed as vlmsweep/conf, and sweeps/ as its sweep group (pyproject.toml's package-dir)
+    # conf/ is installed as vlmsweep/conf, its sweep group included (pyproject.toml's package-dir)
     assert {"vlmsweep/conf/config.yaml", "vlmsweep/conf/model/tiny.yaml", "vlmsweep/conf/sweep/max_pixels.yaml"} <= set(names)
     # a fresh virtual environment that reuses the installed dependencies, with the wheel (not -e) inside
     venv = tmp_path / "venv"

@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is dep
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 register_configs()
-# sweeps/*.yaml: hydra.sweeper.direction: ${vlmsweep.directions:${sweep.objective},${sweep.trade_off}} - an unknown
+# conf/sweep/*.yaml: hydra.sweeper.direction: ${vlmsweep.directions:${sweep.objective},${sweep.trade_off}} - an unknown
 # metric fails when the sweeper is built, before any training.
 register_resolvers()
 
@@ -89,7 +89,7 @@ def main(cfg: DictConfig) -> float:
         raise  # a multirun job: the sweeper records the failure and goes on
     started = time.monotonic()
     # A failed run re-raises after run() recorded it in run_info.json: Hydra's basic sweeper finishes
-    # the batch and reports the failure; the Optuna sweeper (max_failure_rate: 1.0 in sweeps/*.yaml)
+    # the batch and reports the failure; the Optuna sweeper (max_failure_rate: 1.0 in conf/sweep/*.yaml)
     # marks the trial FAIL and goes on.
     try:
         metrics = run(config, overrides=list(hc.overrides.task))

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-# The Hydra config folder: conf/ at the top of a checkout (its sweep/ group is a link to the top-level sweeps/);
+# The Hydra config folder: conf/ at the top of a checkout;
 # installed from a wheel, the same tree inside the package (pyproject.toml maps conf/ to vlmsweep/conf).
 _PACKAGE = Path(__file__).resolve().parent
 CONF_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf" / "config.yaml").is_file() else _PACKAGE.parent / "conf"
@@ -203,7 +203,7 @@ class SweepConfig:
     # metrics optimised together with the objective, each in its own direction (e.g. [cost.visual_tokens_per_image]):
     # a multi-objective study whose result is a Pareto front, not a best
     trade_off: list[str] = field(default_factory=list)
-    name: Optional[str] = None  # Optuna study name (sweeps/*.yaml sets it)
+    name: Optional[str] = None  # Optuna study name (conf/sweep/*.yaml sets it)
     trials: int = 0  # total trials of the study; a resumed sweep runs only the missing ones
     storage: Optional[str] = None  # Optuna storage URL: sqlite:///... (default) or postgresql://...
 

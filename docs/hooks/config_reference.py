@@ -1,7 +1,7 @@
 """The configuration reference of docs/configuration.md, generated when the manual is built (an mkdocs hook), so it
 cannot drift from the schema: every key of vlmsweep/config.py's dataclasses with its type, its value in
 `python -m vlmsweep` (conf/config.yaml and the default options, composed by Hydra, interpolations unresolved) and
-the comment beside its field; every config group with its options, read from conf/ and sweeps/."""
+the comment beside its field; every config group with its options, read from conf/."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def reference() -> str:
     out.append("### Presets and sweeps\n")
     out.append("Appended with `+`: `+experiment=NAME` (" + ", ".join(f"`{o}`" for o in _options("experiment"))
                + ", `conf/experiment/`) and `+sweep=NAME` (" + ", ".join(f"`{o}`" for o in _options("sweep"))
-               + ", `sweeps/`). `conf/recipe/MODEL.yaml` is applied by itself when the model is a real checkpoint.\n")
+               + ", `conf/sweep/`). `conf/recipe/MODEL.yaml` is applied by itself when the model is a real checkpoint.\n")
     return "\n".join(out)
 
 

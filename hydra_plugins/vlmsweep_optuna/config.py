@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def sampler(name: str, **options: Any) -> Any:
     """optuna.samplers.<name>(**options) without the options that sampler has no parameter for, said in the log.
 
-    The sweep presets (sweeps/*.yaml) set `seed` and `n_startup_trials` for TPE, the default; upstream's schema makes
+    The sweep presets (conf/sweep/*.yaml) set `seed` and `n_startup_trials` for TPE, the default; upstream's schema makes
     `hydra/sweeper/sampler=random` (or nsgaii, qmc, grid) with such a preset a composition error that no override
     can undo, since the preset's keys are merged before the command line's. Here those samplers accept the keys and
     drop the ones they cannot use."""
