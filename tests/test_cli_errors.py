@@ -46,6 +46,17 @@ def test_a_cross_field_error_after_composition_is_one_line_and_removes_hydras_fo
     assert left == []
 
 
+def test_help_names_the_tool_its_commands_and_every_config_group(tmp_path):
+    proc = _cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("vlmsweep: fine-tune") and "powered by Hydra" not in proc.stdout
+    assert "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all" in proc.stdout
+    groups = dict(line.split(": ", 1) for line in proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+                  .splitlines() if ": " in line)
+    assert set(groups["sweep"].split(", ")) == {p.stem for p in SWEEPS_DIR.glob("*.yaml")}
+    assert "max_pixels" in groups and not (tmp_path / "outputs").exists()
+
+
 def test_nearest_keys_and_keys_of_a_users_config_file():
     assert nearest_keys("train.lerning_rate")[0] == "train.lr"
     assert nearest_keys("trian.lr")[0] == "train.lr"

@@ -90,3 +90,17 @@ def test_cli_render_writes_manifest_images_and_contact_sheet(tmp_path, capsys):
     (out / "manifest.jsonl").write_text("{bad\n", encoding="utf-8")
     assert cli(["check", str(out / "manifest.jsonl")]) == 1  # problems found: listed, each with file:line
     assert "manifest.jsonl:1: not valid JSON" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["render", "check", "sroie"])
+def test_every_flag_of_the_data_commands_says_what_it_does(command):
+    import argparse
+
+    from vlmsweep.data.__main__ import parser
+
+    with pytest.raises(SystemExit) as done:
+        cli([command, "--help"])
+    assert done.value.code == 0
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    silent = [a.dest for a in sub._actions if not a.help]
+    assert silent == [], f"{command}: flags without help text: {silent}"

@@ -23,29 +23,39 @@ from .record import SPLITS
 from .sroie import load_sroie
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vlmsweep.data", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("render", help="render a synthetic dataset: manifest, images, contact sheet")
-    r.add_argument("--out", type=Path, required=True)
-    r.add_argument("--n", type=int, default=24)
-    r.add_argument("--mix", choices=sorted(PRESET_WEIGHTS), default="rx_receipt_1_1_1")
-    r.add_argument("--receipt-ratio", type=float, default=None)
-    r.add_argument("--hard-negatives", type=float, default=0.0)
-    r.add_argument("--split", choices=SPLITS, default="train")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--noise", choices=NOISE_LEVELS, default="scan")
+    r.add_argument("--out", type=Path, required=True, help="folder for manifest.jsonl, the images and contact_sheet.png")
+    r.add_argument("--n", type=int, default=24, help="samples to render (default: %(default)s)")
+    r.add_argument("--mix", choices=sorted(PRESET_WEIGHTS), default="rx_receipt_1_1_1",
+                   help="domain weights, as the data_mix option of a run (default: %(default)s)")
+    r.add_argument("--receipt-ratio", type=float, default=None, metavar="R",
+                   help="share of receipts in [0, 1]; the rest split by the mix's weights (data_mix.receipt_ratio)")
+    r.add_argument("--hard-negatives", type=float, default=0.0, metavar="H",
+                   help="share of receipt images asked as a prescription, with an all-null answer (default: 0)")
+    r.add_argument("--split", choices=SPLITS, default="train",
+                   help="the split's seed stream: the same split and seed draw the same documents as a run's")
+    r.add_argument("--seed", type=int, default=0, help="data seed, as data.seed of a run (default: 0)")
+    r.add_argument("--noise", choices=NOISE_LEVELS, default="scan", help="scan-noise level (default: %(default)s)")
     c = sub.add_parser("check", help="validate every line and open every image of a manifest; count its domains")
-    c.add_argument("manifest", type=Path)
-    c.add_argument("--skip-bad-lines", action="store_true")
+    c.add_argument("manifest", type=Path, help="a JSONL manifest (docs/own-data.md gives its fields)")
+    c.add_argument("--skip-bad-lines", action="store_true",
+                   help="exit 0 with the bad lines and unusable images listed and counted as skips, as a run "
+                        "with data.skip_bad_lines=true counts them (without it: exit 1 if there is any)")
     s = sub.add_parser("sroie", help="write a manifest for an SROIE download (img/ + key/, the mirror's data/, "
                                      "or the RRC's NAME.jpg + NAME.txt)")
-    s.add_argument("--root", type=Path, required=True)
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--root", type=Path, required=True, help="the SROIE folder (any of the three layouts above)")
+    s.add_argument("--out", type=Path, required=True, help="folder for manifest.jsonl (the images stay where they are)")
     s.add_argument("--test", type=float, default=0.0, metavar="FRACTION",
                    help="also write train.jsonl and test.jsonl: this share of the receipts (by sorted id, every "
                         "k-th one) held out for data.test_manifest")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
     try:
         if a.cmd == "render":
             mix = DataMixConfig(name=a.mix, receipt_ratio=a.receipt_ratio, hard_negatives=a.hard_negatives)
