@@ -41,11 +41,13 @@ DIGITS = "0123456789"
 def line(rng: random.Random, scale: float, spacing: str = "print"):
     """A printed line of digits at `scale`, and the digit (index) nearest each merged token's centre (10: blank).
     spacing "token": one digit centred in each 28-pixel token column instead (a diagnostic: reading without
-    sub-token positions)."""
+    sub-token positions); "half": one digit every 14 pixels, two to a token column (the step between them is
+    half a token)."""
     from vlmsweep.data.fonts import font
 
-    per_token = spacing == "token"
-    text = "".join(rng.choice(DIGITS) for _ in range(rng.randint(*((4, 9) if per_token else (8, 14)))))
+    pitch = {"token": 28, "half": 14}.get(spacing)  # canvas pixels between digit centres; None: the font's own
+    per_token = pitch is not None
+    text = "".join(rng.choice(DIGITS) for _ in range(rng.randint(*((4, 9) if pitch == 28 else (8, 14)))))
     f = font("ko", 17)
     big = Image.new("RGB", (round(CANVAS[0] / scale), round(CANVAS[1] / scale)), "white")
     x0, y = rng.randint(10, 30), big.height / 2 + rng.randint(-3, 3)  # a form cell: the value starts at a fixed x
@@ -53,7 +55,7 @@ def line(rng: random.Random, scale: float, spacing: str = "print"):
     centres, x = [], x0
     for i, c in enumerate(text):
         if per_token:
-            centre = (28 * (i + 1) + 14) / scale
+            centre = (28 + pitch * i + pitch / 2) / scale
             draw.text((centre, y), c, font=f, fill=(24, 24, 28), anchor="mm")
             centres.append(centre * scale)
             continue
@@ -71,7 +73,7 @@ def line(rng: random.Random, scale: float, spacing: str = "print"):
     for j in range(labels.shape[1]):
         centre = 28 * j + 14
         nearest = min(range(len(text)), key=lambda i: abs(centres[i] - centre))
-        if abs(centres[nearest] - centre) < min(6.0, 14 * scale):
+        if abs(centres[nearest] - centre) < (8.0 if pitch == 14 else min(6.0, 14 * scale)):  # half: the left digit
             labels[row, j] = DIGITS.index(text[nearest])
     return image, text, labels
 
@@ -169,8 +171,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000, help="steps of 32 lines per stage")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--spacing", choices=["print", "token"], default="print",
-                    help="token: one digit per visual-token column (a diagnostic of the read-out)")
+    ap.add_argument("--spacing", choices=["print", "token", "half"], default="print",
+                    help="token: one digit per visual-token column, half: two (diagnostics of the read-out)")
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/vlmsweep").expanduser())
     args = ap.parse_args()
     global SPACING
