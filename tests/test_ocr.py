@@ -139,3 +139,6 @@ def test_ocr_baseline_reads_real_sroie_receipts(tmp_path):
     assert exact["sroie-006"] == {"store", "date", "address", "total"}
     assert {"store", "date", "total"} <= exact["sroie-019"] and "date" in exact["sroie-300"]
     assert metrics["contract.key_set_rate"] == 1.0 and (tmp_path / "out" / "samples.jsonl").is_file()
+    # what it read is its own page's: against the two other receipts' keys the same answers score nothing
+    assert metrics["content.field_em_margin"] == pytest.approx(metrics["content.field_em"])
+    assert "**The answers depend on the page**" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")

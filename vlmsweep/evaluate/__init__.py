@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vlmsweep import prompts
+from vlmsweep.evaluate.grounding import add_chance
 from vlmsweep.evaluate.metrics import METRICS, MetricInfo, TAGS, aggregate, metric_info, score_sample
 from vlmsweep.evaluate.outputs import write_outputs
 
@@ -129,6 +130,7 @@ def score_outputs(
                 "cost.output_tokens_per_sample": cost.get("output_tokens"),
             }
         samples.append(sample)
+    add_chance(samples)  # each answer against other pages' targets: what it scores by chance (grounding.py)
     return aggregate(samples), samples
 
 

@@ -48,6 +48,10 @@ METRICS: dict[str, MetricInfo] = dict(
         _m("content.ted_acc", True, "Donut tree-edit-distance accuracy"),
         _m("content.digit_acc", True, "digit-level accuracy of ids, dates, strengths, doses, amounts"),
         _m("content.unit_acc", True, "unit accuracy of strengths and doses"),
+        _m("content.field_em_margin", True, "field EM against the page's own target minus its mean against other pages' "
+           "targets of the same domain (vlmsweep/evaluate/grounding.py): 0 when the answer does not depend on the page"),
+        _m("content.digit_acc_margin", True, "digit accuracy against the page's own target minus its mean against other "
+           "pages' targets of the same domain"),
         _m("text.raw_cer", False, "jiwer CER of the whole output (stripped, nothing else) against the canonical target text"),
         _m("rate.run_on", False, "share of samples tagged run_on"),
         _m("rate.repetition_loop", False, "share of samples tagged repetition_loop"),

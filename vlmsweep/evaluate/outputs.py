@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from vlmsweep.evaluate.grounding import summary_lines
 from vlmsweep.evaluate.metrics import METRICS, TAGS
 
 RAW_CHARS_IN_REPORT = 400
@@ -146,7 +147,8 @@ def render_report(metrics: dict[str, float], samples: Sequence[dict], worst_per_
             continue
         cells = [_fmt(metrics.get(name), name)] + [_fmt(metrics.get(f"by_domain.{d}.{name}"), name) for d in domains]
         lines.append(f"| {name} | {'↑' if info.higher_is_better else '↓'} | " + " | ".join(cells) + " |")
-    lines += ["", "## Failure tags (samples)", "", "| tag | overall | " + " | ".join(domains) + " |",
+    lines += ["", *summary_lines(samples)]
+    lines += ["## Failure tags (samples)", "", "| tag | overall | " + " | ".join(domains) + " |",
               "|---|---|" + "---|" * len(domains)]
     for tag in TAGS:
         cells = [_fmt(metrics.get(f"tags.{tag}"), "tags.")] + [

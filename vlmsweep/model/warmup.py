@@ -412,6 +412,15 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
     return figures
 
 
+def _margin(f: dict[str, float]) -> str:
+    """The field EM's margin over chance (vlmsweep/evaluate/grounding.py), where the build measured it."""
+    margin = f.get("heldout.content.field_em_margin")
+    if margin is None:
+        return ""
+    return (f": against other documents' targets of the same kind the same answers score {f['heldout.content.field_em'] - margin:.2f}"
+            f" (margin {margin:+.2f})")
+
+
 def card(recipe: Recipe, figures: dict[str, float], raw_name: str, built_on: str = "") -> str:
     """README.md of the warmed model folder: what it was trained on, how long, what it reaches, its limits."""
     f = figures
@@ -444,7 +453,7 @@ JSON contract, as an Instruct model roughly does. Written by `vlmsweep.model.war
 ## What it reaches (free greedy decoding, {recipe.heldout} held-out documents of stream `{HELDOUT_STREAM}`, {recipe.heldout_visual_tokens} visual tokens)
 - strict parse {rate('strict_parse_rate')}, exact key set {rate('key_set_rate')}, schema valid {rate('schema_valid_rate')}, salvage {rate('salvage_rate')}
 - field exact match {f.get('heldout.content.field_em', math.nan):.2f}: values are plausible (names, institutions, codes, drugs
-  in the right script and form) but not read from the image.
+  in the right script and form) but not read from the image{_margin(f)}.
 
 ## What it cannot do
 It does not read. It has learned the answer format and the distribution of values, not the document in

@@ -15,6 +15,7 @@ HEADLINE_METRICS = (
     "contract.schema_valid_rate",
     "content.e2e_field_em",
     "content.field_em",
+    "content.field_em_margin",  # over chance: 0 when the answers do not depend on the page (evaluate/grounding.py)
     "content.anls",
     "content.cer",
     "rate.leakage",
