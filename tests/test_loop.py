@@ -191,6 +191,16 @@ def test_cycle_report_lists_every_metric_and_tag_per_cycle_with_deltas(tmp_path)
     assert "| parse_fail | 1 | 0 | decoding=json_schema" in md
     png = plot_tags(history, tmp_path / "tags.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Whether the answers depend on the page decides what the mined tags are: guesses, or misreadings.
+    guessing = {"own": 0.109, "chance": 0.110, "margin": -0.001, "p_value": 0.549, "distinct_outputs": 5, "pages": 64}
+    for h in history:
+        h.summary["chance_test"] = guessing
+    md = render_loop_report(history, cfg, None, None)
+    assert ("cycle 0: field EM 0.109 against 0.110 by chance (margin -0.001, p = 0.549, 5 distinct outputs for 64 "
+            "pages)") in md and "No cycle's answers do: the model is not reading" in md
+    history[1].summary["chance_test"] = dict(guessing, p_value=0.001)
+    md = render_loop_report(history, cfg, None, None)
+    assert "Do the test answers depend on the page?" in md and "not reading" not in md
 
 
 def test_the_seed_band_is_a_prediction_interval_for_the_change_between_two_seeds():

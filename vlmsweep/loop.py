@@ -24,6 +24,7 @@ from vlmsweep import stages
 from vlmsweep.config import Config
 from vlmsweep.data import Record
 from vlmsweep.data.leakage import REPEAT_MARK, LeakageError, check_no_leak
+from vlmsweep.evaluate.grounding import chance_summary
 from vlmsweep.evaluate.metrics import TAGS
 from vlmsweep.metric_names import higher_is_better
 from vlmsweep.remedies import DOMAINS_OF_FOCUS, FOCUS_OF_TAG, PRESCRIPTION_DOMAINS, UNFIXABLE_TAGS, config_fixes, misreading_share
@@ -381,6 +382,8 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
         "adapter_from": (str(Path("..") / f"cycle_{cycle - 1}" / "adapter") if cycle > 0 and cfg.loop.continue_adapter
                          else (cfg.model.adapter or "base model")),
         "hard_set_next": hard_next.summary(),
+        # whether this cycle's test answers depend on their page: whether its tags can be misreadings at all
+        "chance_test": chance_summary(result.sets["test"][1]),
     }
     return CycleResult(cycle, result.metrics, stages.numeric(regression_metrics), stages.numeric(mining_metrics), summary)
 

@@ -79,6 +79,23 @@ def targeted_table(changes: Sequence["TargetedChange"], noise_seeds: int) -> lis
     return lines + [""]
 
 
+def chance_lines(history: Sequence["CycleResult"]) -> list[str]:
+    """Whether each cycle's test answers depend on their page (vlmsweep/evaluate/grounding.py): a tag can be a
+    misreading only on a model that reads, so mined tags of a model whose answers do not are guesses."""
+    tests = [(h.cycle, h.summary.get("chance_test")) for h in history if h.summary.get("chance_test")]
+    if not tests:
+        return []
+    cells = "; ".join(f"cycle {c}: field EM {t['own']:.3f} against {t['chance']:.3f} by chance (margin {t['margin']:+.3f}, "
+                      f"p = {t['p_value']:.3f}, {t['distinct_outputs']} distinct outputs for {t['pages']} pages)"
+                      for c, t in tests)
+    lines = ["", f"Do the test answers depend on the page? {cells}."]
+    if not any(t["p_value"] < 0.05 for _, t in tests):
+        lines.append("No cycle's answers do: the model is not reading, so its digit_flip, near_miss_spelling and "
+                     "unit_confusion tags mark guesses that landed near the truth, not misreadings, and a hard set "
+                     "mined from them trains on guesses.")
+    return lines
+
+
 def render_loop_report(history: Sequence["CycleResult"], cfg: Config, stopped: dict | None, plot_name: str | None,
                        changes: Sequence["TargetedChange"] = ()) -> str:
     loop = cfg.loop
@@ -130,6 +147,7 @@ def render_loop_report(history: Sequence["CycleResult"], cfg: Config, stopped: d
     if share is not None:
         lines += ["", f"Mined for a misreading ({', '.join(MISREADING_TAGS)}): {share:.0%} of the mined records; "
                       "the rest were mined for blanks, invented values or leakage."]
+    lines += chance_lines(history)
     last = history[-1]
     lines += ["", "## Failures a config change addresses (last cycle)", "",
               "Tags data cannot fix are not papered over with data; domain_leakage gets hard negatives and this too.", "",
