@@ -7,7 +7,7 @@ Trains and evaluates the default run at both budgets under seeds 0..K-1, as a us
 max_pixels=64tok,256tok seed=0,1,2 tracker=none hydra.sweep.dir=DIR` (one process, from a temporary folder outside
 the checkout; this checkout's vlmsweep and conf/). Then it reads the multirun with the report's code
 (vlmsweep.report.build.analyse, what `python -m vlmsweep.report DIR` prints as the max_pixels comparison) and prints,
-for content.field_em, content.digit_acc and contract.strict_parse_rate: each budget's mean (per run over its test
+for content.field_em, its margin over chance, content.digit_acc and contract.strict_parse_rate: each budget's mean (per run over its test
 samples, then over the seeds), the effect in the report's convention (second level minus first, "256tok vs 64tok":
 positive = more at 256 tokens), its 95% interval over test samples and training seeds, the minimum detectable effect
 (80% power, 5% two-sided), the report's verdict ("found" / "not distinguishable from seed noise") and its sentence;
@@ -32,7 +32,9 @@ from vlmsweep.report.effects import Comparison, DesignError, Effect, verdict
 from vlmsweep.report.runs import same_partition
 
 AXIS = "max_pixels"
-METRICS = ("content.field_em", "content.digit_acc", "contract.strict_parse_rate")
+# content.field_em_margin: the part of field EM that comes from the page (vlmsweep/evaluate/grounding.py); a budget
+# that lets a model read moves it, one that changes only its guesses does not
+METRICS = ("content.field_em", "content.field_em_margin", "content.digit_acc", "contract.strict_parse_rate")
 
 
 def parse_levels(text: str) -> tuple[str, str]:

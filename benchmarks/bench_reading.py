@@ -173,6 +173,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spacing", choices=["print", "token", "half"], default="print",
                     help="token: one digit per visual-token column, half: two (diagnostics of the read-out)")
+    ap.add_argument("--llm-layers", type=int, default=2,
+                    help="LLM decoder layers (the replica has 2; more: a fresh random replica that deep)")
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/vlmsweep").expanduser())
     args = ap.parse_args()
     global SPACING
@@ -181,11 +183,17 @@ def main() -> None:
     processor = AutoProcessor.from_pretrained(str(raw))
     processor.image_processor.max_pixels = CANVAS[0] * CANVAS[1]
     probes = ["end_to_end", "dense", "two_stage"] if args.probe == "all" else [args.probe]
-    result: dict = {"scale": args.scale, "spacing": args.spacing, "steps": args.steps, "lr": args.lr, "seed": args.seed, "machine": machine()}
+    result: dict = {"scale": args.scale, "spacing": args.spacing, "llm_layers": args.llm_layers, "steps": args.steps, "lr": args.lr, "seed": args.seed, "machine": machine()}
     with reproducible(2):
         for probe in probes:
             torch.manual_seed(args.seed)
             model = Qwen2VLForConditionalGeneration.from_pretrained(str(raw), dtype=torch.float32)
+            if args.llm_layers != model.config.text_config.num_hidden_layers:  # the same replica with a deeper LLM
+                config = model.config
+                config.text_config.num_hidden_layers = config.text_config.max_window_layers = args.llm_layers
+                config.text_config.layer_types = ["full_attention"] * args.llm_layers
+                torch.manual_seed(args.seed)
+                model = Qwen2VLForConditionalGeneration(config)
             started = time.perf_counter()
             if probe in ("dense", "two_stage"):
                 figures = dense(model, processor, args.steps, args.scale, args.lr, args.seed)
