@@ -32,7 +32,7 @@ KEYS = ("warmup.seconds", "warmup.cpu_seconds", "warmup.render_seconds", "warmup
         "warmup.eval_seconds", "warmup.answer_vocab", "warmup.first_loss", "warmup.answer_vocab_loss",
         "warmup.full_vocab_first_loss", "warmup.final_loss", "warmup.supervised_tokens",
         "heldout.contract.strict_parse_rate", "heldout.contract.key_set_rate", "heldout.contract.salvage_rate",
-        "heldout.content.field_em", "heldout.tags.run_on", "heldout.tags.repetition_loop")
+        "heldout.content.field_em", "heldout.content.field_em_margin", "heldout.tags.run_on", "heldout.tags.repetition_loop")
 
 
 def parse_recipe(pairs: list[str]) -> Recipe:

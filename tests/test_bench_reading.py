@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from bench_reading import CANVAS, line  # noqa: E402 - a script beside the others
+import bench_reading  # noqa: E402 - a script beside the others
+from bench_reading import CANVAS, line  # noqa: E402
 
 BLANK = 10
 
@@ -36,3 +37,11 @@ def test_print_spacing_is_the_fonts_own_and_shrinks_with_the_page_scale():
     _, text, labels = line(random.Random(0), 1.0, "print")
     labelled = sum(v != BLANK for r in labels.tolist() for v in r)
     assert 8 <= len(text) <= 14 and 0 < labelled < len(text)  # about three digits to a token: most are unlabelled
+
+
+def test_slot_labels_hold_every_digit_of_a_print_line_in_reading_order(monkeypatch):
+    monkeypatch.setattr(bench_reading, "SLOTS", 3)
+    _, text, labels = line(random.Random(1), 1.0, "print")
+    assert labels.shape == (CANVAS[1] // 28, CANVAS[0] // 28, 3)
+    read = [v for v in labels.reshape(-1).tolist() if v != BLANK]  # row by row, token by token, slot by slot
+    assert read == [int(c) for c in text]
