@@ -28,6 +28,7 @@ from vlmsweep.prompts import schema_name
 
 PEERS = 32  # other pages an answer is scored against: 32 x n pair scores (0.6 ms each), whatever the set's size
 DRAWS = 999  # randomizations of the test: p has a resolution of 1/1000
+LEVEL = 0.05  # p below this: the answers depend on the page
 # Metrics with a chance baseline: the per-sample score of each, and the name of its margin in metrics.json.
 MARGINS = {"content.field_em": "content.field_em_margin", "content.digit_acc": "content.digit_acc_margin"}
 
@@ -92,7 +93,7 @@ class ChanceTest:
 
     @property
     def depends_on_page(self) -> bool:
-        return self.p_value < 0.05
+        return self.p_value < LEVEL
 
 
 def randomization_test(samples: Sequence[dict], metric: str = "content.field_em", draws: int = DRAWS,

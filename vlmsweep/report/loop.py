@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from vlmsweep.config import Config
+from vlmsweep.evaluate.grounding import LEVEL
 from vlmsweep.evaluate.metrics import METRICS, TAGS
 from vlmsweep.metric_names import higher_is_better
 from vlmsweep.remedies import FOCUS_OF_TAG, MISREADING_TAGS, UNFIXABLE_TAGS, config_fixes, misreading_share
@@ -89,10 +90,9 @@ def chance_lines(history: Sequence["CycleResult"]) -> list[str]:
                       f"p = {t['p_value']:.3f}, {t['distinct_outputs']} distinct outputs for {t['pages']} pages)"
                       for c, t in tests)
     lines = ["", f"Do the test answers depend on the page? {cells}."]
-    if not any(t["p_value"] < 0.05 for _, t in tests):
-        lines.append("No cycle's answers do: the model is not reading, so its digit_flip, near_miss_spelling and "
-                     "unit_confusion tags mark guesses that landed near the truth, not misreadings, and a hard set "
-                     "mined from them trains on guesses.")
+    if not any(t["p_value"] < LEVEL for _, t in tests):
+        lines.append(f"No cycle's answers do: the model is not reading, so its {', '.join(MISREADING_TAGS)} tags mark "
+                     "guesses that landed near the truth, not misreadings, and a hard set mined from them trains on guesses.")
     return lines
 
 
