@@ -273,7 +273,7 @@ def workspace(tmp_path_factory, offline_env):
     (ws / "my_conf" / "experiment" / "my_rx.yaml").write_text(
         "# @package _global_\ndata:\n  train_manifest: my_data/train.jsonl\n  test_manifest: my_data/test.jsonl\n",
         encoding="utf-8")
-    shipped = (REPO / "sweeps" / "max_pixels.yaml").read_text(encoding="utf-8")
+    shipped = (REPO / "conf" / "sweep" / "max_pixels.yaml").read_text(encoding="utf-8")
     (ws / "my_conf" / "sweep").mkdir(parents=True)
     (ws / "my_conf" / "sweep" / "my_budget.yaml").write_text(shipped.replace("name: max_pixels", "name: my_budget"),
                                                              encoding="utf-8")
