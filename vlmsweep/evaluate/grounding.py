@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from vlmsweep.evaluate import fields
+from vlmsweep.evaluate.metrics import annotated
 from vlmsweep.prompts import schema_name
 
 PEERS = 32  # other pages an answer is scored against: 32 x n pair scores (0.6 ms each), whatever the set's size
@@ -54,9 +55,7 @@ def peers_of(samples: Sequence[dict], limit: int = PEERS) -> list[list[int]]:
 
 
 def _scores(answer: dict, target: dict, unannotated: Sequence[str], domain: str) -> dict[str, float | None]:
-    drop = set(unannotated)
-    pairs = fields.pair_fields({k: v for k, v in answer.items() if k not in drop},
-                               {k: v for k, v in target.items() if k not in drop})
+    pairs = fields.pair_fields(annotated(answer, unannotated), annotated(target, unannotated))
     fs = fields.score_fields(pairs, schema_name(domain))
     return {"content.field_em": fs.field_em, "content.digit_acc": fs.digit_acc}
 
@@ -143,7 +142,7 @@ def summary_lines(samples: Sequence[dict]) -> list[str]:
     lines = ["## Does the answer depend on the page?", "",
              f"Each answer is also scored against the targets of up to {PEERS} other pages of its domain: what it "
              "scores by chance. The margin is the part of the score that comes from its own page "
-             f"(`content.field_em_margin`, `content.digit_acc_margin`); p is a randomization test ({DRAWS} draws). "
+             f"({', '.join(f'`{m}`' for m in MARGINS.values())}); p is a randomization test ({DRAWS} draws). "
              f"{distinct_answers(samples)} distinct outputs for {len(samples)} pages.", "",
              "| metric | own page | other pages (chance) | margin | p | samples |", "|---|---|---|---|---|---|"]
     for t in tests:

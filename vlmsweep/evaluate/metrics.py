@@ -85,6 +85,12 @@ def _clean_raw(raw: Any) -> str:
     return str(raw)
 
 
+def annotated(obj: dict, unannotated: Sequence[str]) -> dict:
+    """The keys content is scored on: all but those the source does not label (SROIE's items, subtotal, tax)."""
+    drop = set(unannotated)
+    return {k: v for k, v in obj.items() if k not in drop}
+
+
 def score_sample(
     raw: Any,
     target: dict,
@@ -113,9 +119,8 @@ def score_sample(
     answer_end = (len(raw.rstrip()) if strict is not None else found.end) if answer is not None else None
     key_errors = contract.key_set_errors(answer, schema) if answer is not None else []
     type_errs = contract.type_errors(answer, schema) if answer is not None else []
-    drop = set(unannotated)
-    content_target = {k: v for k, v in target.items() if k not in drop}
-    content_answer = {k: v for k, v in answer.items() if k not in drop} if answer is not None else None
+    content_target = annotated(target, unannotated)
+    content_answer = annotated(answer, unannotated) if answer is not None else None
     pairs = fields.pair_fields(content_answer, content_target) if content_answer is not None else None
     tags = tag_sample(
         raw,
