@@ -45,3 +45,19 @@ def test_slot_labels_hold_every_digit_of_a_print_line_in_reading_order(monkeypat
     assert labels.shape == (CANVAS[1] // 28, CANVAS[0] // 28, 3)
     read = [v for v in labels.reshape(-1).tolist() if v != BLANK]  # row by row, token by token, slot by slot
     assert read == [int(c) for c in text]
+
+
+def test_page_probe_answers_the_patient_id_the_generated_page_prints():
+    from vlmsweep.data.build import render_sample
+
+    rng = random.Random(3)
+    image, text, _ = bench_reading.page(rng)
+    replay = random.Random(3)
+    while True:  # the same draws as page(): a seed, a form; pages with a null id are redrawn
+        sample = render_sample(replay.randrange(1 << 30), replay.choice(["prescription_ko", "prescription_zh"]))
+        if sample.target["patient_id"]:
+            break
+    assert text == sample.target["patient_id"] and image.tobytes() == sample.image.tobytes()
+    ids = {bench_reading.page(random.Random(s))[1] for s in range(12)}
+    assert len(ids) == 12 and all(set(i) <= set(bench_reading.PAGE_CHARS) for i in ids)
+    assert any(i.startswith("MZ") or "-" not in i for i in ids) and any("-" in i for i in ids)  # both forms
