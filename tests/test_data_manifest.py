@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +207,13 @@ def test_a_missing_leakage_keyword_file_fails_before_any_model_is_loaded(tmp_pat
     monkeypatch.setattr(model_load, "load", lambda *a, **k: pytest.fail("the model was loaded first"))
     with pytest.raises(ValueError, match="eval.leakage_keywords: '@nope.txt': no such file"):
         run_mod.run(compose(FAST + ["eval.leakage_keywords=[@en,@nope.txt]"], output_dir=tmp_path / "r"))
+
+
+def test_image_paths_are_relative_within_a_tree_and_absolute_across_the_root(tmp_path):
+    from vlmsweep.data.manifest import manifest_path
+
+    assert manifest_path(tmp_path / "img" / "a.jpg", tmp_path / "sub") == "../img/a.jpg"
+    assert manifest_path(tmp_path / "sub" / "a.jpg", tmp_path / "sub") == "a.jpg"
+    # a manifest under the temporary folder naming an image elsewhere: only the root in common
+    elsewhere = Path("/opt/data/a.jpg") if not str(tmp_path).startswith("/opt") else Path("/srv/data/a.jpg")
+    assert manifest_path(elsewhere, tmp_path / "sub") == elsewhere.as_posix()

@@ -102,7 +102,7 @@ def unknown_key_message(key: str, how: str) -> str:
     hint = f"did you mean {' or '.join(near)}?" if near else "no known key is close"
     if "." not in bad:
         hint += " (a config group must be a folder in vlmsweep's conf/ or in your --config-dir)"
-    return f"{how}: unknown config key {bad!r}, {hint}; every key is in vlmsweep's conf/config.yaml"
+    return f"{how}: unknown config key {bad!r}, {hint}; python -m vlmsweep --cfg job prints every key with its value"
 
 
 def unknown_keys_in(cfg: dict[str, Any], prefix: str = "") -> list[str]:

@@ -125,7 +125,7 @@ def read_manifest(path: Path, skip_bad_lines: bool = False, check_images: bool =
         if rec is not None:
             records.append(rec)
         elif not skip_bad_lines:
-            raise ManifestError(f"{path}:{lineno}: {reason} (fix the line, or pass skip_bad_lines=True to count and skip it)")
+            raise ManifestError(f"{path}:{lineno}: {reason} (fix the line, or set data.skip_bad_lines=true to count and skip bad lines)")
         else:
             skipped.append((lineno, str(reason)))
     if skipped:
@@ -158,8 +158,18 @@ def _check_image(rec: Record) -> None:
         raise ValueError(f"id {rec.id!r}: unusable image: {e}") from None
 
 
+def manifest_path(image: Path, base: Path) -> str:
+    """How a manifest in `base` names an image: relative where the two share a folder below the filesystem's root
+    (the tree moves with its images), absolute where they share only the root (a "../../../.." path breaks as soon
+    as the manifest or the data moves)."""
+    image, base = Path(image).resolve(), base.resolve()
+    if os.path.commonpath([image, base]) == image.anchor:
+        return image.as_posix()
+    return Path(os.path.relpath(image, base)).as_posix()
+
+
 def to_line(rec: Record, base: Path) -> dict:
-    line = {"id": rec.id, "image": Path(os.path.relpath(Path(rec.image).resolve(), base.resolve())).as_posix(),
+    line = {"id": rec.id, "image": manifest_path(rec.image, base),
             "domain": rec.domain, "target": rec.target}
     if rec.image_domain != rec.domain:
         line["image_domain"] = rec.image_domain
