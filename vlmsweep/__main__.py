@@ -6,7 +6,6 @@ import logging
 import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import hydra
@@ -17,17 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from vlmsweep.config import CONF_DIR, register_configs, to_config
 from vlmsweep.metric_names import direction_of
 from vlmsweep.overrides import check_command_line, unknown_key_message, unknown_keys_in
+from vlmsweep.quiet import quiet_third_party
 from vlmsweep.sweeps import register_resolvers
 
-# Messages a user can do nothing about, filtered here at the entry point only (library code and tests
-# still see them):
-# - transformers 5 deprecates `is_gradient_checkpointing`, which peft and the Trainer still call
-#   (FutureWarning on every training run; it is their call to change, not ours).
-warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
-# - peft imports bitsandbytes whenever it is installed (peft/tuners/lora/bnb.py), so bf16 runs load it
-#   too; on CPUs with AVX512-BF16 its import tries to fetch a kernel from the Hugging Face hub and logs a
-#   warning when it cannot (no network, or the `kernels` package absent). 4-bit runs work without it.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+quiet_third_party()
 
 register_configs()
 # conf/sweep/*.yaml: hydra.sweeper.direction: ${vlmsweep.directions:${sweep.objective},${sweep.trade_off}} - an unknown

@@ -334,4 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from vlmsweep.quiet import quiet_third_party
+
+    quiet_third_party()
     raise SystemExit(main())

@@ -393,4 +393,7 @@ def main_per_domain(args, folder: Path, items: list[Item]) -> int:
 
 
 if __name__ == "__main__":
+    from vlmsweep.quiet import quiet_third_party
+
+    quiet_third_party()
     raise SystemExit(main())
