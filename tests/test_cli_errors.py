@@ -96,3 +96,29 @@ def test_a_users_own_sweep_file_resolves_like_the_shipped_ones(tmp_path):
     assert cfg.hydra.sweeper._target_ == "hydra_plugins.vlmsweep_optuna.OptunaSweeper"
     # the command-line check knows the user's groups from their folder too
     assert check_command_line(["--config-dir", str(tmp_path), "-m", "+sweep=my_rank"]) == (None, None)
+
+
+def test_a_group_option_that_names_no_file_is_one_line_with_the_options(tmp_path):
+    message, _ = check_command_line(["quant=bf61"])
+    assert message == ("quant=bf61: quant has no option 'bf61'; did you mean quant=bf16? the options are bf16, fp16, "
+                       "fp32, nf4 (files in conf/quant/ or your --config-dir's quant/)")
+    message, _ = check_command_line(["-m", "quant=nf4,bf61", "scope=llm"])  # one bad value of a sweep
+    assert message.startswith("quant=nf4,bf61: quant has no option 'bf61'")
+    assert "did you mean +experiment=" in check_command_line(["+experiment=exp9"])[0]
+    # a user's option in their own folder is an option; one in neither folder is not
+    (tmp_path / "quant").mkdir()
+    (tmp_path / "quant" / "my_nf4.yaml").write_text("name: my_nf4\n")
+    assert check_command_line(["--config-dir", str(tmp_path), "quant=my_nf4"]) == (None, None)
+    assert "the options are bf16, fp16, fp32, my_nf4, nf4" in check_command_line(["--config-dir", str(tmp_path), "quant=my_nf5"])[0]
+    # a search path this cannot list (a package): Hydra judges the option
+    assert check_command_line(["quant=other", "hydra.searchpath=[pkg://somewhere.conf]"]) == (None, None)
+
+
+def test_a_value_its_key_cannot_hold_is_one_line_judged_as_omegaconf_would():
+    assert check_command_line(["train.max_steps=abc"])[0] == "train.max_steps=abc: train.max_steps takes an integer, not 'abc'"
+    assert check_command_line(["train.max_steps=2.5"])[0] == "train.max_steps=2.5: train.max_steps takes an integer, not 2.5"
+    assert check_command_line(["-m", "train.lr=1e-3,fast"])[0] == "train.lr=1e-3,fast: train.lr takes a number, not 'fast'"
+    assert check_command_line(["train.enabled=maybe"])[0].endswith("train.enabled takes true or false, not 'maybe'")
+    # what composing accepts passes: an int for a float, OmegaConf's yes/no, an interpolation, a range sweep
+    for ok in (["train.lr=1"], ["train.enabled=yes"], ["train.max_steps=${train.batch_size}"], ["-m", "lora.r=range(4,9,4)"]):
+        assert check_command_line(ok)[0] is None, ok

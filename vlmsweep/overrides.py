@@ -96,6 +96,44 @@ def unknown_key(key: str) -> str | None:
     return None
 
 
+def key_type(key: str) -> Any:
+    """The schema's type of a dotted key (None where the key is unknown or lies under a free-form mapping)."""
+    tp: Any = Config
+    for part in key.split("."):
+        if not _is_dataclass_type(tp) or part not in _fields(tp):
+            return None
+        tp = _fields(tp)[part]
+    return tp
+
+
+SCALARS = {int: "an integer", float: "a number", bool: "true or false"}
+
+
+def type_error(override, key: str) -> str | None:
+    """One line for a value the key's scalar type cannot hold (`train.max_steps=abc`), judged by OmegaConf's own
+    nodes, as composing would; None where every value fits or the type is not a plain int, float or bool (Hydra and
+    the config's own checks judge the rest)."""
+    from omegaconf import ValidationError
+    from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
+
+    tp = key_type(key)
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    if optional:
+        tp = next((a for a in args if a is not type(None)), None) if len(args) == 2 else None
+    if tp not in SCALARS:
+        return None
+    node = {int: IntegerNode, float: FloatNode, bool: BooleanNode}[tp]
+    for v in _values(override):
+        if isinstance(v, str) and "${" in v or not isinstance(v, (str, int, float, bool, type(None))):
+            continue  # an interpolation or a sweep (range, interval): resolved later
+        try:
+            node(value=v, is_optional=optional)
+        except ValidationError:
+            return f"{override.input_line}: {key} takes {SCALARS[tp]}{' or null' if optional else ''}, not {v!r}"
+    return None
+
+
 def unknown_key_message(key: str, how: str) -> str:
     bad = unknown_key(key) or key
     near = nearest_keys(bad)
@@ -131,6 +169,24 @@ def _config_dirs(config_dir: str | None, overrides: list) -> list[Path]:
     return dirs
 
 
+def group_option_error(override, group: str, dirs: list[Path]) -> str | None:
+    """One line for a group choice that names no config file of the group (`quant=bf61`), with the options and the
+    nearest one; None where every value is an option (or is not a plain name: Hydra judges those)."""
+    options = sorted({f.relative_to(d / group).with_suffix("").as_posix()
+                      for d in dirs if (d / group).is_dir() for f in (d / group).rglob("*.yaml")})
+    if not options:
+        return None
+    bad = [v for v in _values(override) if isinstance(v, str) and v not in options]
+    if not bad:
+        return None
+    near = difflib.get_close_matches(bad[0], options, n=1, cutoff=0.5)
+    line = override.input_line or group
+    plus = line[: len(line) - len(line.lstrip("+"))]  # +experiment=... keeps its +
+    hint = f"did you mean {plus}{group}={near[0]}? " if near else ""
+    return (f"{override.input_line}: {group} has no option {bad[0]!r}; {hint}the options are {', '.join(options)} "
+            f"(files in conf/{group}/ or your --config-dir's {group}/)")
+
+
 def _values(override) -> list[Any]:
     from hydra.core.override_parser.types import ChoiceSweep
 
@@ -163,7 +219,11 @@ def check_command_line(argv: list[str]) -> tuple[str | None, int | None]:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except Exception:  # noqa: BLE001 - a syntax error: Hydra says it better
         return None, None
-    groups = {p.name for d in _config_dirs(args.config_dir, overrides) if d.is_dir() for p in d.iterdir() if p.is_dir()}
+    dirs = _config_dirs(args.config_dir, overrides)
+    groups = {p.name for d in dirs if d.is_dir() for p in d.iterdir() if p.is_dir()}
+    # a search path that is not a folder (pkg://...) may hold options this cannot list: Hydra checks those
+    complete = not any(o.key_or_group == "hydra.searchpath" and any(not str(i).startswith("file://") for i in o.value() or [])
+                       for o in overrides)
     for o in overrides:
         key = o.key_or_group
         if o.is_delete() or key.split(".", 1)[0].split("/", 1)[0] in NOT_CHECKED or o.package:
@@ -180,10 +240,15 @@ def check_command_line(argv: list[str]) -> tuple[str | None, int | None]:
                 return (f"{o.input_line}: a budget is named in visual tokens, write {fix} "
                         f"(named budgets: {', '.join(named)}; any number: max_pixels.visual_tokens=N)"), None
             continue
-        if "." not in key and key in groups:
-            continue  # a group choice (quant=nf4, +experiment=exp1, a user's own group): Hydra checks the option
+        if "." not in key and key in groups:  # a group choice (quant=nf4, +experiment=exp1, a user's own group)
+            message = group_option_error(o, key, dirs) if complete else None
+            if message:
+                return message, None
+            continue
         if unknown_key(key) is not None:
             return unknown_key_message(key, o.input_line or key), None
+        if (message := type_error(o, key)) is not None:
+            return message, None
     runs = None
     if args.multirun and not any(o.key_or_group == "sweep" for o in overrides):  # Optuna counts its own trials
         sizes = [_sweep_size(o) for o in overrides if o.is_sweep_override()]
