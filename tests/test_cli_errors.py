@@ -27,6 +27,8 @@ def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
     (["+train.lerning_rate=1"], "did you mean train.lr"),
     (["train.lerning_rate=1"], "did you mean train.lr"),
     (["-m", "max_pixels=256,1000"], "write max_pixels.visual_tokens=256,1000"),
+    (["quant=bf61"], "did you mean quant=bf16? the options are bf16, fp16, fp32, nf4"),
+    (["train.max_steps=abc"], "train.max_steps takes an integer, not 'abc'"),
 ])  # fmt: skip
 def test_a_mistake_is_one_line_with_the_fix_and_leaves_no_folder(tmp_path, args, fix):
     proc = _cli(*args, "tracker=none", cwd=tmp_path)

@@ -14,6 +14,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from omegaconf import ValidationError
+from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
+
 from vlmsweep.config import CONF_DIR, Config
 
 PACKAGE_CONF = CONF_DIR
@@ -81,56 +84,49 @@ def nearest_keys(key: str, n: int = 3) -> list[str]:
     return list(dict.fromkeys(by_initials + close))[:n]
 
 
-def unknown_key(key: str) -> str | None:
-    """The first part of a dotted key the schema does not have (None: the key exists, or lies under a
-    free-form mapping such as data_mix.weights)."""
+def _walk(key: str) -> tuple[Any, str | None]:
+    """(the schema's type of a dotted key, the first part of it the schema does not have); (None, None) where the key
+    lies under a free-form mapping such as data_mix.weights."""
     tp: Any = Config
     parts = key.split(".")
     for k, part in enumerate(parts):
         if not _is_dataclass_type(tp):
-            return None  # dict, list, Any: any key below is allowed
+            return None, None  # dict, list, Any: any key below is allowed
         fields = _fields(tp)
         if part not in fields:
-            return ".".join(parts[: k + 1])
+            return None, ".".join(parts[: k + 1])
         tp = fields[part]
-    return None
+    return tp, None
 
 
-def key_type(key: str) -> Any:
-    """The schema's type of a dotted key (None where the key is unknown or lies under a free-form mapping)."""
-    tp: Any = Config
-    for part in key.split("."):
-        if not _is_dataclass_type(tp) or part not in _fields(tp):
-            return None
-        tp = _fields(tp)[part]
-    return tp
+def unknown_key(key: str) -> str | None:
+    """The first part of a dotted key the schema does not have (None: the key exists, or lies under a
+    free-form mapping such as data_mix.weights)."""
+    return _walk(key)[1]
 
 
-SCALARS = {int: "an integer", float: "a number", bool: "true or false"}
+SCALARS = {int: ("an integer", IntegerNode), float: ("a number", FloatNode), bool: ("true or false", BooleanNode)}
 
 
 def type_error(override, key: str) -> str | None:
     """One line for a value the key's scalar type cannot hold (`train.max_steps=abc`), judged by OmegaConf's own
     nodes, as composing would; None where every value fits or the type is not a plain int, float or bool (Hydra and
     the config's own checks judge the rest)."""
-    from omegaconf import ValidationError
-    from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
-
-    tp = key_type(key)
+    tp = _walk(key)[0]
     args = typing.get_args(tp)
     optional = type(None) in args
     if optional:
         tp = next((a for a in args if a is not type(None)), None) if len(args) == 2 else None
     if tp not in SCALARS:
         return None
-    node = {int: IntegerNode, float: FloatNode, bool: BooleanNode}[tp]
+    what, node = SCALARS[tp]
     for v in _values(override):
         if isinstance(v, str) and "${" in v or not isinstance(v, (str, int, float, bool, type(None))):
             continue  # an interpolation or a sweep (range, interval): resolved later
         try:
             node(value=v, is_optional=optional)
         except ValidationError:
-            return f"{override.input_line}: {key} takes {SCALARS[tp]}{' or null' if optional else ''}, not {v!r}"
+            return f"{override.input_line}: {key} takes {what}{' or null' if optional else ''}, not {v!r}"
     return None
 
 
