@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=256, help="page: the visual-token budget of the pages (a run's max_pixels)")
     ap.add_argument("--batch", type=int, default=32, help="samples per step")
     ap.add_argument("--scale", type=float, default=0.448, help="page scale (0.448: an A4 form at 256 visual tokens)")
-    ap.add_argument("--steps", type=int, default=2000, help="steps of 32 lines per stage")
+    ap.add_argument("--steps", type=int, default=2000, help="steps per stage, each of --batch samples")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spacing", choices=["print", "token", "half"], default="print",
