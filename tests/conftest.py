@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # the cores, and two OpenMP pools per core would make each other wait.
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shuffle", type=int, default=None, metavar="SEED",
+                     help="run the tests in an order shuffled by SEED (the same order on every xdist worker): a test "
+                          "that passes only after another has run fails under some seed")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Written here rather than taken from pytest-randomly, which also reseeds `random` before every test and so
+    # changes what the seeded generators under test draw; this changes the order and nothing else.
+    seed = config.getoption("--shuffle")
+    if seed is not None:
+        random.Random(seed).shuffle(items)
 
 
 # The user's cache (as a run's cache_dir): the warmed embedded model, the default `model=tiny_warm`, is built there

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -104,6 +105,22 @@ def test_sroie_receipts_convert_and_evaluate_from_the_command_line(tmp_path, off
     assert all(s["unannotated"] == ["items", "subtotal", "tax"] for s in scored)
 
 
+def venv_seeing_these_packages(venv: Path) -> str:
+    """A new virtual environment (its python) that imports the packages this interpreter has installed, whether
+    this one is a virtual environment or a system Python: a .pth file lists this interpreter's site-packages folders.
+    (`venv --system-site-packages` run from inside a virtual environment gives the *base* interpreter's packages.)
+    Paths from a .pth line are not site folders, so their own .pth files - an editable install's finder among them -
+    are not run: the new environment's own installs come first and only they."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
+    assert ours, sys.path
+    (Path(purelib) / "vlmsweep_test_parent_packages.pth").write_text("\n".join(ours) + "\n", encoding="utf-8")
+    return python
+
+
 def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(tmp_path, offline_env):
     dist = tmp_path / "dist"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
@@ -117,8 +134,7 @@ def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(
     assert {"vlmsweep/conf/config.yaml", "vlmsweep/conf/model/tiny.yaml", "vlmsweep/conf/sweep/max_pixels.yaml"} <= set(names)
     # a fresh virtual environment that reuses the installed dependencies, with the wheel (not -e) inside
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
-    python = str(venv / "bin" / "python")
+    python = venv_seeing_these_packages(venv)
     inst = subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], capture_output=True, text=True,
                           timeout=300)
     assert inst.returncode == 0, inst.stderr[-3000:]

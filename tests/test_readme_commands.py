@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,20 +76,34 @@ class Step:
     check: str | None = None  # name of a check function below
     why: str = ""  # why the command runs with more than speed overrides (shown on failure)
     needs_tesseract: bool = False  # the OCR baseline: skipped, naming the Debian packages, without Tesseract
-    group: str | None = None  # steps that use what another step wrote share a group: one xdist worker, in order
+    # The commands whose folders this one reads (RUN_DIR, DIR, ...): `made` runs them first in this workspace, once,
+    # whichever test asks first - no step relies on the order or the worker pytest gives it.
+    needs: tuple[str, ...] = ()
 
 
-# The README's commands, in an order where each finds what the earlier ones made ({ws} = the workspace).
+# The README's commands ({ws} = the workspace). A step that reads another's folder names that command in `needs`.
+DEFAULT_RUN = "python -m vlmsweep"  # the steps that other steps read from (their `needs`)
+OWN_RUN = "python -m vlmsweep data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl"
+TWO_BY_TWO = "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all"
+AA = "python -m vlmsweep -m 'seed=range(8)'"
+CONTROL = "python -m vlmsweep -m eval.perturb.blank=0,0.5 seed=0,1,2"
+PREDICT_SCANS = "python -m vlmsweep.predict RUN_DIR/adapter scans/ --domain prescription_ko --out predictions.jsonl"
+EXPORT_MERGED = "python -m vlmsweep.export RUN_DIR/adapter --out merged"
+PER_DOMAIN = "python -m vlmsweep -m adapters=single,per_domain"
+SROIE = "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie"
+EXP1 = "python -m vlmsweep +experiment=exp1 model.path=/models/Qwen2-VL-2B-Instruct-bnb-4bit $DATA"
+
 STEPS: dict[str, Step | str] = {
     "python -m pytest -q": "the test command itself: this suite is what it runs",
     "python -m pytest -q -n 0": "the test command in one process: this suite is what it runs",
-    "python -m vlmsweep": Step(group="default", extra=QUICK + ["hydra.run.dir={ws}/runs/default"], check="run_ok"),
+    "python -m pytest -q --shuffle SEED": "the test command in a shuffled order: this suite is what it runs",
+    "python -m vlmsweep": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/default"], check="run_ok"),
     "python -m vlmsweep.data check my_data/train.jsonl": Step(check="check_ok"),
     "python -m vlmsweep.data check MANIFEST": Step(replace={"MANIFEST": "my_data/test.jsonl"}, check="check_ok"),
     "python -m vlmsweep data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl":
-        Step(group="own", extra=QUICK + ["hydra.run.dir={ws}/runs/own"], check="own_data"),
+        Step(extra=QUICK + ["hydra.run.dir={ws}/runs/own"], check="own_data"),
     "python -m vlmsweep train.enabled=false model.adapter=RUN_DIR/adapter data.test_manifest=my_data/test.jsonl":
-        Step(group="own", replace={"RUN_DIR": "{ws}/runs/own"}, extra=QUICK + ["hydra.run.dir={ws}/runs/own_eval"],
+        Step(needs=(OWN_RUN,), replace={"RUN_DIR": "{ws}/runs/own"}, extra=QUICK + ["hydra.run.dir={ws}/runs/own_eval"],
              check="same_as_own"),
     "python -m vlmsweep loop.cycles=1 data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl "
     "data.mining_manifest=my_data/pool.jsonl data.regression_manifest=my_data/regression.jsonl":
@@ -97,26 +112,26 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep --config-dir my_conf +experiment=my_rx": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/mine"],
                                                                       check="user_ids"),
     "python -m vlmsweep train.enabled=false model.adapter=PATH":
-        Step(group="default", replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + ["hydra.run.dir={ws}/runs/eval"],
+        Step(needs=(DEFAULT_RUN,), replace={"PATH": "{ws}/runs/default/adapter"}, extra=QUICK + ["hydra.run.dir={ws}/runs/eval"],
              check="same_as_default"),
-    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all": Step(group="2x2", extra=QUICK + ["hydra.sweep.dir={ws}/multirun/2x2"],
+    "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all": Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/2x2"],
                                                               check="four_runs"),
     "python -m vlmsweep.report outputs/multirun/DATE/TIME":
         "the `python -m vlmsweep.report DIR` step of tests/test_readme_commands.py runs this command on the 2x2's folder",
-    "python -m vlmsweep.report DIR": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
-    "python -m vlmsweep.report DIR --wandb offline": Step(group="2x2", replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
+    "python -m vlmsweep.report DIR": Step(needs=(TWO_BY_TWO,), replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
+    "python -m vlmsweep.report DIR --wandb offline": Step(needs=(TWO_BY_TWO,), replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
     "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all seed=0,1,2":
         "the 2x2 step of tests/test_readme_commands.py runs this multirun without seeds, and its positive-control step "
         "runs seeds as an axis through the command line into the report; tests/test_report_effects.py and "
         "tests/test_report_calibration.py check the seed statistics",
     "python -m vlmsweep -m 'seed=range(8)'":
-        Step(group="aa", replace={"range(8)": "range(4)"},
+        Step(replace={"range(8)": "range(4)"},
              extra=QUICK + ["train.enabled=false", "data.test_size=2", "hydra.sweep.dir={ws}/multirun/aa"], check="aa_runs",
              why="four seeds (the fewest an A/A takes) of an evaluation-only run: the command's path at a fraction of its "
                  "cost; the A/A statistics on trained seeds are tests/test_report_calibration.py's and benchmarks/bench_aa.py's"),
-    "python -m vlmsweep.report.calibrate DIR": Step(group="aa", replace={"DIR": "{ws}/multirun/aa"}, check="calibration"),
+    "python -m vlmsweep.report.calibrate DIR": Step(needs=(AA,), replace={"DIR": "{ws}/multirun/aa"}, check="calibration"),
     "python -m vlmsweep -m eval.perturb.blank=0,0.5 seed=0,1,2":
-        Step(group="control", replace={"seed=0,1,2": "seed=0,1"},
+        Step(replace={"seed=0,1,2": "seed=0,1"},
              extra=["train.enabled=false", "data.test_size=16", "eval.batch_size=8", "eval.max_new_tokens=12",
                     "max_pixels.visual_tokens=16", "tracker=none", "hydra.sweep.dir={ws}/multirun/control"],
              check="control_runs",
@@ -124,9 +139,9 @@ STEPS: dict[str, Step | str] = {
                  "where the warmed model opens its answers in the contract): the perturbation acts after generation, so training adds "
                  "nothing the control checks, and blanking an answer moves its raw CER to 1"),
     "python -m vlmsweep.report CONTROL_DIR --metrics contract.salvage_rate,text.raw_cer":
-        Step(group="control", replace={"CONTROL_DIR": "{ws}/multirun/control"}, check="control_found"),
+        Step(needs=(CONTROL,), replace={"CONTROL_DIR": "{ws}/multirun/control"}, check="control_found"),
     "python -m vlmsweep.export QLORA_RUN/adapter --out merged_nf4":
-        Step(group="2x2", replace={"QLORA_RUN": "{ws}/multirun/2x2/0"}, extra=["--check", "1", "--max-new-tokens", "8"],
+        Step(needs=(TWO_BY_TWO,), replace={"QLORA_RUN": "{ws}/multirun/2x2/0"}, extra=["--check", "1", "--max-new-tokens", "8"],
              check="export_nf4", why="the 2x2's quant=nf4 scope=llm run (job 0) on the default model is the QLoRA run"),
     "python -m vlmsweep -m decoding=free,json_schema":
         "tests/test_run.py::test_constrained_decoding_ab_through_the_run runs both decodings through run() and checks the "
@@ -172,7 +187,6 @@ STEPS: dict[str, Step | str] = {
     **{f"python -m vlmsweep +experiment=exp{i} model.path=/models/Qwen2-VL-2B-Instruct{suffix} $DATA":
        Step(replace={f"/models/Qwen2-VL-2B-Instruct{suffix}": "{%s}" % folder, "$DATA": DATA},
             extra=QUICK + ["max_pixels=256tok", f"hydra.run.dir={{ws}}/runs/exp{i}"], check=f"exp{i}",
-            group="exp1" if i == 1 else None,
             why="the embedded replica of the release stands in for the download; 256 visual tokens, not 1024")
        for i, suffix, folder in ((1, "-bnb-4bit", "bnb4"), (3, "", "release"))},
     **{f"python -m vlmsweep +experiment=exp{i} model.path=/models/Qwen2-VL-2B-Instruct{suffix} $DATA":
@@ -186,7 +200,7 @@ STEPS: dict[str, Step | str] = {
                                                            check="rendered"),
     "python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1":
         Step(replace={"DIR": "{ws}/rendered_mix", "--n 24": "--n 3"}, check="rendered"),
-    "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(group="sroie", check="sroie"),
+    "python -m vlmsweep.data sroie --root SROIE/ --out data/sroie": Step(check="sroie"),
     "python -m vlmsweep -m model=tiny,ocr_tesseract train.enabled=false":
         Step(extra=QUICK + ["hydra.sweep.dir={ws}/multirun/ocr"], check="ocr_report", needs_tesseract=True),
     "python -m vlmsweep model=ocr_tesseract 'eval.slices=[synthetic,numeric_challenge]'":
@@ -194,42 +208,46 @@ STEPS: dict[str, Step | str] = {
         "tests/test_readme_commands.py; tests/test_slices.py runs it on five pages per slice",
     "python -m vlmsweep model=ocr_tesseract 'eval.slices=[synthetic,numeric_challenge]' "
     "+eval.slice_manifests.real_receipts=data/sroie/manifest.jsonl":
-        Step(group="sroie", extra=QUICK + ["eval.slice_size=1", "hydra.run.dir={ws}/runs/real_receipts"], check="real_receipts",
+        Step(needs=(SROIE,), extra=QUICK + ["eval.slice_size=1", "hydra.run.dir={ws}/runs/real_receipts"], check="real_receipts",
              needs_tesseract=True),
     "python -m vlmsweep.memory +experiment=exp2 max_pixels=1024tok": Step(check="memory_exp2"),
     "python -m vlmsweep.memory model=qwen2_5_vl_3b": Step(check="memory_qwen2_5"),
     "python -m vlmsweep.memory OVERRIDES": "a placeholder for any run's overrides: the two steps above and tests/test_memory.py run it",
     "python -m vlmsweep.predict RUN_DIR/adapter scans/ --domain prescription_ko --out predictions.jsonl":
-        Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_scans"),
+        Step(needs=(DEFAULT_RUN,), replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"],
+             check="predict_scans"),
     "python -m vlmsweep.predict RUN_DIR/adapter my_data/new.jsonl --routing model --summary ko":
-        Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"], check="predict_manifest"),
+        Step(needs=(DEFAULT_RUN,), replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--max-new-tokens", "8"],
+             check="predict_manifest"),
     "python -m vlmsweep.export RUN_DIR/adapter --out merged":
-        Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--check", "2", "--max-new-tokens", "8"],
+        Step(needs=(DEFAULT_RUN,), replace={"RUN_DIR": "{ws}/runs/default"}, extra=["--check", "2", "--max-new-tokens", "8"],
              check="export_tiny"),
     "python -m vlmsweep train.enabled=false model=qwen2_vl_2b model.path=merged":
         "the export steps' checks in tests/test_readme_commands.py (_evaluated_like) evaluate each merged folder with "
         "these overrides (and the run's speed overrides) through run() in the test process, and compare metrics and "
         "answers with the run's: one command-line start (about 14 s of imports) less per merged folder",
     "python -m vlmsweep.predict merged scans/ --domain prescription_ko --out predictions_merged.jsonl":
-        Step(group="default", extra=["--max-new-tokens", "8"], check="predict_merged"),
+        Step(needs=(EXPORT_MERGED, PREDICT_SCANS), extra=["--max-new-tokens", "8"], check="predict_merged",
+             why="the journey: run -> predict -> export -> reload and re-evaluate (the export's check) -> predict with the "
+                 "merged folder, each step the command a user types"),
     "python -m vlmsweep.export EXP1_RUN/adapter --out merged_exp1":
-        Step(group="exp1", replace={"EXP1_RUN": "{ws}/runs/exp1"}, extra=["--check", "2", "--max-new-tokens", "8"],
+        Step(needs=(EXP1,), replace={"EXP1_RUN": "{ws}/runs/exp1"}, extra=["--check", "2", "--max-new-tokens", "8"],
              check="export_bnb4", why="exp1's run on the 4-bit replica of the release stands in for a QLoRA run"),
     "python -m vlmsweep.export RUN_DIR/adapter --out lora --vllm-lora":
-        Step(group="default", replace={"RUN_DIR": "{ws}/runs/default"}, check="vllm_lora"),
+        Step(needs=(DEFAULT_RUN,), replace={"RUN_DIR": "{ws}/runs/default"}, check="vllm_lora"),
     "python -m vlmsweep -m adapters=single,per_domain":
-        Step(group="adapters", extra=PER_DOMAIN_RUN + ["hydra.sweep.dir={ws}/multirun/adapters"],
+        Step(extra=PER_DOMAIN_RUN + ["hydra.sweep.dir={ws}/multirun/adapters"],
              check="per_domain_multirun",
              why="4 training and 3 test samples: per_domain needs a prescription and a receipt in each"),
     "python -m vlmsweep adapters=per_domain adapters.routing=model train.enabled=false model.adapter=RUN_DIR/adapters "
     "data.test_manifest=my_data/test.jsonl":
-        Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=QUICK + ["hydra.run.dir={ws}/runs/routed"],
+        Step(needs=(PER_DOMAIN,), replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=QUICK + ["hydra.run.dir={ws}/runs/routed"],
              check="routed_eval"),
     "python -m vlmsweep.export RUN_DIR/adapters/receipts --out merged_receipts":
-        Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--check", "1", "--max-new-tokens", "8"],
+        Step(needs=(PER_DOMAIN,), replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--check", "1", "--max-new-tokens", "8"],
              check="export_per_domain"),
     "python -m vlmsweep.predict RUN_DIR/adapters scans/ --domain prescription_ko --routing model":
-        Step(group="adapters", replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--max-new-tokens", "4", "--out", "routed.jsonl"],
+        Step(needs=(PER_DOMAIN,), replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--max-new-tokens", "4", "--out", "routed.jsonl"],
              check="routed_predict"),
     "python -m vlmsweep.model.warmup":
         ".ci/run runs this command before the suite; tests/test_warmup.py::"
@@ -311,10 +329,55 @@ def replica(name: str) -> Path:
     return ensure_embedded_model(name, os.environ["VLMSWEEP_CACHE"])
 
 
-# A step in a group runs on that group's xdist worker after the group's earlier steps; the others go to any worker
-# (each worker has its own workspace, made by the fixture above).
-RUNNABLE = [pytest.param(c, marks=pytest.mark.xdist_group(f"readme_{s.group}")) if s.group else c
-            for c, s in STEPS.items() if isinstance(s, Step)]
+RUNNABLE = [c for c, s in STEPS.items() if isinstance(s, Step)]
+
+# What each workspace's steps printed, by command: a step that another needs runs once per workspace (one per
+# module and worker), whether its own test or a test that needs it asks first. A failed step is kept as its error,
+# so the tests that need it fail at once with that error instead of running it again.
+_MADE: dict[tuple[Path, str], subprocess.CompletedProcess | AssertionError] = {}
+
+
+def made(command: str, ws: Path) -> subprocess.CompletedProcess:
+    """`command` run as the user types it (with its step's replacements and speed overrides) from `ws`, after the
+    commands it needs: the one place that starts a README command, so the result never depends on test order."""
+    key = (ws, command)
+    if key not in _MADE:
+        step = STEPS[command]
+        for need in step.needs:
+            try:
+                made(need, ws)
+            except AssertionError as e:
+                _MADE[key] = AssertionError(f"needed step `{need}` failed:\n{e}")
+                break
+        else:
+            line = command
+            for old, new in step.replace.items():
+                line = line.replace(old, new)
+            folders = {"ws": ws}
+            if "{release}" in line or "{bnb4}" in line:
+                folders |= {"release": replica("tiny"), "bnb4": replica("tiny_bnb4")}
+            argv = shlex.split(line.format(**folders)) + [x.format(**folders) for x in step.extra]
+            assert argv[:2] == ["python", "-m"]
+            try:
+                _MADE[key] = vlmsweep(argv[3:], ws, module=argv[2])
+            except AssertionError as e:
+                _MADE[key] = e
+    result = _MADE[key]
+    if isinstance(result, AssertionError):
+        raise result
+    return result
+
+
+def test_every_need_is_a_runnable_step_and_no_step_needs_itself():
+    """`needs` names commands that run here (not a reason string), and no chain of needs comes back to its start."""
+    def chain(command: str, seen: tuple[str, ...]) -> None:
+        assert command not in seen, f"a cycle of needs: {' -> '.join(seen + (command,))}"
+        assert isinstance(STEPS.get(command), Step), f"{seen[-1]} needs `{command}`, which is no runnable step"
+        for need in STEPS[command].needs:
+            chain(need, seen + (command,))
+    for command in RUNNABLE:
+        chain(command, ())
+    assert sum(bool(STEPS[c].needs) for c in RUNNABLE) >= 15  # the chains: every step that reads another's folder
 
 
 @pytest.mark.slow
@@ -326,15 +389,7 @@ def test_readme_command_runs(command, workspace):
 
         if NO_TESSERACT:
             pytest.skip(NO_TESSERACT)
-    line = command
-    for old, new in step.replace.items():
-        line = line.replace(old, new)
-    folders = {"ws": workspace}
-    if "{release}" in line or "{bnb4}" in line:
-        folders |= {"release": replica("tiny"), "bnb4": replica("tiny_bnb4")}
-    argv = shlex.split(line.format(**folders)) + [x.format(**folders) for x in step.extra]
-    assert argv[:2] == ["python", "-m"]
-    proc = vlmsweep(argv[3:], workspace, module=argv[2])
+    proc = made(command, workspace)
     if step.check:
         (CHECKS | OCR_CHECKS | PER_DOMAIN_CHECKS)[step.check](proc, workspace)
 
