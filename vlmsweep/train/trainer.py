@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -72,6 +73,45 @@ class LogCallback(TrainerCallback):
             logs["peak_memory_mb"] = round(self.memory_probe() / 2**20, 1)
         if self.sink is not None and state.is_world_process_zero:
             self.sink({f"train/{k}": v for k, v in logs.items()}, state.global_step)
+
+
+def _needs_graph(tower: torch.nn.Module, args: tuple, kwargs: dict) -> bool:
+    """Whether a forward of `tower` must record autograd: a parameter of it trains, or an input carries a gradient."""
+    if not torch.is_grad_enabled():
+        return False
+    if any(p.requires_grad for p in tower.parameters()):
+        return True
+    return any(isinstance(a, torch.Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
+
+
+@contextlib.contextmanager
+def frozen_towers_without_graph(model: torch.nn.Module) -> Iterator[list[str]]:
+    """For the enclosed block, a vision tower (blocks and merger) with no trainable parameter runs without autograd.
+
+    With gradient checkpointing, `Trainer.train()` calls `enable_input_require_grads()`, which hooks the input
+    embeddings of every nested model, `visual.patch_embed` included (transformers PR #41993): a frozen tower's output
+    then requires grad, its blocks are recomputed in backward and a gradient is computed that nothing uses (1.56x the
+    FLOPs of an LLM-only step at the 2B's widths and 988 visual tokens, plus the blocks' checkpoint inputs, which
+    vlmsweep.memory's estimate counts as not kept). The fix of ms-swift PR #10214: wrap the tower's forward and run
+    it under no_grad when all its parameters are frozen and no input needs a gradient, judged at each forward, so
+    scope=all (vision LoRA) and scope=llm_projector (a trained merger) record the graph as before. Yields the
+    names of the towers wrapped."""
+    towers = [(name, module) for name, module in model.named_modules() if name.rsplit(".", 1)[-1] == "visual"]
+    for _, tower in towers:
+        forward = tower.forward
+
+        def guarded(*args, _tower=tower, _forward=forward, **kwargs):
+            if _needs_graph(_tower, args, kwargs):
+                return _forward(*args, **kwargs)
+            with torch.no_grad():
+                return _forward(*args, **kwargs)
+
+        tower.forward = guarded  # an instance attribute: nn.Module.__call__ calls it; removed on exit
+    try:
+        yield [name for name, _ in towers]
+    finally:
+        for _, tower in towers:
+            del tower.forward
 
 
 def training_arguments(cfg: Config, out_dir: Path) -> TrainingArguments:
@@ -140,7 +180,7 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
         if resume:
             log.info("resuming from %s", resume)
     start = time.perf_counter()
-    with loss_fn.attached(model):
+    with loss_fn.attached(model), frozen_towers_without_graph(model):
         result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     samples = cfg.train.max_steps * cfg.train.batch_size * cfg.train.grad_accum * args.world_size

@@ -1,0 +1,60 @@
+"""vlmsweep/train/trainer.py on the embedded replica: what one training step computes, keeps and refuses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FAST, compose
+from vlmsweep.data import Record
+from vlmsweep.model.load import attach_lora, load_base_model
+from vlmsweep.train import trainer as trainer_mod
+from vlmsweep.train.collator import make_collator
+
+TRAIN = FAST + ["model=tiny", "quant=fp32", "max_pixels=64tok", "train.max_steps=2", "train.batch_size=2"]
+
+
+def records(folder, n: int = 4) -> list[Record]:
+    out = []
+    for i in range(n):
+        path = folder / f"{i}.png"
+        Image.new("RGB", (112, 140), (255, 255 - 40 * i, 255)).save(path)
+        target = {"patient_id": f"1234{i}", "patient_name": "홍길동" * (i % 2 + 1)}  # two answer lengths
+        out.append(Record(id=str(i), image=path, domain="prescription_ko", target=target, image_domain="prescription_ko"))
+    return out
+
+
+def setup(tiny_path, tmp_path, overrides: list[str]):
+    cfg = compose(TRAIN + overrides, output_dir=tmp_path)
+    base = load_base_model(cfg.model, cfg.quant, str(tiny_path), cfg.train.grad_checkpointing)
+    from vlmsweep.model.load import load_processor
+
+    model = attach_lora(base, cfg.scope, cfg.lora, cfg.seed)
+    return cfg, model, make_collator(cfg, load_processor(str(tiny_path)))
+
+
+def visual(model) -> torch.nn.Module:
+    return model.get_base_model().model.visual
+
+
+@pytest.mark.parametrize("scope", ["llm", "all"])
+def test_a_frozen_vision_tower_runs_once_per_step_outside_the_graph(tiny_path, tmp_path, scope):
+    cfg, model, collator = setup(tiny_path, tmp_path, [f"scope={scope}", "train.grad_checkpointing=true"])
+    tower = visual(model)
+    calls, grads = [], []
+    for block in tower.blocks:  # a checkpointed block's recompute runs its forward (not its hooks) and stops early
+        block.norm1.register_forward_pre_hook(lambda m, args: calls.append(torch.is_grad_enabled()))
+    tower.register_forward_hook(lambda m, args, out: grads.append(getattr(out, "pooler_output", out).requires_grad))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and ".visual." in n}
+    trainer_mod.train(model, collator, records(tmp_path), cfg, tmp_path)
+    steps, blocks = cfg.train.max_steps, len(tower.blocks)
+    if scope == "llm":  # one forward per block per step, none recomputed in backward; nothing flows into the tower
+        assert len(calls) == steps * blocks and not any(calls)
+        assert grads == [False] * steps
+        assert all(p.grad is None for p in tower.parameters())
+    else:  # the vision LoRA trains: the graph is recorded, the checkpointed blocks run again in backward
+        assert len(calls) == 2 * steps * blocks and all(calls) and grads == [True] * steps
+        changed = [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
+        assert any(".blocks." in n and "lora_B" in n for n in changed)
+    assert "forward" not in vars(tower)  # the wrapper is gone
