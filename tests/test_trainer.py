@@ -58,3 +58,14 @@ def test_a_frozen_vision_tower_runs_once_per_step_outside_the_graph(tiny_path, t
         changed = [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
         assert any(".blocks." in n and "lora_B" in n for n in changed)
     assert "forward" not in vars(tower)  # the wrapper is gone
+
+
+@pytest.mark.parametrize("impl", ["eager", "chunked"])
+def test_several_gpus_in_one_process_are_refused_for_every_loss(tmp_path, monkeypatch, impl):
+    from transformers import TrainingArguments
+
+    monkeypatch.setattr(TrainingArguments, "n_gpu", property(lambda self: 2))  # Kaggle's 2 x T4, no launcher
+    cfg = compose(TRAIN + [f"train.loss_impl={impl}"], output_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"2 GPUs in one process .*DataParallel.*torchrun --nproc_per_node=2.*"
+                                         r"accelerate launch"):
+        trainer_mod.train(None, None, [], cfg, tmp_path)

@@ -322,9 +322,32 @@ def attach_lora(base, scope: ScopeConfig, lora: LoraConfig, seed: int):
     return get_peft_model(base, config)
 
 
+# Weights from this size on are a real checkpoint (the 2B: 4.4 GB in bf16, 1.5 GB in 4-bit; the replicas: < 100 MB).
+REAL_CHECKPOINT_BYTES = 2**30
+
+
+def check_training_device(path: str, allow_cpu: bool) -> None:
+    """Training a real checkpoint where torch sees no CUDA device fails at start-up with the reason (the CPU takes days
+    for what a GPU does in hours, with only a dtype warning to show for it), unless train.allow_cpu=true asks for it."""
+    weights = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+    if allow_cpu or weights < REAL_CHECKPOINT_BYTES or torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        why = f"this torch ({torch.__version__}) is a CPU-only build"
+    elif os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        why = f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} hides every GPU, or none works"
+    else:
+        why = (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} and finds no device: no GPU, or an "
+               "NVIDIA driver older than that CUDA needs (nvidia-smi shows the driver's CUDA version)")
+    raise RuntimeError(f"model.path={path} ({weights / 2**30:.1f} GiB of weights) would train on the CPU: {why}. "
+                       "Fix the GPU setup, or set train.allow_cpu=true to train on the CPU anyway")
+
+
 def load(cfg: Config, path: str | None = None):
     """Base model (quantized as the config says) and processor, from one folder."""
     path = path or resolve_path(cfg.model, cfg.cache_dir)
+    if cfg.train.enabled:
+        check_training_device(path, cfg.train.allow_cpu)
     processor = load_processor(path)
     base = load_base_model(cfg.model, cfg.quant, path, cfg.train.grad_checkpointing)
     return base, processor, path

@@ -162,9 +162,11 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
     """Train `model` in place; returns training metrics (loss, steps, seconds, samples/s)."""
     args = training_arguments(cfg, out_dir)
     loss_fn = OutputLayerLoss(cfg.train.loss_impl, cfg.train.loss_chunk)
-    if args.n_gpu > 1 and loss_fn.impl != "eager":  # the Trainer would wrap the model in torch.nn.DataParallel
-        raise ValueError(f"train.loss_impl={loss_fn.impl} with {args.n_gpu} GPUs in one process (torch.nn.DataParallel): "
-                         "launch with torchrun or accelerate launch (one process per GPU), or use train.loss_impl=eager")
+    if args.n_gpu > 1:  # the Trainer would wrap the model in torch.nn.DataParallel, which splits a batch's flat
+        # patches and labels unevenly across the GPUs and runs every non-eager loss on one GPU's output layer input
+        raise ValueError(f"{args.n_gpu} GPUs in one process (the Trainer would use torch.nn.DataParallel): launch one "
+                         f"process per GPU with torchrun --nproc_per_node={args.n_gpu} -m vlmsweep ... or accelerate "
+                         "launch -m vlmsweep ..., or use one GPU (CUDA_VISIBLE_DEVICES=0)")
     trainer = Trainer(
         model=model,
         args=args,
