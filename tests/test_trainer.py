@@ -69,3 +69,48 @@ def test_several_gpus_in_one_process_are_refused_for_every_loss(tmp_path, monkey
     with pytest.raises(ValueError, match=r"2 GPUs in one process .*DataParallel.*torchrun --nproc_per_node=2.*"
                                          r"accelerate launch"):
         trainer_mod.train(None, None, [], cfg, tmp_path)
+
+
+def test_the_first_non_finite_loss_stops_training_naming_the_step_and_dtype(tiny_path, tmp_path):
+    cfg, model, collator = setup(tiny_path, tmp_path, ["train.max_steps=3", "train.batch_size=1"])
+    forwards = []
+
+    def nan_from_the_second_forward(module, args, out):  # an fp16 overflow, say, in the last norm
+        forwards.append(1)
+        return out * float("nan") if len(forwards) >= 2 else out
+
+    model.get_base_model().model.language_model.norm.register_forward_hook(nan_from_the_second_forward)
+    with pytest.raises(trainer_mod.NonFiniteLoss, match=r"the training loss is nan at step 2 \(quant\.dtype=float32\)"):
+        trainer_mod.train(model, collator, records(tmp_path), cfg, tmp_path)
+    assert len(forwards) == 2  # stopped there, not at evaluation hours later
+
+
+def test_num_items_in_batch_counts_every_target_of_the_accumulated_micro_batches(tiny_path, tmp_path, monkeypatch):
+    from vlmsweep.train.loss import OutputLayerLoss
+
+    calls = []
+    call = OutputLayerLoss.__call__
+
+    def spy(self, outputs, labels, num_items_in_batch=None):
+        calls.append((labels.numel(), int(num_items_in_batch)))
+        return call(self, outputs, labels, num_items_in_batch)
+
+    monkeypatch.setattr(OutputLayerLoss, "__call__", spy)
+    cfg, model, collator = setup(tiny_path, tmp_path, ["train.max_steps=1", "train.batch_size=1", "train.grad_accum=2"])
+    trainer_mod.train(model, collator, records(tmp_path, 2), cfg, tmp_path)
+    # the labels are the shifted targets already: the denominator is their count, not one less per micro-batch
+    assert len(calls) == 2 and calls[0][1] == calls[1][1] == calls[0][0] + calls[1][0]
+
+
+def test_collation_in_worker_processes_keeps_the_supervised_fraction_true(tiny_path, tmp_path):
+    fractions = {}
+    for workers in (0, 2):
+        out = tmp_path / f"workers-{workers}"
+        out.mkdir()
+        cfg, model, collator = setup(tiny_path, out, [f"train.num_workers={workers}"])
+        logged = []
+        _, metrics = trainer_mod.train(model, collator, records(tmp_path), cfg, out,
+                                       sink=lambda logs, step: logged.append(logs["train/supervised_fraction"]))
+        fractions[workers] = metrics["train.supervised_fraction"]
+        assert 0 < fractions[workers] < 1 and logged and all(0 < f < 1 for f in logged)
+    assert fractions[2] == pytest.approx(fractions[0])  # the same batches, counted where the model trains
