@@ -171,3 +171,16 @@ def test_nan_logits_fail_naming_the_sample(tiny_path):
     with pytest.raises(NonFiniteLogits, match=r"samples \['r7', 'r8'\]: NaN/inf logits at generated token 0"):
         generate_batch(model, processor, [chat, chat], [Image.new("RGB", (120, 120), "white")] * 2, max_new_tokens=2,
                        min_pixels=4 * PIXELS, max_pixels=16 * PIXELS, sample_ids=["r7", "r8"])
+
+
+@pytest.mark.parametrize("upcast", [True, False])
+def test_a_4bit_model_with_fp32_upcast_generates_under_its_compute_dtype_on_cuda(tiny_path, upcast):
+    from vlmsweep.config import ModelConfig, QuantConfig
+    from vlmsweep.evaluate.generate import autocast_dtype
+    from vlmsweep.model.load import load_base_model
+
+    quant = QuantConfig(name="nf4", dtype="bfloat16", load_in_4bit=True, fp32_upcast=upcast, cpu_bf16="keep")
+    model = load_base_model(ModelConfig(name="tiny"), quant, str(tiny_path))
+    # fp32 vision, norms and embedding would otherwise run in plain float32 on the GPU (TF32 off)
+    assert autocast_dtype(model, torch.device("cuda")) == (torch.bfloat16 if upcast else None)
+    assert autocast_dtype(model, torch.device("cpu")) is None

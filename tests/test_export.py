@@ -84,3 +84,29 @@ def test_a_model_folder_computes_in_the_dtype_it_is_saved_in(tmp_path, saved, qu
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "dtype": saved}))
     cfg = model_config(tmp_path, None)
     assert (cfg.quant.name, cfg.quant.dtype, cfg.model.path) == (quant, saved, str(tmp_path))
+
+
+def test_a_16bit_adapter_is_warned_of_the_expected_mismatch_before_merging(tmp_path, monkeypatch, caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from vlmsweep import export
+    from vlmsweep.config import QuantConfig
+    from vlmsweep.model import inference
+
+    quant = QuantConfig(name="bf16", dtype="bfloat16", cpu_bf16="keep")  # a GPU's bf16 run, as its folder records it
+    opened = SimpleNamespace(cfg=SimpleNamespace(quant=quant), info={"precision": {"weights": "bfloat16"}}, folder=tmp_path)
+    monkeypatch.setattr(inference, "open_folder", lambda folder, **kw: opened)
+
+    class Merging(Exception):
+        pass
+
+    def merging(*args):
+        raise Merging
+
+    monkeypatch.setattr(export, "merged_model", merging)
+    with caplog.at_level(logging.WARNING, logger="vlmsweep.export"), pytest.raises(Merging):
+        export.export_merged(tmp_path, tmp_path / "merged", checks=0, max_new_tokens=4)
+    assert any("the adapter computed in bfloat16" in r.getMessage() and "ExportMismatch" in r.getMessage()
+               for r in caplog.records)  # said before the merge began
+    assert export.merge_warning("float32") is None

@@ -104,3 +104,21 @@ def test_every_folder_of_code_is_in_the_wheel():
                for p in (root / top).rglob("*.py")}
     assert folders <= listed, f"add to [tool.setuptools] packages: {sorted(folders - listed)}"
     assert "vlmsweep.conf" in listed
+
+
+def test_the_floors_are_the_versions_ci_lowest_proves():
+    """`.ci/lowest` installs exactly these floors and runs the replica. Below them: TrainingArguments
+    (activation_checkpointing=) and apply_chat_template(processor_kwargs=) fail (transformers < 5.23), peft 0.17
+    imports transformers.HybridCache, the Trainer calls accelerate's unwrap_model(keep_torch_compile=) (< 1.3), and
+    wandb.init(reinit="finish_previous") raises (< 0.19.10)."""
+    import os
+    import re
+
+    from packaging.version import Version
+
+    text = (PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
+    needed = {"transformers": "5.23.0", "peft": "0.18.0", "accelerate": "1.3.0", "wandb": "0.19.10"}
+    for name, version in needed.items():
+        floor = re.search(rf'"{name}>=([\d.]+)', text)
+        assert floor and Version(floor.group(1)) >= Version(version), (name, floor and floor.group(1))
+    assert os.access(PACKAGE.parent / ".ci" / "lowest", os.X_OK)

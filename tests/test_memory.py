@@ -135,6 +135,21 @@ def test_measure_cpu_sees_an_allocation():
     assert 60 * 2**20 < m.peak_bytes < 90 * 2**20
 
 
+def test_measure_cuda_reads_the_peak_while_the_block_runs(monkeypatch):
+    # every training log line reads the peak inside the block (peak_memory_mb): it was 0.0 on CUDA until the end
+    allocated = {"peak": 5 * 2**20}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2**20)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: allocated["peak"])
+    with measure("cuda") as m:
+        assert m.peak_bytes == 5 * 2**20
+        allocated["peak"] = 7 * 2**20
+        assert m.peak_bytes == 7 * 2**20
+    allocated["peak"] = 9 * 2**20  # after the block: the block's figure stays
+    assert m.peak_bytes == 7 * 2**20 and m.baseline_bytes == 2**20
+
+
 def _in_fresh_process(config: str, dtype, **kwargs) -> tuple[int, int]:
     """measure_training_step(CONFIG, dtype, **kwargs) in a fresh process: peak RSS growth in a test worker that
     earlier tests left with freed heap is not the step's own (the step reuses that memory, or the worker's allocator

@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
+from conftest import FAST, compose
 from vlmsweep.config import ModelConfig
 from vlmsweep.model import release
 from vlmsweep.model.load import CheckpointNotFound, resolve_path
@@ -134,3 +135,19 @@ def test_presets_on_a_real_checkpoint_get_real_training_settings_and_tiny_keeps_
     assert (tiny.train.lr, tiny.train.max_steps, tiny.train.grad_checkpointing) == (
         default.train.lr, default.train.max_steps, default.train.grad_checkpointing)
     assert compose([f"+experiment={exp}", "train.lr=3e-4"]).train.lr == 3e-4  # the command line wins
+
+
+def test_training_a_real_checkpoint_without_cuda_fails_at_start_up_unless_asked(tmp_path, monkeypatch):
+    from vlmsweep.model.load import check_training_device
+    from vlmsweep.run import run
+
+    folder = tmp_path / "Qwen2-VL-2B-Instruct"
+    folder.mkdir()
+    with open(folder / "model-00001-of-00002.safetensors", "wb") as f:
+        f.truncate(3 * 2**30)  # sparse: a 2B's size on disk, no disk used
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a driver too old for torch's CUDA, say
+    with pytest.raises(RuntimeError, match=r"\(3\.0 GiB of weights\) would train on the CPU: .*train\.allow_cpu=true"):
+        run(compose(FAST + ["model=qwen2_vl_2b", f"model.path={folder}"], output_dir=tmp_path / "run"))
+    check_training_device(str(folder), allow_cpu=True)  # asked for: no error
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_training_device(str(folder), allow_cpu=False)  # a GPU: no error

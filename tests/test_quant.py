@@ -113,9 +113,82 @@ def test_quant_options_that_disagree_with_the_checkpoint_are_warned(bnb4_path, c
         check_prequantized(PREQUANTIZED, fp4_vision, str(bnb4_path))
         check_prequantized(PREQUANTIZED, NF4, str(bnb4_path))  # agrees: nothing more
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 2
-    assert "quant.quant_type=fp4, the checkpoint holds nf4" in warnings[0]
-    assert "quant.quantize_vision=True" in warnings[1] and "model.visual" in warnings[1]
+    assert len(warnings) == 1 and "quant.quant_type=fp4, the checkpoint holds nf4" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vlmsweep.model.load"):  # judged from the loaded modules
+        load_base_model(PREQUANTIZED, fp4_vision, str(bnb4_path))
+    assert any("quant.quantize_vision=true, but the checkpoint holds its vision tower in 16-bit" in r.getMessage()
+               for r in caplog.records)
+
+
+def rewritten(bnb4_path, tmp_path, skip: list[str]):
+    """A copy of the pre-quantized replica whose config.json lists `skip` (its saved tensors unchanged)."""
+    import shutil
+
+    folder = tmp_path / "bnb4"
+    shutil.copytree(bnb4_path, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"]["llm_int8_skip_modules"] = skip
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+# The spellings a pre-quantized Qwen2-VL's skip list comes in: 4.x names (transformers 5 matches them from the start
+# of a 5.x name or as a suffix, and renames none), 5.x names, an unsloth-style list naming the merger and no tower,
+# single vision blocks. The replica's tensors keep the whole tower in 16-bit in every case.
+SPELLINGS = {
+    "4.x": ["visual", "lm_head"],
+    "5.x": ["model.visual", "lm_head"],
+    "unsloth": ["lm_head", "multi_modal_projector", "merger", "modality_projection"],
+    "blocks": ["visual.blocks.0", "visual.blocks.1", "visual.merger.mlp.0", "visual.merger.mlp.2", "lm_head"],
+}
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_a_skip_list_in_any_spelling_loads_the_vision_tower_as_saved(bnb4_path, tmp_path, spelling):
+    folder = rewritten(bnb4_path, tmp_path, SPELLINGS[spelling])
+    model = load_base_model(PREQUANTIZED, NF4, str(folder))
+    parts = four_bit_by_part(model)
+    assert parts["vision"][0] == 0 and parts["merger"][0] == 0 and parts["llm"][0] == parts["llm"][1] - 1
+    qkv = model.model.visual.blocks[0].attn.qkv
+    assert type(qkv) is torch.nn.Linear and qkv.weight.dtype == torch.float32  # fp32_upcast: 16-bit, then fp32
+    grid = torch.tensor([[1, 4, 4]])  # 16 patches of 3 x 2 x 14 x 14 values: the tower's forward runs
+    with torch.no_grad():
+        model.model.visual(torch.randn(16, 3 * 2 * 14 * 14), grid_thw=grid)
+
+
+def test_a_4bit_vision_tower_or_a_4bit_layer_of_plain_weights_fails_in_one_line(bnb4_path, tmp_path):
+    from vlmsweep.model.load import check_four_bit_parts
+
+    with pytest.raises(ValueError, match=r"model\.visual\.blocks\.0\.attn\.qkv .*4-bit.*quant\.quantize_vision=false.*"
+                                         r"model=qwen2_vl_2b quant=nf4"):
+        check_four_bit_parts(load_base_model(ModelConfig(name="tiny"), NF4_VISION, str(tiny_of(bnb4_path))),
+                             NF4, prequantized=True)
+    # the parent's failure: a 4.x list loaded as written leaves plain weights in Linear4bit layers
+    from transformers import Qwen2VLForConditionalGeneration
+
+    folder = rewritten(bnb4_path, tmp_path, ["visual", "lm_head"])
+    broken = Qwen2VLForConditionalGeneration.from_pretrained(folder, device_map={"": "cpu"})
+    with pytest.raises(ValueError, match=r"model\.visual\.blocks\.0\.attn\.qkv was loaded as a 4-bit layer but holds "
+                                         r"torch\.bfloat16 weights.*llm_int8_skip_modules"):
+        check_four_bit_parts(broken, NF4, prequantized=True)
+
+
+def tiny_of(bnb4_path):
+    from vlmsweep.model.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(bnb4_path.parent.parent)
+
+
+NF4_VISION = QuantConfig(name="nf4", dtype="bfloat16", load_in_4bit=True, cpu_bf16="keep", quantize_vision=True)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_the_4bit_layers_of_a_prequantized_checkpoint_compute_in_quant_dtype(bnb4_path, dtype):
+    # the replica saved bnb_4bit_compute_dtype=bfloat16, as unsloth's does; a T4 asks for float16
+    quant = QuantConfig(name="nf4", dtype=dtype, load_in_4bit=True)
+    model = load_base_model(PREQUANTIZED, quant, str(bnb4_path))
+    assert model.model.language_model.layers[0].self_attn.q_proj.compute_dtype == getattr(torch, dtype)
 
 
 def test_prequantized_flag_must_match_the_checkpoint(bnb4_path, tiny_path):

@@ -82,3 +82,26 @@ def test_prequantized_replica_trains_and_evaluates_on_the_cpu(tmp_path, scope, c
     assert metrics["train.steps"] == 1 and "contract.strict_parse_rate" in metrics
     assert (metrics["train.trainable_params.vision"] > 0) == (scope == "all")
     assert json.loads((tmp_path / "adapter" / INFO_FILE).read_text())["base"]["prequantized"] is True
+
+
+@pytest.mark.parametrize("skip", [["visual", "lm_head"], ["lm_head", "multi_modal_projector", "merger", "modality_projection"]],
+                         ids=["4.x-names", "unsloth-style"])
+def test_a_prequantized_checkpoint_with_a_foreign_skip_list_trains_and_evaluates(cache_dir, tmp_path, skip):
+    """The release's 4-bit copy as the user passes it (model=qwen2_vl_2b_bnb4 model.path=DIR), its skip list spelled
+    as transformers 4.x or unsloth wrote it: the vision tower loads in 16-bit, as saved, and the run goes through."""
+    import shutil
+
+    from userdata import run_dir, vlmsweep
+
+    folder = tmp_path / "Qwen2-VL-2B-Instruct-bnb-4bit"
+    shutil.copytree(ensure_embedded_model("tiny_bnb4", cache_dir), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"]["llm_int8_skip_modules"] = skip
+    (folder / "config.json").write_text(json.dumps(config))
+    proc = vlmsweep(["model=qwen2_vl_2b_bnb4", f"model.path={folder}", "quant=nf4", "tracker=none", "max_pixels=64tok",
+                     "train.max_steps=1", "train.batch_size=2", "train.logging_steps=1", "data.train_size=2",
+                     "data.test_size=2", "eval.batch_size=2", "eval.max_new_tokens=8", f"cache_dir={cache_dir}"],
+                    cwd=tmp_path)
+    assert "4-bit linear layers per part: vision 0/8, merger 0/2, llm 14/15" in proc.stdout + proc.stderr
+    metrics = read_json(run_dir(proc) / "metrics.json")
+    assert metrics["train.steps"] == 1 and "contract.strict_parse_rate" in metrics

@@ -162,6 +162,7 @@ class TrainConfig:
     resume: bool = True  # resume from the last checkpoint in the run folder if one exists
     logging_steps: int = 5
     num_workers: int = 0  # DataLoader workers
+    allow_cpu: bool = False  # a real checkpoint (1 GiB of weights or more) trains where torch sees no CUDA device only if true
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,17 @@ def mismatch_message(dtype: str, trained: str, computed: str, check: dict, other
                            "float32 is the widest dtype") + f". {why}"
 
 
+def merge_warning(computed: str) -> str | None:
+    """Said before merging an adapter that computed in 16-bit: its check is expected to fail (mismatch_message's why),
+    and the user should know that before a merge of a 2B model, not after it."""
+    if computed == "float32":
+        return None
+    return (f"the adapter computed in {computed}: a merged weight rounds its LoRA update apart from how the adapter "
+            "computed it, so the merged model is expected to answer some documents differently (ExportMismatch after "
+            "the merge). Serving the adapter itself (predict on the adapter folder, or --vllm-lora) needs no merge; "
+            "quant=fp32 training merges alike. Merging to check")
+
+
 def export_merged(adapter: Path, out: Path, checks: int, max_new_tokens: int, dtype: str = "auto") -> dict:
     """Merge in `dtype` (auto: the adapter's own), save, reload, compare; returns (and writes) the check.
     Raises ExportMismatch on a difference, naming the dtype that reproduces the adapter's answers if one does."""
@@ -205,6 +216,8 @@ def export_merged(adapter: Path, out: Path, checks: int, max_new_tokens: int, dt
     ref = answers(reference.model, reference.processor, reference.settings, docs, max_new_tokens) \
         if docs else ([], None)
     del reference
+    if (warning := merge_warning(computed)) is not None:
+        log.warning(warning)
     model, opened, dequantised = merged_model(adapter, DTYPES[chosen])
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -348,7 +348,10 @@ def estimate(
         else:
             vision_act = patches * n_blocks * block_patch
     else:
-        vision_act = patches * block_patch  # no graph is kept: one block's working set at a time
+        # no graph is kept: one block's working set at a time. True under gradient checkpointing too since the
+        # frozen tower runs under no_grad (vlmsweep.train.trainer.frozen_towers_without_graph); before, the Trainer's
+        # input-grad hook on visual.patch_embed kept every block's checkpoint input and recomputed the blocks.
+        vision_act = patches * block_patch
     merger_stores = vision_stores or "merger" in trainable_parts
     # merger: ln_q over the patches, then Linear(4e,4e) -> GELU -> Linear(4e,h) per visual token.
     merger_tok = compute_bytes * (merge * e * 2 + 4 * merge * e) + (per_lora_input * 2 * merge * e if lora_r > 0 and "merger" in trainable_parts else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -208,6 +209,22 @@ def vocab_size_of(model) -> int:
     return int(text_config.vocab_size)
 
 
+def autocast_dtype(model, device: torch.device) -> torch.dtype | None:
+    """The 16-bit dtype to generate under autocast on CUDA, or None. A 4-bit model prepared with quant.fp32_upcast holds
+    its vision tower, norms, embedding and LoRA in float32: training runs them under the Trainer's bf16/fp16 autocast,
+    but a bare generate() would run them in plain float32 (TF32 off by default), several times slower on a GPU. Its
+    4-bit layers' compute dtype says what training used."""
+    if device.type != "cuda":
+        return None
+    # by class name: bitsandbytes is optional, and a model without it has no 4-bit layer
+    compute = next((m.compute_dtype for m in model.modules() if type(m).__name__ == "Linear4bit"), None)
+    if compute not in (torch.bfloat16, torch.float16):
+        return None
+    if not any(p.dtype == torch.float32 for p in model.parameters()):
+        return None
+    return compute
+
+
 @torch.inference_mode()
 def generate_batch(
     model,
@@ -254,12 +271,14 @@ def generate_batch(
     if schemas is not None:
         processors.append(constrained_processor(tokenizer, vocab_size_of(model), schemas, stops))
     json_stop = JsonCompleteStop(tokenizer, prompt_len, batch, token_text)
-    out = model.generate(
-        **inputs,
-        generation_config=gen_config,
-        logits_processor=processors,
-        stopping_criteria=StoppingCriteriaList([json_stop]),
-    )
+    dtype = autocast_dtype(model, device)
+    with torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext():
+        out = model.generate(
+            **inputs,
+            generation_config=gen_config,
+            logits_processor=processors,
+            stopping_criteria=StoppingCriteriaList([json_stop]),
+        )
     seconds = (time.perf_counter() - start) / batch
     eos_ids = set(stops)
     merge = getattr(processor.image_processor, "merge_size", 2)

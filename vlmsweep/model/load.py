@@ -131,7 +131,8 @@ def checkpoint_quantization(path: str) -> dict | None:
 
 
 def check_prequantized(model: ModelConfig, quant: QuantConfig, path: str) -> None:
-    """A pre-quantized checkpoint decides its own 4-bit layout; the options that cannot change it warn."""
+    """A pre-quantized checkpoint decides its own 4-bit layout; the options that cannot change it warn. What is 4-bit
+    per part is judged after loading, from the modules (check_four_bit_parts), not from the config's strings."""
     saved = checkpoint_quantization(path)
     if saved is None:
         if model.prequantized:
@@ -152,14 +153,82 @@ def check_prequantized(model: ModelConfig, quant: QuantConfig, path: str) -> Non
         disagreements.append(f"quant.quant_type={quant.quant_type}, the checkpoint holds {saved['bnb_4bit_quant_type']}")
     if bool(saved.get("bnb_4bit_use_double_quant")) != quant.double_quant:
         disagreements.append(f"quant.double_quant={quant.double_quant}, the checkpoint's is {saved.get('bnb_4bit_use_double_quant')}")
-    skips = saved.get("llm_int8_skip_modules") or []
-    vision_kept = any(s.strip(".").endswith("visual") for s in skips)
-    if quant.load_in_4bit and vision_kept == quant.quantize_vision:
-        disagreements.append(
-            f"quant.quantize_vision={quant.quantize_vision}, the checkpoint's skip list is {skips}"
-        )
     for what in disagreements:
         log.warning("model.prequantized: %s; the checkpoint decides (the per-part 4-bit log shows what was loaded)", what)
+
+
+# Suffixes of the tensors bitsandbytes saves beside a 4-bit weight (its quant state): a module with one is 4-bit.
+_QUANT_STATE = (".weight.absmax", ".weight.quant_map", ".weight.quant_state.", ".weight.nested_absmax")
+
+
+def module_name(saved: str) -> str:
+    """A module's name as saved by transformers 4.x (the release: `visual.*`, `model.layers.*`) as transformers 5 names
+    it in Qwen2-VL / Qwen2.5-VL (`model.visual.*`, `model.language_model.*`); 5.x names are returned unchanged."""
+    if saved.startswith("visual."):
+        return "model." + saved
+    if saved.startswith("model.") and not saved.startswith(("model.visual.", "model.language_model.")):
+        return "model.language_model." + saved.removeprefix("model.")
+    return saved
+
+
+def saved_linear_layout(path: str) -> tuple[set[str], set[str]]:
+    """(4-bit modules, 16/32-bit matrix modules) as the checkpoint's safetensors hold them, by transformers 5 names."""
+    from safetensors import safe_open
+
+    packed, plain = set(), set()
+    for file in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            for key in f.keys():
+                if any(tag in key for tag in _QUANT_STATE):
+                    packed.add(module_name(key.split(".weight.", 1)[0]))
+                elif key.endswith(".weight") and len(f.get_slice(key).get_shape()) == 2 and "embed_tokens" not in key:
+                    plain.add(key.removesuffix(".weight"))  # a matrix: a linear layer (the embedding is none)
+    return packed, {module_name(m) for m in plain} - packed
+
+
+def skip_list_from_weights(path: str) -> list[str]:
+    """The `llm_int8_skip_modules` that loads a pre-quantized checkpoint as it was saved: every module stored in
+    16/32-bit, each under the shortest name that covers no 4-bit module.
+
+    transformers 5 matches skip entries from the start of a module name or as a suffix and does not rename a 4.x
+    checkpoint's list, so `["visual", "lm_head"]` (4.x names), unsloth-style lists (`merger`, `visual.blocks.31`) and
+    5.x names load differently; an entry that misses a 16-bit module makes a Linear4bit of plain weights, whose first
+    forward fails inside bitsandbytes with a bare AssertionError. The saved tensors say what is 4-bit, whatever the
+    list's spelling. The output layer is kept out too unless it was saved in 4-bit (tied to the embedding, it is not
+    saved at all)."""
+    packed, plain = saved_linear_layout(path)
+    if not packed:
+        raise ValueError(f"model.prequantized=true but no 4-bit weight (bitsandbytes quant state) is saved in {path}: "
+                         "set model.prequantized=false for a 16-bit checkpoint")
+    skip = set()
+    for name in plain:
+        parts = name.split(".")
+        prefixes = (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        skip.add(next(p for p in prefixes if not any(q == p or q.startswith(p + ".") for q in packed)))
+    if "lm_head" not in packed:
+        skip.add("lm_head")
+    return sorted(skip)
+
+
+def prequantized_config(path: str, quant: QuantConfig):
+    """The checkpoint's config with a quantization_config that loads its saved layout (skip_list_from_weights) and
+    computes in the dtype the run asks for: the checkpoint's saved `bnb_4bit_compute_dtype` (bfloat16 in unsloth's)
+    would otherwise win over quant.dtype (a T4 needs float16)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    saved = config.quantization_config
+    saved = dict(saved if isinstance(saved, dict) else saved.to_dict())
+    skip = skip_list_from_weights(path)
+    if sorted(saved.get("llm_int8_skip_modules") or []) != skip:
+        log.info("model.prequantized: the checkpoint's skip list %s loads as %s (read from its saved 4-bit tensors)",
+                 saved.get("llm_int8_skip_modules"), skip)
+    dtype = str(torch_dtype(quant)).removeprefix("torch.")
+    if saved.get("bnb_4bit_compute_dtype") not in (None, dtype):
+        log.info("model.prequantized: 4-bit layers compute in %s (quant.dtype), not the checkpoint's %s",
+                 dtype, saved["bnb_4bit_compute_dtype"])
+    config.quantization_config = saved | {"llm_int8_skip_modules": skip, "bnb_4bit_compute_dtype": dtype}
+    return config
 
 
 def four_bit_by_part(model) -> dict[str, tuple[int, int]]:
@@ -175,6 +244,31 @@ def four_bit_by_part(model) -> dict[str, tuple[int, int]]:
     return {part: (packed[part], linear[part]) for part in ("vision", "merger", "llm")}
 
 
+def check_four_bit_parts(model, quant: QuantConfig, prequantized: bool) -> dict[str, tuple[int, int]]:
+    """What is 4-bit per part, from the loaded modules, logged; a 4-bit layer that holds no packed weights, or a
+    4-bit vision tower the run did not ask for, fails in one line naming the module and the fix."""
+    import bitsandbytes as bnb
+
+    parts = four_bit_by_part(model)
+    log.info("4-bit linear layers per part: %s", ", ".join(f"{p} {n}/{t}" for p, (n, t) in parts.items()))
+    four_bit = {name: m for name, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    for name, module in four_bit.items():
+        if getattr(module.weight, "quant_state", None) is None:
+            raise ValueError(f"{name} was loaded as a 4-bit layer but holds {module.weight.dtype} weights, not packed "
+                             f"4-bit ones: its checkpoint's skip list misses it. Add {name} to llm_int8_skip_modules "
+                             "in the checkpoint's config.json")
+    vision_4bit = [name for name in four_bit if part_of(name) in ("vision", "merger")]
+    if vision_4bit and not quant.quantize_vision:
+        fix = ("load the 16-bit release and quantize it while loading (model=qwen2_vl_2b quant=nf4) or set "
+               "quant.quantize_vision=true" if prequantized else "set quant.quantize_vision=true")
+        raise ValueError(f"{vision_4bit[0]} (and {len(vision_4bit) - 1} more vision/merger layers) loaded in 4-bit, "
+                         f"but quant.quantize_vision=false keeps the vision tower in 16-bit: {fix}")
+    if prequantized and quant.quantize_vision and not vision_4bit:
+        log.warning("model.prequantized: quant.quantize_vision=true, but the checkpoint holds its vision tower in "
+                    "16-bit; the checkpoint decides")
+    return parts
+
+
 def load_base_model(model: ModelConfig, quant: QuantConfig, path: str, grad_checkpointing: bool = False):
     check_precision(quant)
     check_prequantized(model, quant, path)
@@ -183,6 +277,8 @@ def load_base_model(model: ModelConfig, quant: QuantConfig, path: str, grad_chec
     four_bit = quantization is not None or model.prequantized
     if quantization is not None:
         kwargs["quantization_config"] = quantization
+    if model.prequantized:
+        kwargs["config"] = prequantized_config(path, quant)
     if four_bit:
         kwargs["device_map"] = {"": device()}  # bitsandbytes places (and quantizes) while loading
     try:
@@ -192,8 +288,7 @@ def load_base_model(model: ModelConfig, quant: QuantConfig, path: str, grad_chec
     if not four_bit:
         base.to(device())
     if four_bit:
-        parts = four_bit_by_part(base)
-        log.info("4-bit linear layers per part: %s", ", ".join(f"{p} {n}/{t}" for p, (n, t) in parts.items()))
+        check_four_bit_parts(base, quant, model.prequantized)
         if quant.fp32_upcast:
             base = prepare_model_for_kbit_training(
                 base,
@@ -227,9 +322,32 @@ def attach_lora(base, scope: ScopeConfig, lora: LoraConfig, seed: int):
     return get_peft_model(base, config)
 
 
+# Weights from this size on are a real checkpoint (the 2B: 4.4 GB in bf16, 1.5 GB in 4-bit; the replicas: < 100 MB).
+REAL_CHECKPOINT_BYTES = 2**30
+
+
+def check_training_device(path: str, allow_cpu: bool) -> None:
+    """Training a real checkpoint where torch sees no CUDA device fails at start-up with the reason (the CPU takes days
+    for what a GPU does in hours, with only a dtype warning to show for it), unless train.allow_cpu=true asks for it."""
+    weights = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+    if allow_cpu or weights < REAL_CHECKPOINT_BYTES or torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        why = f"this torch ({torch.__version__}) is a CPU-only build"
+    elif os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        why = f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} hides every GPU, or none works"
+    else:
+        why = (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} and finds no device: no GPU, or an "
+               "NVIDIA driver older than that CUDA needs (nvidia-smi shows the driver's CUDA version)")
+    raise RuntimeError(f"model.path={path} ({weights / 2**30:.1f} GiB of weights) would train on the CPU: {why}. "
+                       "Fix the GPU setup, or set train.allow_cpu=true to train on the CPU anyway")
+
+
 def load(cfg: Config, path: str | None = None):
     """Base model (quantized as the config says) and processor, from one folder."""
     path = path or resolve_path(cfg.model, cfg.cache_dir)
+    if cfg.train.enabled:
+        check_training_device(path, cfg.train.allow_cpu)
     processor = load_processor(path)
     base = load_base_model(cfg.model, cfg.quant, path, cfg.train.grad_checkpointing)
     return base, processor, path

@@ -118,10 +118,11 @@ def write_replica(config: dict, folder: Path, seed: int = 0, dtype: torch.dtype 
     write_tokenizer(folder)
 
 
-def write_prequantized(source: Path, folder: Path) -> None:
+def write_prequantized(source: Path, folder: Path, skip: list[str] | None = None, device: str = "cpu") -> None:
     """The replica quantized by bitsandbytes (NF4, double quant) and saved in 4-bit, as a
     pre-quantized checkpoint is: packed weights with their quant-state tensors, and a
-    `quantization_config` with its own skip list in config.json."""
+    `quantization_config` with its own skip list in config.json. `skip`: the list config.json records
+    (TINY_BNB4_SKIP, which is what is kept out; another spelling is written as given, the tensors unchanged)."""
     quantization = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -130,14 +131,17 @@ def write_prequantized(source: Path, folder: Path) -> None:
         llm_int8_skip_modules=list(TINY_BNB4_SKIP),
     )
     model = Qwen2VLForConditionalGeneration.from_pretrained(
-        source, quantization_config=quantization, dtype=torch.bfloat16, device_map={"": "cpu"}
+        source, quantization_config=quantization, dtype=torch.bfloat16, device_map={"": device}
     )
     model.save_pretrained(folder)
+    del model
     (folder / "chat_template.jinja").unlink(missing_ok=True)
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     config["torch_dtype"] = "bfloat16"
     saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config["quantization_config"] = saved["quantization_config"]
+    if skip is not None:
+        config["quantization_config"]["llm_int8_skip_modules"] = list(skip)
     release.write_json(folder / "config.json", config)
     for name in ("generation_config.json", "preprocessor_config.json", "chat_template.json", "tokenizer.json",
                  "tokenizer_config.json", "vocab.json", "merges.txt"):

@@ -6,23 +6,29 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @dataclass
 class MemoryMeasurement:
     """peak_bytes: on CUDA torch.cuda.max_memory_allocated() (absolute: weights loaded before count);
-    on the CPU the peak resident-set growth over the RSS at entry (so enter before building the model)."""
+    on the CPU the peak resident-set growth over the RSS at entry (so enter before building the model).
+    It reads the peak so far while the block runs too (every training log line shows it), on either device."""
 
     device: str = "cpu"
     baseline_bytes: int = 0
-    peak_bytes: int = 0
     samples: int = 0
+    _peak: int = 0
+    _live: Callable[[], int] | None = None  # CUDA, inside the block: the allocator's peak since entry
+
+    @property
+    def peak_bytes(self) -> int:
+        return self._live() if self._live is not None else self._peak
 
 
 @contextlib.contextmanager
 def measure(device: str | None = None, interval_s: float = 0.01) -> Iterator[MemoryMeasurement]:
-    """Measure peak memory of the enclosed block; read `.peak_bytes` after the block.
+    """Measure peak memory of the enclosed block; read `.peak_bytes` in it (so far) or after it.
 
     CUDA: resets the peak statistics at entry (Hydra's basic launcher runs multirun jobs in one process
     and would otherwise carry the previous job's peak, Hydra #2631). CPU: VmHWM in /proc is the
@@ -38,11 +44,13 @@ def measure(device: str | None = None, interval_s: float = 0.01) -> Iterator[Mem
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         result.baseline_bytes = torch.cuda.memory_allocated(device)
+        result._live = lambda: torch.cuda.max_memory_allocated(device)
         try:
             yield result
         finally:
             torch.cuda.synchronize(device)
-            result.peak_bytes = torch.cuda.max_memory_allocated(device)
+            result._live = None
+            result._peak = torch.cuda.max_memory_allocated(device)
             result.samples = 1
         return
 
@@ -57,7 +65,7 @@ def measure(device: str | None = None, interval_s: float = 0.01) -> Iterator[Mem
     def sample() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], proc.memory_info().rss)
-            result.peak_bytes = peak[0] - result.baseline_bytes  # readable while the block runs
+            result._peak = peak[0] - result.baseline_bytes  # readable while the block runs
             result.samples += 1
             time.sleep(interval_s)
 
@@ -69,7 +77,7 @@ def measure(device: str | None = None, interval_s: float = 0.01) -> Iterator[Mem
         stop.set()
         thread.join()
         peak[0] = max(peak[0], proc.memory_info().rss)
-        result.peak_bytes = peak[0] - result.baseline_bytes
+        result._peak = peak[0] - result.baseline_bytes
 
 
 def _malloc_trim() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -58,20 +59,102 @@ def check_lengths(records: list[Record], collator: Collator, on_truncation: str)
     return LengthCheck(kept, skipped)
 
 
+@dataclass
+class TokenCounts:
+    """Tokens and supervised tokens of the batches trained on, counted in this process from each training forward's
+    inputs (a forward pre-hook on the model): with train.num_workers > 0 the collator runs in the DataLoader's worker
+    processes, and counters kept there never reach the log lines or metrics.json."""
+
+    supervised: int = 0
+    tokens: int = 0
+
+    def __call__(self, module, args, kwargs) -> None:
+        if module.training and "logits_to_keep" in kwargs:
+            self.supervised += int(kwargs["logits_to_keep"].sum())
+            self.tokens += int(kwargs["attention_mask"].sum())
+
+    def supervised_fraction(self) -> float:
+        return self.supervised / max(1, self.tokens)
+
+
 class LogCallback(TrainerCallback):
     """Adds the supervised fraction and the peak memory to every log line, and forwards logs."""
 
-    def __init__(self, collator: Collator, sink: Callable[[dict, int], None] | None, memory_probe):
-        self.collator, self.sink, self.memory_probe = collator, sink, memory_probe
+    def __init__(self, counts: TokenCounts, sink: Callable[[dict, int], None] | None, memory_probe):
+        self.counts, self.sink, self.memory_probe = counts, sink, memory_probe
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None:
             return
-        logs["supervised_fraction"] = round(self.collator.supervised_fraction(), 4)
+        logs["supervised_fraction"] = round(self.counts.supervised_fraction(), 4)
         if self.memory_probe is not None:
             logs["peak_memory_mb"] = round(self.memory_probe() / 2**20, 1)
         if self.sink is not None and state.is_world_process_zero:
             self.sink({f"train/{k}": v for k, v in logs.items()}, state.global_step)
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A training loss that is NaN or infinite: the run stops at the step that made it."""
+
+
+class StopOnNonFiniteLoss(TrainerCallback):
+    """compute_loss_func: the loss of `loss_fn`; the first non-finite one stops training, naming the optimizer step
+    and quant.dtype. Left alone, the Trainer's logging_nan_inf_filter replaces it in the logs and fp16's grad scaler
+    skips the steps silently, so a run could train for hours and fail at evaluation (Qwen2-VL overflows in float16:
+    transformers #33294). The check reads one number per micro-batch, as the Trainer's own NaN filter does."""
+
+    def __init__(self, loss_fn: OutputLayerLoss, dtype: str):
+        self.loss_fn, self.dtype, self.step = loss_fn, dtype, 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step = state.global_step + 1
+
+    def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        loss = self.loss_fn(outputs, labels, num_items_in_batch)
+        if not bool(torch.isfinite(loss.detach())):
+            fix = ("Qwen2-VL overflows in float16 (transformers #33294): use quant.dtype=bfloat16 where the card has it, "
+                   "or quant=fp32" if self.dtype == "float16" else "lower train.lr, or look at the samples of that step")
+            raise NonFiniteLoss(f"the training loss is {loss.item()} at step {self.step} (quant.dtype={self.dtype}): {fix}")
+        return loss
+
+
+def _needs_graph(tower: torch.nn.Module, args: tuple, kwargs: dict) -> bool:
+    """Whether a forward of `tower` must record autograd: a parameter of it trains, or an input carries a gradient."""
+    if not torch.is_grad_enabled():
+        return False
+    if any(p.requires_grad for p in tower.parameters()):
+        return True
+    return any(isinstance(a, torch.Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
+
+
+@contextlib.contextmanager
+def frozen_towers_without_graph(model: torch.nn.Module) -> Iterator[list[str]]:
+    """For the enclosed block, a vision tower (blocks and merger) with no trainable parameter runs without autograd.
+
+    With gradient checkpointing, `Trainer.train()` calls `enable_input_require_grads()`, which hooks the input
+    embeddings of every nested model, `visual.patch_embed` included (transformers PR #41993): a frozen tower's output
+    then requires grad, its blocks are recomputed in backward and a gradient is computed that nothing uses (1.56x the
+    FLOPs of an LLM-only step at the 2B's widths and 988 visual tokens, plus the blocks' checkpoint inputs, which
+    vlmsweep.memory's estimate counts as not kept). The fix of ms-swift PR #10214: wrap the tower's forward and run
+    it under no_grad when all its parameters are frozen and no input needs a gradient, judged at each forward, so
+    scope=all (vision LoRA) and scope=llm_projector (a trained merger) record the graph as before. Yields the
+    names of the towers wrapped."""
+    towers = [(name, module) for name, module in model.named_modules() if name.rsplit(".", 1)[-1] == "visual"]
+    for _, tower in towers:
+        forward = tower.forward
+
+        def guarded(*args, _tower=tower, _forward=forward, **kwargs):
+            if _needs_graph(_tower, args, kwargs):
+                return _forward(*args, **kwargs)
+            with torch.no_grad():
+                return _forward(*args, **kwargs)
+
+        tower.forward = guarded  # an instance attribute: nn.Module.__call__ calls it; removed on exit
+    try:
+        yield [name for name, _ in towers]
+    finally:
+        for _, tower in towers:
+            del tower.forward
 
 
 def training_arguments(cfg: Config, out_dir: Path) -> TrainingArguments:
@@ -122,17 +205,23 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
     """Train `model` in place; returns training metrics (loss, steps, seconds, samples/s)."""
     args = training_arguments(cfg, out_dir)
     loss_fn = OutputLayerLoss(cfg.train.loss_impl, cfg.train.loss_chunk)
-    if args.n_gpu > 1 and loss_fn.impl != "eager":  # the Trainer would wrap the model in torch.nn.DataParallel
-        raise ValueError(f"train.loss_impl={loss_fn.impl} with {args.n_gpu} GPUs in one process (torch.nn.DataParallel): "
-                         "launch with torchrun or accelerate launch (one process per GPU), or use train.loss_impl=eager")
+    if args.n_gpu > 1:  # the Trainer would wrap the model in torch.nn.DataParallel, which splits a batch's flat
+        # patches and labels unevenly across the GPUs and runs every non-eager loss on one GPU's output layer input
+        raise ValueError(f"{args.n_gpu} GPUs in one process (the Trainer would use torch.nn.DataParallel): launch one "
+                         f"process per GPU with torchrun --nproc_per_node={args.n_gpu} -m vlmsweep ... or accelerate "
+                         "launch -m vlmsweep ..., or use one GPU (CUDA_VISIBLE_DEVICES=0)")
+    counts, finite = TokenCounts(), StopOnNonFiniteLoss(loss_fn, cfg.quant.dtype)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=Records(records),
         data_collator=collator,
-        compute_loss_func=loss_fn,
-        callbacks=[LogCallback(collator, sink, memory_probe)],
+        compute_loss_func=finite,
+        callbacks=[LogCallback(counts, sink, memory_probe), finite],
     )
+    # The collator's labels are the targets of the kept positions, already shifted: the Trainer's count of a micro-
+    # batch's targets (num_items_in_batch, the loss's denominator) must not drop one more, as it does for causal LMs.
+    trainer._loss_shifts_labels = False
     check_unsharded_output_layer(trainer, loss_fn.impl)
     resume = None
     if cfg.train.resume and Path(args.output_dir).is_dir():
@@ -140,8 +229,12 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
         if resume:
             log.info("resuming from %s", resume)
     start = time.perf_counter()
-    with loss_fn.attached(model):
-        result = trainer.train(resume_from_checkpoint=resume)
+    counting = model.register_forward_pre_hook(counts, with_kwargs=True)
+    try:
+        with loss_fn.attached(model), frozen_towers_without_graph(model):
+            result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        counting.remove()
     seconds = time.perf_counter() - start
     samples = cfg.train.max_steps * cfg.train.batch_size * cfg.train.grad_accum * args.world_size
     loss = float(result.training_loss)
@@ -150,6 +243,6 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
         "train.steps": float(result.global_step),
         "train.seconds": seconds,
         "train.samples_per_second": samples / seconds if seconds > 0 else float("nan"),
-        "train.supervised_fraction": collator.supervised_fraction(),
+        "train.supervised_fraction": counts.supervised_fraction(),
         "cost.train_seconds_per_sample": seconds / max(1, samples),
     }
