@@ -38,7 +38,7 @@ def visual(model) -> torch.nn.Module:
     return model.get_base_model().model.visual
 
 
-@pytest.mark.parametrize("scope", ["llm", "all"])
+@pytest.mark.parametrize("scope", ["llm", "llm_projector", "all"])
 def test_a_frozen_vision_tower_runs_once_per_step_outside_the_graph(tiny_path, tmp_path, scope):
     cfg, model, collator = setup(tiny_path, tmp_path, [f"scope={scope}", "train.grad_checkpointing=true"])
     tower = visual(model)
@@ -53,11 +53,18 @@ def test_a_frozen_vision_tower_runs_once_per_step_outside_the_graph(tiny_path, t
         assert len(calls) == steps * blocks and not any(calls)
         assert grads == [False] * steps
         assert all(p.grad is None for p in tower.parameters())
+    elif scope == "llm_projector":  # the merger trains on the output of frozen blocks, which run once, without a graph
+        assert len(calls) == steps * blocks and not any(calls)
+        assert grads == [True] * steps  # the merger's output carries its graph
+        assert all(p.grad is None for p in tower.blocks.parameters()) and all(
+            p.grad is None for p in tower.patch_embed.parameters())
+        changed = [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
+        assert changed and all(".merger." in n for n in changed)
     else:  # the vision LoRA trains: the graph is recorded, the checkpointed blocks run again in backward
         assert len(calls) == 2 * steps * blocks and all(calls) and grads == [True] * steps
         changed = [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
         assert any(".blocks." in n and "lora_B" in n for n in changed)
-    assert "forward" not in vars(tower)  # the wrapper is gone
+    assert "forward" not in vars(tower) and not any("forward" in vars(b) for b in tower.blocks)  # the wrappers are gone
 
 
 @pytest.mark.parametrize("impl", ["eager", "chunked"])

@@ -137,24 +137,38 @@ def frozen_towers_without_graph(model: torch.nn.Module) -> Iterator[list[str]]:
     FLOPs of an LLM-only step at the 2B's widths and 988 visual tokens, plus the blocks' checkpoint inputs, which
     vlmsweep.memory's estimate counts as not kept). The fix of ms-swift PR #10214: wrap the tower's forward and run
     it under no_grad when all its parameters are frozen and no input needs a gradient, judged at each forward, so
-    scope=all (vision LoRA) and scope=llm_projector (a trained merger) record the graph as before. Yields the
-    names of the towers wrapped."""
+    scope=all (vision LoRA) records the graph as before. When only the merger trains (scope=llm_projector), the
+    frozen front of the tower (the patch embedding and the blocks before the first one that trains) runs under
+    no_grad the same way: the merger's gradient needs no graph through blocks that nothing upstream trains, and the
+    hook's requires_grad on the patch embedding's output then reaches no recorded op. Yields the names of the
+    towers wrapped."""
     towers = [(name, module) for name, module in model.named_modules() if name.rsplit(".", 1)[-1] == "visual"]
-    for _, tower in towers:
-        forward = tower.forward
+    wrapped: list[torch.nn.Module] = []
 
-        def guarded(*args, _tower=tower, _forward=forward, **kwargs):
-            if _needs_graph(_tower, args, kwargs):
-                return _forward(*args, **kwargs)
+    def guard(module: torch.nn.Module, frozen_front: bool) -> None:
+        forward = module.forward
+
+        def guarded(*args, **kwargs):
+            if not frozen_front and _needs_graph(module, args, kwargs):
+                return forward(*args, **kwargs)
             with torch.no_grad():
-                return _forward(*args, **kwargs)
+                return forward(*args, **kwargs)
 
-        tower.forward = guarded  # an instance attribute: nn.Module.__call__ calls it; removed on exit
+        module.forward = guarded  # an instance attribute: nn.Module.__call__ calls it; removed on exit
+        wrapped.append(module)
+
+    for _, tower in towers:
+        guard(tower, frozen_front=False)
+        front = [getattr(tower, "patch_embed", None), *getattr(tower, "blocks", [])]
+        for part in front:
+            if part is None or any(p.requires_grad for p in part.parameters()):
+                break  # from here on something trains: its graph and the graph after it are needed
+            guard(part, frozen_front=True)
     try:
         yield [name for name, _ in towers]
     finally:
-        for _, tower in towers:
-            del tower.forward
+        for module in wrapped:
+            del module.forward
 
 
 def training_arguments(cfg: Config, out_dir: Path) -> TrainingArguments:
