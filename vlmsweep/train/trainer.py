@@ -13,10 +13,11 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from vlmsweep.config import Config
 from vlmsweep.data import Record
+from vlmsweep.train.checkpoints import (StagedCheckpointTrainer, last_complete_checkpoint, loss_over_all_steps,
+                                        resumed_at)
 from vlmsweep.train.collator import Collator, MaskError
 from vlmsweep.train.loss import OutputLayerLoss
 
@@ -125,7 +126,7 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
     if args.n_gpu > 1 and loss_fn.impl != "eager":  # the Trainer would wrap the model in torch.nn.DataParallel
         raise ValueError(f"train.loss_impl={loss_fn.impl} with {args.n_gpu} GPUs in one process (torch.nn.DataParallel): "
                          "launch with torchrun or accelerate launch (one process per GPU), or use train.loss_impl=eager")
-    trainer = Trainer(
+    trainer = StagedCheckpointTrainer(
         model=model,
         args=args,
         train_dataset=Records(records),
@@ -135,19 +136,25 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
     )
     check_unsharded_output_layer(trainer, loss_fn.impl)
     resume = None
-    if cfg.train.resume and Path(args.output_dir).is_dir():
-        resume = get_last_checkpoint(args.output_dir)
+    if cfg.train.resume:
+        resume = last_complete_checkpoint(Path(args.output_dir))
         if resume:
             log.info("resuming from %s", resume)
     start = time.perf_counter()
     with loss_fn.attached(model):
         result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
-    samples = cfg.train.max_steps * cfg.train.batch_size * cfg.train.grad_accum * args.world_size
+    # after a resume, the seconds and samples are this call's steps; the loss is over all steps (loss_over_all_steps)
+    began = resumed_at(resume)
+    steps_run = result.global_step - began
+    samples = steps_run * cfg.train.batch_size * cfg.train.grad_accum * args.world_size
     loss = float(result.training_loss)
+    if began:
+        loss = loss_over_all_steps(trainer.state.log_history, began, steps_run, loss)
     return trainer, {
         "train.loss": loss if math.isfinite(loss) else float("nan"),
         "train.steps": float(result.global_step),
+        "train.resumed_at_step": float(began),
         "train.seconds": seconds,
         "train.samples_per_second": samples / seconds if seconds > 0 else float("nan"),
         "train.supervised_fraction": collator.supervised_fraction(),
