@@ -90,10 +90,10 @@ def test_a_rerun_resumes_only_its_own_config_and_skips_incomplete_checkpoints(tm
     assert metrics["train.loss"] == pytest.approx(trained["train.loss"], abs=1e-3)
 
 
-def _mount_tmpfs(path, megabytes: int) -> bool:
+def _mount_tmpfs(path, megabytes: float) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)],
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(megabytes * 1024)}k", "tmpfs", str(path)],
                               capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -114,3 +114,14 @@ def test_a_full_disk_leaves_a_failed_run_that_names_the_path_and_no_half_adapter
         assert not (disk / "run" / "adapter").exists() and not list((disk / "run").glob(".adapter*"))
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+    # a disk that fills at the first checkpoint: the checkpoint is named, and no half of it is left
+    small = tmp_path / "small"
+    assert _mount_tmpfs(small, 0.3)
+    try:
+        proc = vlmsweep([*SMALL, "train.save_steps=1", f"hydra.run.dir={small}/run"], tmp_path, check=False)
+        error = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+        assert proc.returncode == 1 and len(error) == 1 and f"{small}/run/checkpoints/checkpoint-1" in error[0]
+        assert json.loads((small / "run" / "run_info.json").read_text())["status"] == "failed"
+        assert not list((small / "run" / "checkpoints").iterdir())
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

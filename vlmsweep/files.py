@@ -27,7 +27,8 @@ def _aside(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def _failed(path: Path, err: BaseException) -> WriteError:
+def write_failed(path: Path, err: BaseException) -> WriteError:
+    """The WriteError for `path`, with the reason of the error that stopped its writing (no path in an ENOSPC)."""
     reason = err.strerror if isinstance(err, OSError) and err.strerror else f"{type(err).__name__}: {err}"
     return WriteError(f"{path}: could not be written ({reason})")
 
@@ -41,7 +42,7 @@ def write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise _failed(path, err) from err
+        raise write_failed(path, err) from err
 
 
 def write_json(path: Path, obj: Any, **dumps: Any) -> None:
@@ -74,7 +75,7 @@ def folder_aside(final: Path) -> Iterator[Path]:
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)  # frees the space a full disk needs for run_info.json
         if isinstance(err, Exception) and not isinstance(err, WriteError):
-            raise _failed(final, err) from err
+            raise write_failed(final, err) from err
         raise
     shutil.rmtree(old, ignore_errors=True)
 

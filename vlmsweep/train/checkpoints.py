@@ -16,6 +16,8 @@ from pathlib import Path
 from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
+from vlmsweep.files import write_failed
+
 log = logging.getLogger(__name__)
 
 STAGING = ".staging"  # inside checkpoints/: the Trainer's own checkpoint-N name pattern never matches it
@@ -38,6 +40,11 @@ class StagedCheckpointTrainer(Trainer):
         self._staging = True
         try:
             super()._save_checkpoint(model, trial)
+        except Exception as err:  # a full disk: the error names the checkpoint (traceback in run_info.json), its half copy goes
+            self._staging = False
+            run_dir = Path(self._get_output_dir(trial))
+            shutil.rmtree(run_dir / STAGING, ignore_errors=True)
+            raise write_failed(run_dir / f"checkpoint-{self.state.global_step}", err) from err
         finally:
             self._staging = False
         self.accelerator.wait_for_everyone()  # sharded saves (FSDP) write from every rank
