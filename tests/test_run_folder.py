@@ -20,12 +20,13 @@ SMALL = [*FAST_CLI, "data.train_size=4", "data.test_size=2"]
 
 
 def test_a_second_run_on_a_held_folder_refuses_naming_it_and_the_holder_and_changes_nothing(tmp_path, offline_env):
-    first = start([*SMALL, "seed=0", "hydra.run.dir=runs/d"], tmp_path)
+    first = start([*SMALL, "eval.enabled=false", "seed=0", "hydra.run.dir=runs/d"], tmp_path)
     lock = tmp_path / "runs" / "d" / ".vlmsweep.lock"
     deadline = time.monotonic() + 120
     while not (lock.is_file() and lock.read_text()) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # the first run holds the folder before Hydra writes into it
-    second = vlmsweep([*SMALL, "seed=1", "hydra.run.dir=runs/d"], tmp_path, check=False, timeout=120)
+    second = vlmsweep([*SMALL, "eval.enabled=false", "seed=1", "hydra.run.dir=runs/d"], tmp_path, check=False,
+                      timeout=120)
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, out[-2000:] + err[-3000:]
     assert second.returncode == 1 and "Traceback" not in second.stderr

@@ -80,7 +80,7 @@ def check_same_config(cfg: Config, out_dir: Path) -> None:
     """A rerun of a folder that holds checkpoints resumes them: it must be the config that wrote them (seed included),
     or the folder would hold one config's training under another's config.yaml. The loop checks its own state too."""
     saved = out_dir / "config.yaml"
-    if not cfg.train.resume or not saved.is_file() or not any(
+    if not (cfg.train.enabled and cfg.train.resume) or not saved.is_file() or not any(
             any(out_dir.glob(f"{'*/' * depth}checkpoints/checkpoint-*")) for depth in range(3)):
         return
     diff = config_changes(resume_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=False)),  # type: ignore[arg-type]

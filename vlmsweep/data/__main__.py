@@ -2,7 +2,8 @@
 
     python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1 [--split train --seed 0
         --noise scan --receipt-ratio R --hard-negatives H]
-    python -m vlmsweep.data check MANIFEST [--skip-bad-lines]   # every line and every image
+    python -m vlmsweep.data check MANIFEST [--skip-bad-lines --max-seq-len 2048 --visual-tokens 256]
+        # every line and every image; a warning for each target too long to train
     python -m vlmsweep.data sroie --root SROIE_DIR --out DIR [--test 0.2]   # DIR/manifest.jsonl [+ train/test]
 """
 
