@@ -65,7 +65,8 @@ def test_a_bad_manifest_fails_fast_naming_the_line_is_listed_by_check_and_costs_
 
     # skip mode trains on the two good lines; evaluation scores every readable line, unreadable images included
     # rx-ko-002's target written decomposed (NFD Hangul): normalised to NFC on load, and the report says so
-    test_lines = [unicodedata.normalize("NFD", line(*SAMPLES[3])), line("t-sliver", "images/sliver.png", "receipt", SAMPLES[2][3]),
+    test_lines = [unicodedata.normalize("NFD", line(*SAMPLES[3])),
+                  line("t-sliver", "images/sliver.png", "receipt", SAMPLES[2][3]),
                   line("t-cut", "images/cut.jpg", "receipt", SAMPLES[2][3])]
     (folder / "bad_test.jsonl").write_text("\n".join(test_lines) + "\n", encoding="utf-8")
     skipped = vlmsweep(["data.skip_bad_lines=true", "data.train_manifest=my_data/bad.jsonl",

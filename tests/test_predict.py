@@ -144,7 +144,8 @@ def test_a_fifo_and_a_system_file_are_refused_by_name_and_every_good_answer_is_k
         draw(tmp_path / "scans" / name, [name])
     os.mkfifo(tmp_path / "scans" / "pipe.png")  # nobody writes to it: opening it would wait forever
     (tmp_path / "new.jsonl").write_text("".join(json.dumps(x) + "\n" for x in (
-        {"image": "scans/good2.png"}, {"id": "piped", "image": "scans/pipe.png"}, {"id": "env", "image": "/proc/self/environ"})))
+        {"image": "scans/good2.png"}, {"id": "piped", "image": "scans/pipe.png"},
+        {"id": "env", "image": "/proc/self/environ"})))
     proc = vlmsweep([str(folder), "scans/pipe.png", "scans/good.png", "new.jsonl", "--domain", "prescription_ko",
                      "--max-new-tokens", "4", "--out", "p.jsonl"], tmp_path, module="vlmsweep.predict", timeout=180)
     lines = {x["id"]: x for x in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}

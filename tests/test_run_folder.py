@@ -35,7 +35,8 @@ def test_a_second_run_on_a_held_folder_refuses_naming_it_and_the_holder_and_chan
     folder = tmp_path / "runs" / "d"
     assert "seed: 0" in (folder / "config.yaml").read_text().splitlines()
     assert "seed=1" not in (folder / ".hydra" / "overrides.yaml").read_text()
-    assert "seed=1" not in (folder / "__main__.log").read_text() and json.loads((folder / "run_info.json").read_text())["seed"] == 0
+    assert "seed=1" not in (folder / "__main__.log").read_text()
+    assert json.loads((folder / "run_info.json").read_text())["seed"] == 0
 
 
 def test_a_default_folder_taken_in_the_same_second_gives_the_next_name(tmp_path, offline_env):

@@ -86,7 +86,7 @@ def collect(sources: Sequence[str]) -> tuple[list[Item], list[str]]:
         if path.suffix.lower() in (".jsonl", ".json") and path.is_file():
             items += read_predict_manifest(path)
         elif path.is_dir():
-            # not only regular files: a FIFO named like an image becomes a line that refuses it by name, never a silent gap
+            # not only regular files: a FIFO named like an image is a line that refuses it by name, not a silent gap
             files = sorted(p for p in path.iterdir() if not p.is_dir() and not p.name.startswith("."))
             left_out += [str(p) for p in files if p.suffix.lower() not in suffixes]
             items += [Item(str(p), p, None) for p in files if p.suffix.lower() in suffixes]

@@ -83,11 +83,11 @@ def check_same_config(cfg: Config, out_dir: Path) -> None:
     if not (cfg.train.enabled and cfg.train.resume) or not saved.is_file() or not any(
             any(out_dir.glob(f"{'*/' * depth}checkpoints/checkpoint-*")) for depth in range(3)):
         return
-    diff = config_changes(resume_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=False)),  # type: ignore[arg-type]
-                          resume_config(config_dict(cfg)))
+    before = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+    diff = config_changes(resume_config(before), resume_config(config_dict(cfg)))  # type: ignore[arg-type]
     if diff:
-        raise ResumeMismatch(f"{out_dir}: this run folder holds checkpoints of a different config ({diff}); resume it with "
-                         "the same overrides (only tracker and paths may change), or use a new hydra.run.dir")
+        raise ResumeMismatch(f"{out_dir}: this run folder holds checkpoints of a different config ({diff}); resume it "
+                             "with the same overrides (only tracker and paths may change), or use a new hydra.run.dir")
 
 
 def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:

@@ -333,7 +333,8 @@ def evaluate_and_write(cfg: Config, p: Pass, evaluate_fn: Callable[[list[Record]
         if name != p.main_set:
             write_stage(cfg, folder, set_metrics, samples)
             continue
-        appendix = "\n".join(x for x in (slice_table(slice_metrics, list(p.slices)) if p.slices else "", data_section) if x)
+        slice_section = slice_table(slice_metrics, list(p.slices)) if p.slices else ""
+        appendix = "\n".join(x for x in (slice_section, data_section) if x)
         result.metrics = write_stage(cfg, folder, set_metrics, samples, metrics | slice_metrics, appendix=appendix)
         if cfg.eval.perturb.digit_flip > 0 or cfg.eval.perturb.blank > 0:
             from vlmsweep.evaluate.perturb import summary
