@@ -127,3 +127,28 @@ def test_a_full_disk_leaves_a_failed_run_that_names_the_path_and_no_half_adapter
         assert not list((small / "run" / "checkpoints").iterdir())
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_run_info_says_failed_on_a_disk_with_no_room_left_for_a_copy(tmp_path):
+    from conftest import FAST, compose
+    from vlmsweep.stages import RunInfo
+
+    disk = tmp_path / "full"
+    if not _mount_tmpfs(disk, 0.1):
+        pytest.skip("a small tmpfs cannot be mounted here (needs root)")
+    try:
+        info = RunInfo(compose(FAST, output_dir=disk), disk)
+        with open(disk / "filler", "wb", buffering=0) as f:  # another writer takes every byte left
+            try:
+                while True:
+                    f.write(b"x" * 1024)
+            except OSError:
+                pass
+        with pytest.raises(OSError, match="run_info.json: could not be written"):
+            info.update(cost={"step": 1})  # while running, a lost write is an error that names the file
+        info.update(status="failed", error="OSError: [Errno 28] No space left on device")
+        saved = json.loads((disk / "run_info.json").read_text())
+        assert saved["status"] == "failed" and "No space left" in saved["error"] and saved["started"]
+        assert not list(disk.glob(".run_info.json.*"))  # no half copy left beside it
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
