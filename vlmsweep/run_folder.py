@@ -40,7 +40,7 @@ class ResumeMismatch(ValueError):
 
 def hold(folder: Path | str) -> None:
     """Takes the run folder for this process until release() or exit; RunFolderBusy if another holds it. Again for a
-    folder this process holds: nothing (the command line takes it before Hydra writes, the run once more)."""
+    folder this process holds: nothing (HoldRunFolder takes it before Hydra writes, vlmsweep.__main__ once more)."""
     folder = Path(folder).resolve()
     if str(folder) in _held:
         return
