@@ -91,6 +91,12 @@ def test_a_rerun_resumes_only_its_own_config_and_skips_incomplete_checkpoints(tm
     assert metrics["train.resumed_at_step"] == 2 and metrics["train.steps"] == 2
     assert metrics["train.loss"] == pytest.approx(trained["train.loss"], abs=1e-3)
 
+    # starting over (train.resume=false) with another seed and no checkpoints of its own: seed 0's checkpoints go,
+    # or a later resume under this run's config.yaml would take them for seed 1's
+    over = vlmsweep([*SMALL, "train.resume=false", "seed=1", "eval.enabled=false", "hydra.run.dir=runs/r"], tmp_path)
+    assert "removing the 2 checkpoint(s) of an earlier run" in over.stdout + over.stderr
+    assert not list(checkpoints.glob("checkpoint-*"))
+
 
 def _mount_tmpfs(path, megabytes: float) -> bool:
     path.mkdir(parents=True, exist_ok=True)

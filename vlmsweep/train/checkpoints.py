@@ -100,6 +100,17 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     return None
 
 
+def discard_checkpoints(folder: Path) -> None:
+    """train.resume=false starts over: the folder's checkpoints are another run's, and left beside this run's
+    config.yaml a later resume would take them for this config's (issue 37)."""
+    folder = Path(folder)
+    old = [p for p in folder.iterdir() if p.is_dir() and _STEP.match(p.name)] if folder.is_dir() else []
+    if old and int(os.environ.get("RANK", "0")) == 0:
+        log.warning("train.resume=false: removing the %d checkpoint(s) of an earlier run in %s", len(old), folder)
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def resumed_at(checkpoint: str | None) -> int:
     """The step a resume starts from (0: a fresh start)."""
     m = _STEP.match(Path(checkpoint).name) if checkpoint else None

@@ -16,8 +16,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from vlmsweep.config import Config
 from vlmsweep.data import Record
-from vlmsweep.train.checkpoints import (StagedCheckpointTrainer, last_complete_checkpoint, loss_over_all_steps,
-                                        resumed_at)
+from vlmsweep.train.checkpoints import (StagedCheckpointTrainer, discard_checkpoints, last_complete_checkpoint,
+                                        loss_over_all_steps, resumed_at)
 from vlmsweep.train.collator import Collator, MaskError
 from vlmsweep.train.loss import OutputLayerLoss
 
@@ -140,6 +140,8 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
         resume = last_complete_checkpoint(Path(args.output_dir))
         if resume:
             log.info("resuming from %s", resume)
+    else:
+        discard_checkpoints(Path(args.output_dir))
     start = time.perf_counter()
     with loss_fn.attached(model):
         result = trainer.train(resume_from_checkpoint=resume)
