@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,9 @@ def test_a_bad_manifest_fails_fast_naming_the_line_is_listed_by_check_and_costs_
     assert "2 usable records" in skipping.stdout and "3 skipped" in skipping.stdout
 
     # skip mode trains on the two good lines; evaluation scores every readable line, unreadable images included
-    test_lines = [line(*SAMPLES[3]), line("t-sliver", "images/sliver.png", "receipt", SAMPLES[2][3]),
+    # rx-ko-002's target written decomposed (NFD Hangul): normalised to NFC on load, and the report says so
+    test_lines = [unicodedata.normalize("NFD", line(*SAMPLES[3])),
+                  line("t-sliver", "images/sliver.png", "receipt", SAMPLES[2][3]),
                   line("t-cut", "images/cut.jpg", "receipt", SAMPLES[2][3])]
     (folder / "bad_test.jsonl").write_text("\n".join(test_lines) + "\n", encoding="utf-8")
     skipped = vlmsweep(["data.skip_bad_lines=true", "data.train_manifest=my_data/bad.jsonl",
@@ -81,6 +84,11 @@ def test_a_bad_manifest_fails_fast_naming_the_line_is_listed_by_check_and_costs_
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tags.unreadable_input"] == 2.0
     assert metrics["contract.strict_parse_rate"] <= 1 / 3  # the two unreadable samples count as failures
+    # the skipped lines and the normalised target are in metrics.json and report.md, not only in run_info.json
+    assert metrics["data.skipped_lines"] == 3.0 and metrics["data.nfc_normalized"] == 1.0
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Data" in report and "3 bad line(s) of" in report and "line 3: " in report
+    assert "normalised to NFC" in report and scored["rx-ko-002"]["target"]["patient_name"] == "박지호"
 
 
 def test_sroie_receipts_convert_and_evaluate_from_the_command_line(tmp_path, offline_env):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,33 @@ def test_image_paths_are_relative_within_a_tree_and_absolute_across_the_root(tmp
     # a manifest under the temporary folder naming an image elsewhere: only the root in common
     elsewhere = Path("/opt/data/a.jpg") if not str(tmp_path).startswith("/opt") else Path("/srv/data/a.jpg")
     assert manifest_path(elsewhere, tmp_path / "sub") == elsewhere.as_posix()
+
+
+def test_check_refuses_a_fifo_and_system_files_by_name_without_opening_them(folder):
+    from userdata import vlmsweep
+
+    os.mkfifo(folder / "img" / "pipe.jpg")  # nobody writes to it: opening it would wait forever
+    lines = [_line(), _line(id="b", image="img/pipe.jpg"), _line(id="c", image="/proc/self/environ"),
+             _line(id="d", image="/dev/zero")]
+    (folder / "m.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    checked = vlmsweep(["check", "m.jsonl"], folder, module="vlmsweep.data", check=False, timeout=120)
+    problems = {x.split(":")[1]: x for x in checked.stdout.splitlines() if x.startswith("m.jsonl:")}
+    assert checked.returncode == 1 and sorted(problems) == ["2", "3", "4"]
+    assert "is a FIFO" in problems["2"] and "pipe.jpg" in problems["2"]
+    assert "a system file under /proc/" in problems["3"] and "a system file under /dev/" in problems["4"]
+    os.mkfifo(folder / "pipe.jsonl")  # a manifest that is a FIFO: named, never opened
+    piped = vlmsweep(["check", "pipe.jsonl"], folder, module="vlmsweep.data", check=False, timeout=120)
+    assert piped.returncode != 0 and "pipe.jsonl: the manifest is a FIFO" in piped.stdout + piped.stderr
+
+
+def test_check_warns_about_a_target_training_would_refuse_as_too_long(folder):
+    from userdata import vlmsweep
+
+    lines = [_line(), _line(id="long", target={**RX, "institution": "서울내과의원" * 900})]  # 5,400 characters
+    (folder / "m.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    checked = vlmsweep(["check", "m.jsonl"], folder, module="vlmsweep.data", timeout=120)
+    warnings = [x for x in checked.stdout.splitlines() if ": warning: " in x]
+    assert len(warnings) == 1 and warnings[0].startswith("m.jsonl:2: warning: the answer alone is ")
+    assert "train.max_seq_len=2048" in warnings[0] and "2 usable records" in checked.stdout
+    roomy = vlmsweep(["check", "m.jsonl", "--max-seq-len", "16384"], folder, module="vlmsweep.data", timeout=120)
+    assert ": warning: " not in roomy.stdout

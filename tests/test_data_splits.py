@@ -28,7 +28,7 @@ def test_manifests_replace_splits_unused_ones_are_not_read_and_synthetic_is_adde
     assert {r.origin for r in splits["train"]} == {"manifest"}
     assert len(splits["test"]) == 2 and {r.origin for r in splits["test"]} == {"base"}  # synthetic
     assert splits.sources["train"] | {"manifest": None} == {"manifest": None, "from_manifest": 2, "skipped": [],
-                                                            "synthetic": 0}
+                                                            "synthetic": 0, "nfc_normalized": []}
     assert splits["mining"] == [] and "mining" not in splits.sources
     assert "data.mining_manifest" in caplog.text and "not read" in caplog.text
 

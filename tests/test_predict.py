@@ -1,9 +1,11 @@
 """predict's inputs and summaries without a model: files, folders, globs and manifests; the summary templates
-checked against the JSON. The command line itself runs in tests/test_readme_commands.py (predict steps)."""
+checked against the JSON. The command line itself runs in tests/test_readme_commands.py (predict steps), and here
+on inputs that must never be opened (a FIFO, /proc)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -24,10 +26,11 @@ def _scans(folder: Path) -> Path:
 
 def test_folders_globs_and_files_in_order_with_left_out_files_named(tmp_path):
     scans = _scans(tmp_path / "scans")
+    os.mkfifo(scans / "d.png")  # listed, so that its line refuses it by name (never opened: test_a_fifo_... below)
     items, left_out = collect([str(scans), str(scans / "a.jpg"), str(tmp_path / "scans" / "*.png"),
                                str(tmp_path / "missing.png")])
     names = [Path(i.image).name for i in items]
-    assert names == ["a.jpg", "b.png", "c.png", "a.jpg", "b.png", "c.png", "missing.png"]  # a missing path is a line
+    assert names == ["a.jpg", "b.png", "c.png", "d.png", "a.jpg", "b.png", "c.png", "d.png", "missing.png"]  # missing: a line
     assert left_out == [str(scans / "readme.txt")] and all(i.domain is None for i in items)
 
 
@@ -130,3 +133,23 @@ def test_real_receipt_scans_are_read_at_the_budget_through_a_glob():
         assert not isinstance(image, str), image
         w, h = Image.open(item.image).size  # decoded whole when small, at reduced scale when over 4x the budget
         assert image.size == (w, h) if w * h <= 4 * budget else image.width * image.height <= 4 * budget
+
+
+def test_a_fifo_and_a_system_file_are_refused_by_name_and_every_good_answer_is_kept(tmp_path, offline_env):
+    from userdata import FAST_CLI, vlmsweep
+
+    vlmsweep([*FAST_CLI, "data.train_size=2", "eval.enabled=false", "hydra.run.dir=run"], tmp_path)
+    folder = tmp_path / "run" / "adapter"
+    for name in ("good.png", "good2.png"):
+        draw(tmp_path / "scans" / name, [name])
+    os.mkfifo(tmp_path / "scans" / "pipe.png")  # nobody writes to it: opening it would wait forever
+    (tmp_path / "new.jsonl").write_text("".join(json.dumps(x) + "\n" for x in (
+        {"image": "scans/good2.png"}, {"id": "piped", "image": "scans/pipe.png"},
+        {"id": "env", "image": "/proc/self/environ"})))
+    proc = vlmsweep([str(folder), "scans/pipe.png", "scans/good.png", "new.jsonl", "--domain", "prescription_ko",
+                     "--max-new-tokens", "4", "--out", "p.jsonl"], tmp_path, module="vlmsweep.predict", timeout=180)
+    lines = {x["id"]: x for x in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}
+    assert list(lines) == ["scans/pipe.png", "scans/good.png", "scans/good2.png", "piped", "env"]  # input order
+    assert all(lines[i]["error"] is None and lines[i]["raw"] is not None for i in ("scans/good.png", "scans/good2.png"))
+    assert "pipe.png: a FIFO" in lines["scans/pipe.png"]["error"] and "pipe.png: a FIFO" in lines["piped"]["error"]
+    assert "a system file under /proc/" in lines["env"]["error"] and "(3 unreadable" in proc.stderr

@@ -67,6 +67,25 @@ def test_killed_sweep_resumes_to_the_requested_total(tmp_path):
                [Path(t.user_attrs["run_dir"]).name for t in study.trials if t.state.name == "COMPLETE"])
     results = read_json_yaml(tmp_path / "outputs/sweeps/max_pixels/optimization_results.yaml")
     assert "max_pixels" in results["best_params"]
+    # the killed trial's own folder says so: never left `running`
+    complete = {Path(t.user_attrs["run_dir"]).name for t in study.trials if t.state.name == "COMPLETE"}
+    killed = [read_json(p) for p in (tmp_path / "outputs/sweeps/max_pixels").glob("*/run_info.json")
+              if p.parent.name not in complete]
+    assert [i["status"] for i in killed] == ["interrupted"]
+
+
+def test_two_workers_on_one_study_draw_from_their_own_seed_streams_and_count_after_telling(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "vlmsweep", *SWEEP, "sweep.trials=2", *NO_EVAL, *TINY_RUN]
+    workers = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    study = optuna.load_study(study_name="max_pixels", storage=f"sqlite:///{tmp_path}/outputs/sweeps/max_pixels/optuna.db")
+    # a sampler seeded with `seed` alone in each worker suggests the same first value twice
+    assert sorted(t.params["max_pixels"] for t in study.trials) == ["256tok", "512tok"]
+    paces = [x for out in outputs for x in out.splitlines() if "trials finished, the last" in x]
+    assert paces and not any(": 0 of 2 trials finished" in x for x in paces)  # printed once its trial was told
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):

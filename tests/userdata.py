@@ -78,14 +78,25 @@ FAST_CLI = [
 ]
 
 
-def vlmsweep(args: list[str], cwd: Path, module: str = "vlmsweep", python: str = sys.executable,
-             check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m MODULE ARGS` exactly as a user types it, from `cwd` (a folder outside the checkout)."""
+def user_env(python: str = sys.executable) -> dict[str, str]:
+    """A user's environment: offline, unbuffered, and this checkout's code for this interpreter."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)
     if python == sys.executable:  # this checkout's code, wherever an editable install of the package points
         env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.run([python, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return env
+
+
+def start(args: list[str], cwd: Path, module: str = "vlmsweep") -> subprocess.Popen:
+    """`python -m MODULE ARGS` started in the background (two commands at once), output in pipes."""
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=user_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def vlmsweep(args: list[str], cwd: Path, module: str = "vlmsweep", python: str = sys.executable,
+             check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` exactly as a user types it, from `cwd` (a folder outside the checkout)."""
+    proc = subprocess.run([python, "-m", module, *args], cwd=cwd, env=user_env(python), capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"python -m {module} {' '.join(args)} exited {proc.returncode}:\n"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from vlmsweep.config import CONF_DIR, register_configs, to_config
 from vlmsweep.metric_names import direction_of
 from vlmsweep.overrides import check_command_line, unknown_key_message, unknown_keys_in
 from vlmsweep.quiet import quiet_third_party
+from vlmsweep.run_folder import LOCK_FILE, ResumeMismatch, RunFolderBusy, hold, release
 from vlmsweep.sweeps import register_resolvers
 
 quiet_third_party()
@@ -31,7 +34,7 @@ log = logging.getLogger("vlmsweep")
 # Runs of this multirun (counted from the command line before Hydra starts); the first one's time gives
 # the estimate for the rest. None: a single run, an Optuna sweep (its sweeper counts), or not countable.
 MULTIRUN_TOTAL: int | None = None
-HYDRA_FILES = {".hydra", "__main__.log"}
+HYDRA_FILES = {".hydra", "__main__.log", LOCK_FILE}
 
 
 def typed_config(cfg: DictConfig, choices: dict[str, str]):
@@ -49,10 +52,12 @@ def input_errors() -> tuple[type[BaseException], ...]:
     """The errors that are a mistake in what the user gave, each with a message naming it and the fix."""
     from vlmsweep.data.leakage import LeakageError
     from vlmsweep.data.manifest import ManifestError
+    from vlmsweep.files import WriteError
     from vlmsweep.model.load import CheckpointNotFound
     from vlmsweep.model.template import TemplateMismatch
 
-    return ManifestError, LeakageError, CheckpointNotFound, TemplateMismatch
+    # WriteError is no mistake of the user's, but its one line (the path, a full disk) says all there is to say
+    return ManifestError, LeakageError, CheckpointNotFound, TemplateMismatch, RunFolderBusy, WriteError
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -80,11 +85,24 @@ def main(cfg: DictConfig) -> float:
             raise SystemExit(2) from None
         raise  # a multirun job: the sweeper records the failure and goes on
     started = time.monotonic()
+    try:  # a single run holds its folder already (run_folder.HoldRunFolder); a multirun job takes its own now
+        if int(os.environ.get("RANK", "0")) == 0:  # torchrun / accelerate: the ranks share rank 0's folder
+            hold(out_dir)
+    except RunFolderBusy as err:
+        if hc.mode != RunMode.RUN:
+            raise  # a multirun job: the sweeper records the failure and goes on
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     # A failed run re-raises after run() recorded it in run_info.json: Hydra's basic sweeper finishes
     # the batch and reports the failure; the Optuna sweeper (max_failure_rate: 1.0 in conf/sweep/*.yaml)
     # marks the trial FAIL and goes on.
     try:
         metrics = run(config, overrides=list(hc.overrides.task))
+    except ResumeMismatch as err:
+        if hc.mode != RunMode.RUN:
+            raise
+        print(f"error: {err}", file=sys.stderr)  # the folder is left as it was: its files are the other config's
+        raise SystemExit(1) from None
     except INPUT_ERRORS as err:
         if hc.mode != RunMode.RUN:
             raise  # a multirun job: the sweeper records the failure and goes on
@@ -92,6 +110,8 @@ def main(cfg: DictConfig) -> float:
         # line that says what to do, not a traceback; run_info.json in the run folder records it too.
         print(f"error: {err}\n(recorded in {out_dir / 'run_info.json'})", file=sys.stderr)
         raise SystemExit(1) from None
+    finally:
+        release(out_dir)  # the next job of a multirun in this process, or anyone once this run is over
     if MULTIRUN_TOTAL and MULTIRUN_TOTAL > 1 and hc.job.num == 0:
         seconds = time.monotonic() - started
         print(f"vlmsweep: run 1 of {MULTIRUN_TOTAL} took {seconds:.0f} s: about "
@@ -101,10 +121,15 @@ def main(cfg: DictConfig) -> float:
     return objective(config, metrics)  # a missing or non-finite objective fails the trial, with the reason
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt(f"terminated by {signal.Signals(signum).name}")
+
+
 def cli() -> None:
     """Command-line mistakes Hydra would report late (a number for max_pixels, an unknown key) stop here
     with one line; a multirun says how many runs it will do before the first starts."""
     global MULTIRUN_TOTAL
+    signal.signal(signal.SIGTERM, _terminated)  # SLURM's time limit, `kill`: the run records it, as for Ctrl-C
     problem, runs = check_command_line(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -26,21 +26,19 @@ from vlmsweep.data import Record
 from vlmsweep.data.leakage import REPEAT_MARK, LeakageError, check_no_leak
 from vlmsweep.evaluate.grounding import chance_summary
 from vlmsweep.evaluate.metrics import TAGS
+from vlmsweep.files import write_json, write_text
 from vlmsweep.metric_names import higher_is_better
 from vlmsweep.remedies import DOMAINS_OF_FOCUS, FOCUS_OF_TAG, PRESCRIPTION_DOMAINS, UNFIXABLE_TAGS, config_fixes, misreading_share
 from vlmsweep.report.loop import plot_tags, render_loop_report
 from vlmsweep.report.runs import HEADLINE_METRICS
-from vlmsweep.stages import Pass, RunInfo, write_json
+from vlmsweep.run_folder import ResumeMismatch, config_changes, resume_config
+from vlmsweep.stages import Pass, RunInfo
 from vlmsweep.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "loop_state.json"
 STATE_VERSION = 1
-# Config keys that may change between a run and its resume: where things go, how they are logged, how many
-# cycles and what an empty mine does next. Any other change would make finished cycles belong to another config.
-_RESUME_FREE_KEYS = ("output_dir", "cache_dir", "tracker", "choices.tracker", "loop.cycles", "loop.on_empty_mine",
-                     "loop.noise_seeds")  # each noise seed keeps its own folder: more or fewer seeds change no cycle
 
 
 # ----------------------------------------------------------------------------- mining and synthesis
@@ -214,26 +212,10 @@ class CycleResult:
     summary: dict[str, Any]  # cycle_N/cycle.json: training set, hard set, warnings
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= _flat(v, key + ".")
-        else:
-            out[key] = v
-    return out
-
-
-def resume_config(cfg: Config) -> dict[str, Any]:
-    flat = _flat(stages.config_dict(cfg))
-    return {k: v for k, v in sorted(flat.items()) if not any(k == f or k.startswith(f + ".") for f in _RESUME_FREE_KEYS)}
-
-
 def load_state(out_dir: Path, cfg: Config) -> dict[str, Any]:
     """loop_state.json of an interrupted or finished loop in out_dir, checked against this config; a fresh state if none."""
     path = out_dir / STATE_FILE
-    current = resume_config(cfg)
+    current = resume_config(stages.config_dict(cfg))
     if not path.exists():
         return {"version": STATE_VERSION, "config": current, "trained": [], "finished": [], "stopped": None}
     try:
@@ -242,11 +224,9 @@ def load_state(out_dir: Path, cfg: Config) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); delete it to start the loop over") from None
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"{path}: state version {state.get('version')!r}, expected {STATE_VERSION}; use a new run folder")
-    before = state.get("config", {})
-    changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
-    if changed:
-        diff = ", ".join(f"{k}: {before.get(k)!r} -> {current.get(k)!r}" for k in changed[:8])
-        raise ValueError(
+    diff = config_changes(state.get("config", {}), current)
+    if diff:
+        raise ResumeMismatch(
             f"{out_dir}: this loop was started with a different config ({diff}); resume it with the same "
             "overrides (only loop.cycles, loop.on_empty_mine, tracker and paths may change) or use a new hydra.run.dir"
         )
@@ -539,7 +519,7 @@ def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, fl
     if plot is not None:
         tracker.image("loop/tags_over_cycles", plot)
     report = render_loop_report(history, cfg, stopped, plot.name if plot else None, changes=changes)
-    (out_dir / "report.md").write_text(report, encoding="utf-8")
+    write_text(out_dir / "report.md", report)
     last = history[-1]
     metrics = dict(last.test)
     metrics |= {

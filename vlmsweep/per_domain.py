@@ -79,7 +79,7 @@ def route_test_set(cfg: Config, groups: dict[str, list[str]], base, processor, r
 
 def run_per_domain(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:
     from vlmsweep.evaluate.metrics import aggregate
-    from vlmsweep.stages import write_json
+    from vlmsweep.files import write_json
 
     if world_size() > 1:
         raise ValueError("adapters=per_domain cannot run under torchrun/accelerate launch yet: run it in one process")

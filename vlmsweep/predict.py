@@ -86,14 +86,15 @@ def collect(sources: Sequence[str]) -> tuple[list[Item], list[str]]:
         if path.suffix.lower() in (".jsonl", ".json") and path.is_file():
             items += read_predict_manifest(path)
         elif path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            # not only regular files: a FIFO named like an image is a line that refuses it by name, not a silent gap
+            files = sorted(p for p in path.iterdir() if not p.is_dir() and not p.name.startswith("."))
             left_out += [str(p) for p in files if p.suffix.lower() not in suffixes]
             items += [Item(str(p), p, None) for p in files if p.suffix.lower() in suffixes]
         elif any(c in source for c in GLOB_CHARS) and not path.exists():
             matches = sorted(glob.glob(str(path), recursive=True))
             if not matches:
                 raise InputError(f"{source}: the pattern matches no file")
-            items += [Item(m, Path(m), None) for m in matches if Path(m).is_file()]
+            items += [Item(m, Path(m), None) for m in matches if not Path(m).is_dir()]
         else:
             items.append(Item(source, path, None))
     if not items:

@@ -17,6 +17,8 @@ from vlmsweep import data as data_mod
 from vlmsweep import loop, tracking
 from vlmsweep.config import Config
 from vlmsweep.evaluate.slices import load_slices
+from vlmsweep.files import write_text
+from vlmsweep.run_folder import ResumeMismatch, config_changes, resume_config
 from vlmsweep.stages import Pass, RunInfo, config_dict, datasets, free_memory, rank, run_pass, world_size
 
 
@@ -25,7 +27,8 @@ def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
     main_process = rank() == 0
     if main_process:
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(config_dict(cfg)), encoding="utf-8")
+        check_same_config(cfg, out_dir)  # before config.yaml is overwritten: it is what the folder's training was
+        write_text(out_dir / "config.yaml", OmegaConf.to_yaml(config_dict(cfg)))
     info = RunInfo(cfg, out_dir, overrides)
     tracker = (
         tracking.start(cfg, out_dir, name=out_dir.name, group=out_dir.parent.name, config_dict=config_dict(cfg))
@@ -55,7 +58,10 @@ def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
         else:
             metrics = run_once(cfg, out_dir, tracker, info)
     except BaseException as err:
-        info.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        # Ctrl-C, or SIGTERM (a scheduler's time limit; vlmsweep.__main__ turns it into KeyboardInterrupt): interrupted
+        stopped = isinstance(err, (KeyboardInterrupt, SystemExit))
+        info.update(status="interrupted" if stopped else "failed", error=f"{type(err).__name__}: {err}",
+                    traceback=traceback.format_exc())
         tracker.finish(exit_code=1)
         free_memory()
         raise
@@ -68,6 +74,20 @@ def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
             ("" if not cfg.train.enabled else ", adapters/<group>/" if cfg.adapters.per_domain else ", adapter/"))
         print(f"vlmsweep: outputs in {out_dir.resolve()}  ({what})")
     return metrics
+
+
+def check_same_config(cfg: Config, out_dir: Path) -> None:
+    """A rerun of a folder that holds checkpoints resumes them: it must be the config that wrote them (seed included),
+    or the folder would hold one config's training under another's config.yaml. The loop checks its own state too."""
+    saved = out_dir / "config.yaml"
+    if not (cfg.train.enabled and cfg.train.resume) or not saved.is_file() or not any(
+            any(out_dir.glob(f"{'*/' * depth}checkpoints/checkpoint-*")) for depth in range(3)):
+        return
+    before = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+    diff = config_changes(resume_config(before), resume_config(config_dict(cfg)))  # type: ignore[arg-type]
+    if diff:
+        raise ResumeMismatch(f"{out_dir}: this run folder holds checkpoints of a different config ({diff}); resume it "
+                             "with the same overrides (only tracker and paths may change), or use a new hydra.run.dir")
 
 
 def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:
@@ -90,6 +110,7 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, fl
         adapter=cfg.model.adapter,
         estimate=cfg.train.enabled,  # the estimate is of a training step: an evaluation-only run has none
         slices=slices,
+        data_sources=splits.sources,
     ), info)
     if rank() == 0:
         info.update(cost={k: v for k, v in result.metrics.items() if k.startswith(("cost.", "memory."))})

@@ -8,7 +8,6 @@ Every file a pass writes has one writer here: metrics.json, samples.jsonl and re
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
@@ -27,6 +26,7 @@ from vlmsweep import data as data_mod
 from vlmsweep import memory, prompts
 from vlmsweep.config import Config, pixel_budget
 from vlmsweep.data import Record
+from vlmsweep.files import write_json
 from vlmsweep.model import adapter as model_adapter
 from vlmsweep.model import load as model_load
 from vlmsweep.model.quant import torch_dtype
@@ -74,21 +74,6 @@ def git_revision() -> str:
         return "unknown"
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Written to a temporary file and renamed: a crash never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    return str(value)
-
-
 def config_dict(cfg: Config) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
@@ -124,8 +109,18 @@ class RunInfo:
         self.save()
 
     def save(self) -> None:
-        if rank() == 0:  # every rank shares the run folder; only rank 0 writes to it
+        if rank() != 0:  # every rank shares the run folder; only rank 0 writes to it
+            return
+        try:
             write_json(self.path, self.data)
+        except OSError:
+            if self.data["status"] == "running":
+                raise
+            # A full disk has no room for a second copy: the end of the run, kept small, over the old file in place
+            # (opening it for writing frees its blocks first). Never a run that failed but says it is running.
+            small = {k: self.data.get(k) for k in ("status", "error", "started", "finished", "choices", "overrides")}
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write(json.dumps(small, ensure_ascii=False))
 
 
 # ----------------------------------------------------------------------------- data
@@ -141,6 +136,28 @@ def datasets(cfg: Config) -> data_mod.Splits:
     if cfg.eval.enabled and not splits["test"]:
         raise ValueError("the test set is empty: set data.test_size > 0 or data.test_manifest")
     return splits
+
+
+def data_notes(sources: dict[str, dict[str, Any]]) -> tuple[dict[str, float], str]:
+    """What the run's manifests lost or changed (data.Splits.sources), for metrics.json (data.skipped_lines,
+    data.nfc_normalized; present when a manifest was read) and report.md (a Data section; empty when nothing was)."""
+    read = {split: s for split, s in sources.items() if s.get("manifest")}
+    if not read:
+        return {}, ""
+    metrics = {"data.skipped_lines": float(sum(len(s["skipped"]) for s in read.values())),
+               "data.nfc_normalized": float(sum(len(s.get("nfc_normalized", [])) for s in read.values()))}
+    lines = []
+    for split, s in read.items():
+        if s["skipped"]:
+            shown = "; ".join(f"line {n}: {reason}" for n, reason in s["skipped"][:5])
+            lines.append(f"- {split}: {len(s['skipped'])} bad line(s) of `{s['manifest']}` skipped "
+                         f"(data.skip_bad_lines=true): {shown}{' ...' if len(s['skipped']) > 5 else ''}")
+        if s.get("nfc_normalized"):
+            shown = ", ".join(map(str, s["nfc_normalized"][:10]))
+            lines.append(f"- {split}: the target of {len(s['nfc_normalized'])} line(s) of `{s['manifest']}` was not in "
+                         f"Unicode NFC (decomposed Hangul, say) and was normalised to NFC for training and scoring: "
+                         f"line(s) {shown}{' ...' if len(s['nfc_normalized']) > 10 else ''}")
+    return metrics, ("## Data\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 # ----------------------------------------------------------------------------- the stages
@@ -261,6 +278,7 @@ class Pass:
     samples_table: str | None = "samples"  # tracker table of the main set's samples (cfg.tracker.log_samples)
     on_trained: Callable[[dict[str, float]], None] | None = None  # after training, before evaluation (loop state)
     slices: dict[str, list[Record]] = field(default_factory=dict)  # eval.slices: scored apart, beside the main set
+    data_sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # data.Splits.sources: notes on manifests
 
 
 @dataclass
@@ -301,6 +319,8 @@ def evaluate_and_write(cfg: Config, p: Pass, evaluate_fn: Callable[[list[Record]
     With eval.perturb, run_info.json records the main set's injected change (perturbed minus clean scoring)."""
     from vlmsweep.evaluate.slices import evaluate_slices, slice_table
 
+    noted, data_section = data_notes(p.data_sources)
+    metrics = noted | metrics
     sets = {name: evaluate_fn(records) for name, (records, _) in p.evals.items()}
     slice_metrics: dict[str, float] = {}
     if p.slices and p.main_set in sets:
@@ -313,8 +333,9 @@ def evaluate_and_write(cfg: Config, p: Pass, evaluate_fn: Callable[[list[Record]
         if name != p.main_set:
             write_stage(cfg, folder, set_metrics, samples)
             continue
-        result.metrics = write_stage(cfg, folder, set_metrics, samples, metrics | slice_metrics,
-                                     appendix=slice_table(slice_metrics, list(p.slices)) if p.slices else "")
+        slice_section = slice_table(slice_metrics, list(p.slices)) if p.slices else ""
+        appendix = "\n".join(x for x in (slice_section, data_section) if x)
+        result.metrics = write_stage(cfg, folder, set_metrics, samples, metrics | slice_metrics, appendix=appendix)
         if cfg.eval.perturb.digit_flip > 0 or cfg.eval.perturb.blank > 0:
             from vlmsweep.evaluate.perturb import summary
 

@@ -202,6 +202,27 @@ def set_system_attr(study: optuna.Study, trial: Trial | FrozenTrial, key: str, v
     study._storage.set_trial_system_attr(trial._trial_id, key, value)
 
 
+def seed_stream(sampler: Any, seed: int, trial_number: int) -> None:
+    """The sampler's random generators seeded for one trial, from numpy's SeedSequence of (seed, trial number): every
+    trial of a study draws from its own stream, so a second worker or a restart never replays another's suggestions
+    (a sampler seeded with `seed` alone, in every worker, does: issue 37). Reproducible: trial N of seed S always
+    draws the same. Optuna has no public "seed this generator"; a sampler whose generators this cannot find is
+    reseeded from fresh entropy (reseed_rng), which at least replays nothing."""
+    import numpy as np
+
+    states: list[np.random.RandomState] = []
+    for owner in (sampler, *(v for v in vars(sampler).values() if isinstance(v, optuna.samplers.BaseSampler))):
+        for value in vars(owner).values():
+            if isinstance(value, np.random.RandomState):
+                states.append(value)
+            elif type(value).__name__ == "LazyRandomState":
+                states.append(value.rng)
+    if not states:
+        sampler.reseed_rng()
+    for k, state in enumerate(states):
+        state.seed(int(np.random.SeedSequence([int(seed), int(trial_number), k]).generate_state(1)[0]))
+
+
 def rdb_storage(storage: str) -> optuna.storages.RDBStorage:
     from sqlalchemy.engine import make_url
 
@@ -340,9 +361,11 @@ class SharedStudySweeperImpl(Sweeper):
         self.config: DictConfig | None = None
         self.launcher = None
         self.job_idx = 0
+        self.seed = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        self.seed = int(OmegaConf.select(config, "seed", default=0) or 0)  # the run's seed: each trial's stream from it
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function)
 
@@ -385,6 +408,7 @@ class SharedStudySweeperImpl(Sweeper):
         log.info("Study %s (%s), sampler %s, directions %s: %d trials in total, shared by every worker",
                  study.study_name, _safe_url(self.storage), type(self.sampler).__name__, directions, self.n_trials)
 
+        self._mark_interrupted_folders()
         before = progress(study.get_trials(deepcopy=False), self.grace_period)
         # printed, not only logged: the count is what a user wants to see before an hour of trials
         print(f"vlmsweep: study {study.study_name}: {self.n_trials} trials in total, {before.finished} finished, "
@@ -408,8 +432,8 @@ class SharedStudySweeperImpl(Sweeper):
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
             ran += len(returns)
-            _print_pace(study, self.n_trials, len(returns), time.monotonic() - started, self.grace_period)
             failures = [e for trial, ret in zip(trials, returns) if (e := self._tell(study, trial, ret, directions))]
+            _print_pace(study, self.n_trials, len(returns), time.monotonic() - started, self.grace_period)  # told: counted
             if len(failures) / len(returns) > self.max_failure_rate:
                 log.error("Failed %s times out of %d with max_failure_rate=%s.", failures, len(returns),
                           self.max_failure_rate)
@@ -419,6 +443,15 @@ class SharedStudySweeperImpl(Sweeper):
         log.info("study %s: %d of %d trials finished (%d by this worker), %d running elsewhere, %d interrupted",
                  study.study_name, done.finished, self.n_trials, ran, done.running, done.interrupted)
         self._save_results(study, directions)
+
+    def _mark_interrupted_folders(self) -> None:
+        """Trial folders of this sweep left `running` by a killed worker say `interrupted` (run_folder)."""
+        from vlmsweep.run_folder import mark_interrupted
+
+        marked = [p.parent for p in Path(self.config.hydra.sweep.dir).glob("*/run_info.json") if mark_interrupted(p.parent)]
+        if marked:
+            log.warning("%d trial folder(s) of a killed worker marked interrupted: %s", len(marked),
+                        ", ".join(str(p) for p in marked[:5]))
 
     def _is_grid_sampler(self) -> bool:
         import functools
@@ -450,6 +483,8 @@ class SharedStudySweeperImpl(Sweeper):
         left = self.n_trials - progress(study.get_trials(deepcopy=False), self.grace_period, now).taken()
         trials = []
         for _ in range(max(0, min(self.n_jobs, left))):
+            # under the lock, the number the next ask() gets: its own seed stream, whichever worker asks
+            seed_stream(self.sampler, self.seed, len(study.get_trials(deepcopy=False)))
             trial = study.ask()
             set_system_attr(study, trial, WORKER, {"host": host_key(), "pid": os.getpid()})
             set_system_attr(study, trial, HEARTBEAT, time.time())

@@ -18,14 +18,17 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{path}"
 
 
-def run_name(default: str) -> str:
-    """Every rank of `torchrun`/`accelerate launch` must write to one run folder, but each rank
-    composes its own config and their clocks may straddle a second; the launcher's run id is shared."""
+def run_dir(parent: str, name: str) -> str:
+    """The default run folder parent/name, made now (vlmsweep.run_folder.claim: TIME-2 when TIME exists). Every rank
+    of `torchrun`/`accelerate launch` must write to one run folder, but each rank composes its own config and their
+    clocks may straddle a second; the launcher's run id is shared."""
     import os
 
+    from vlmsweep.run_folder import claim
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("TORCHELASTIC_RUN_ID"):
-        return f"ddp-{os.environ['TORCHELASTIC_RUN_ID']}"
-    return default
+        return f"{parent}/ddp-{os.environ['TORCHELASTIC_RUN_ID']}"
+    return claim(parent, name)
 
 
 def best_or_tie(values: list[tuple[int, float, str]], maximize: bool) -> str:
@@ -74,7 +77,7 @@ def params_text(params: dict) -> str:
 
 def register_resolvers() -> None:
     for name, fn in {
-        "vlmsweep.run_name": run_name,
+        "vlmsweep.run_dir": run_dir,
         "vlmsweep.direction": direction_of,
         "vlmsweep.directions": directions,
         "vlmsweep.objectives": objectives,

@@ -2,7 +2,8 @@
 
     python -m vlmsweep.data render --out DIR --n 24 --mix rx_receipt_1_1_1 [--split train --seed 0
         --noise scan --receipt-ratio R --hard-negatives H]
-    python -m vlmsweep.data check MANIFEST [--skip-bad-lines]   # every line and every image
+    python -m vlmsweep.data check MANIFEST [--skip-bad-lines --max-seq-len 2048 --visual-tokens 256]
+        # every line and every image; a warning for each target too long to train
     python -m vlmsweep.data sroie --root SROIE_DIR --out DIR [--test 0.2]   # DIR/manifest.jsonl [+ train/test]
 """
 
@@ -44,6 +45,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--skip-bad-lines", action="store_true",
                    help="exit 0 with the bad lines and unusable images listed and counted as skips, as a run "
                         "with data.skip_bad_lines=true counts them (without it: exit 1 if there is any)")
+    c.add_argument("--max-seq-len", type=int, default=2048, metavar="TOKENS",
+                   help="warn about a sample whose prompt, image and answer exceed this many tokens, as a run with "
+                        "train.max_seq_len=TOKENS refuses it (default: %(default)s, the run's default)")
+    c.add_argument("--visual-tokens", type=int, default=256, metavar="V",
+                   help="visual tokens counted per image for that warning, the run's max_pixels budget "
+                        "(default: %(default)s, max_pixels=256tok)")
     s = sub.add_parser("sroie", help="write a manifest for an SROIE download (img/ + key/, the mirror's data/, "
                                      "or the RRC's NAME.jpg + NAME.txt)")
     s.add_argument("--root", type=Path, required=True, help="the SROIE folder (any of the three layouts above)")
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             counts = Counter(f"{x.domain}<-{x.image_domain}" if x.domain != x.image_domain else x.domain for x in records)
             print(f"rendered {len(records)} samples {dict(counts)} -> {a.out / 'manifest.jsonl'}; contact sheet {sheet}")
         elif a.cmd == "check":
-            return check(a.manifest, a.skip_bad_lines)
+            return check(a.manifest, a.skip_bad_lines, a.max_seq_len, a.visual_tokens)
         else:
             records = load_sroie(a.root)
             write_manifest(records, a.out / "manifest.jsonl")
@@ -86,19 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check(manifest: Path, skip_bad_lines: bool) -> int:
-    """Every problem of a manifest (bad lines and unusable images), each with file, line and reason.
+def check(manifest: Path, skip_bad_lines: bool, max_seq_len: int = 2048, visual_tokens: int = 256) -> int:
+    """Every problem of a manifest (bad lines and unusable images), each with file, line and reason, and a warning
+    for each sample too long for training (too_long).
 
     Exit 0 when all is well, or with --skip-bad-lines (the problems are then counted skips, as a run
-    with data.skip_bad_lines=true counts them); 1 otherwise.
+    with data.skip_bad_lines=true counts them); 1 otherwise. A warning changes no exit status.
     """
     records, problems = [], []
+    count = token_counter()
     for lineno, rec, reason in scan_manifest(manifest, check_images=True):
         if rec is None:
             problems.append(lineno)
             print(f"{manifest}:{lineno}: {reason}")
         else:
             records.append(rec)
+            warning = too_long(rec, count, max_seq_len, visual_tokens)
+            if warning:
+                print(f"{manifest}:{lineno}: warning: {warning}")
     counts = dict(Counter(x.domain for x in records))
     if problems and not skip_bad_lines:
         print(f"{manifest}: {len(problems)} problem(s) in {len(problems) + len(records)} lines; fix them, or count and "
@@ -109,6 +121,37 @@ def check(manifest: Path, skip_bad_lines: bool) -> int:
         return 1
     print(f"{manifest}: {len(records)} usable records {counts}, {len(problems)} skipped")
     return 0
+
+
+def token_counter():
+    """Qwen2's token count of a text: tiktoken over the vocabulary the embedded and released models share (the same
+    ids as the Qwen2 tokenizer, docs/embedded-model.md), without building a tokenizer or loading a model."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    from ..model.tokenizer import QWEN2_SPLIT_PATTERN, tiktoken_ranks_file
+
+    encoding = tiktoken.Encoding("qwen2", pat_str=QWEN2_SPLIT_PATTERN,
+                                 mergeable_ranks=load_tiktoken_bpe(str(tiktoken_ranks_file())), special_tokens={})
+    return lambda text: len(encoding.encode_ordinary(text))
+
+
+# The chat template around the instruction and the answer (system turn, role markers, vision markers), in tokens.
+TEMPLATE_TOKENS = 30
+
+
+def too_long(rec, count, max_seq_len: int, visual_tokens: int) -> str | None:
+    """Why a run with train.max_seq_len=max_seq_len would refuse the sample (None: it fits). The answer as training
+    writes it (prompts.serialize, then <|im_end|>), the instruction, the template and the image's visual tokens."""
+    from .. import prompts
+
+    answer = count(prompts.serialize(rec.target)) + 1
+    total = answer + count(prompts.instruction(rec.domain, False)) + TEMPLATE_TOKENS + visual_tokens
+    if total <= max_seq_len:
+        return None
+    return (f"the answer alone is {answer} tokens; with the prompt and {visual_tokens} visual tokens, about {total} "
+            f"of train.max_seq_len={max_seq_len}: a run refuses it (train.on_truncation=error) or skips it (=skip); "
+            "shorten the target, or raise train.max_seq_len (--max-seq-len here)")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..files import not_a_regular_file
+
 
 class ImageLoadError(ValueError):
     """An image that cannot be read; the message names the file."""
@@ -48,6 +50,11 @@ def load_image(path: Path, max_pixels: int | None = None) -> Image.Image:
     holding ~100 MB of pixels, and the processor still does the final resize.
     """
     path = Path(path)
+    problem = not_a_regular_file(path)  # by stat, before any open(): a FIFO would block it forever
+    if problem == "not found":
+        raise ImageLoadError(f"{path}: image file not found")
+    if problem:
+        raise ImageLoadError(f"{path}: {problem}; an image must be a regular file")
     try:
         im = Image.open(path)
         if max_pixels is not None and im.format == "JPEG":

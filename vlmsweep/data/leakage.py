@@ -10,6 +10,7 @@ from typing import Sequence
 
 import imagehash
 
+from ..files import not_a_regular_file
 from .images import ImageLoadError, load_image
 from .record import Record
 
@@ -30,6 +31,8 @@ def base_id(record_id: str) -> str:
 
 @lru_cache(maxsize=8192)
 def _fingerprints(path: str, mtime_ns: int) -> tuple[str, imagehash.ImageHash] | None:
+    if not_a_regular_file(Path(path)):  # a FIFO would block read_bytes(); whoever reads it reports it
+        return None
     try:
         data = Path(path).read_bytes()
         return hashlib.sha256(data).hexdigest(), imagehash.phash(load_image(Path(path), max_pixels=1 << 20), PHASH_SIZE)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import unicodedata
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+from ..files import not_a_regular_file, write_text
 from ..prompts import SCHEMA_OF_DOMAIN, schema_name
 from .images import ImageLoadError, check_image
 from .record import Record
@@ -30,10 +33,24 @@ class ManifestResult(list):
     empty otherwise, since then the first bad line raises ManifestError.
     """
 
-    def __init__(self, records: list[Record], path: Path, skipped: list[tuple[int, str]]):
+    def __init__(self, records: list[Record], path: Path, skipped: list[tuple[int, str]],
+                 normalized: list[int] | None = None):
         super().__init__(records)
         self.path = path
         self.skipped = skipped
+        self.normalized = normalized or []  # lines whose target was not in Unicode NFC (normalised on load)
+
+
+def nfc(value: Any) -> Any:
+    """A target with every string in Unicode NFC: decomposed Hangul (NFD, as macOS file names and some exports
+    write it) would be trained on as loose jamo and scored against composed model output as wrong."""
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, dict):
+        return {k: nfc(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nfc(v) for v in value]
+    return value
 
 
 def _parse_line(raw: str, base: Path, seen: set[str]) -> Record:
@@ -62,8 +79,11 @@ def _parse_line(raw: str, base: Path, seen: set[str]) -> Record:
     if not isinstance(image, str) or not image:
         raise ValueError(f"image must be a path string, got {image!r}")
     path = (base / image).resolve()
-    if not path.is_file():
+    problem = not_a_regular_file(path)  # by stat, never opened: a FIFO blocks, /proc/self/environ is no image
+    if problem == "not found":
         raise ValueError(f"image {image!r} not found (looked for {path})")
+    if problem:
+        raise ValueError(f"image {image!r} is {problem} ({path}); an image must be a regular file")
     schema = schema_name(domain)
     errors = schema_errors(schema, target)
     if errors:
@@ -90,8 +110,11 @@ def scan_manifest(path: Path, check_images: bool = False) -> Iterator[tuple[int,
     image and check the processor's limits (images.check_image), so an unusable image is a bad line too.
     """
     path = Path(path)
-    if not path.is_file():
+    problem = not_a_regular_file(path)
+    if problem == "not found":
         raise ManifestError(f"{path}: manifest not found (give the path of a JSON Lines file; see docs/own-data.md)")
+    if problem:
+        raise ManifestError(f"{path}: the manifest is {problem}; give the path of a JSON Lines file (docs/own-data.md)")
     seen: set[str] = set()
     offset = 0
     with path.open("rb") as f:
@@ -121,8 +144,13 @@ def read_manifest(path: Path, skip_bad_lines: bool = False, check_images: bool =
     path = Path(path)
     records: list[Record] = []
     skipped: list[tuple[int, str]] = []
+    normalized: list[int] = []
     for lineno, rec, reason in scan_manifest(path, check_images):
         if rec is not None:
+            target = nfc(rec.target)
+            if target != rec.target:
+                normalized.append(lineno)
+                rec = dataclasses.replace(rec, target=target)
             records.append(rec)
         elif not skip_bad_lines:
             raise ManifestError(f"{path}:{lineno}: {reason} (fix the line, or set data.skip_bad_lines=true to count and skip bad lines)")
@@ -134,7 +162,10 @@ def read_manifest(path: Path, skip_bad_lines: bool = False, check_images: bool =
                     shown, " ..." if len(skipped) > 5 else "")
     if not records:
         raise ManifestError(f"{path}: no usable records" + (f" ({len(skipped)} bad line(s) skipped)" if skipped else " (empty file)"))
-    return ManifestResult(records, path, skipped)
+    if normalized:
+        log.warning("%s: %d target(s) not in Unicode NFC (lines %s), normalised to NFC", path, len(normalized),
+                    ", ".join(map(str, normalized[:5])) + (" ..." if len(normalized) > 5 else ""))
+    return ManifestResult(records, path, skipped, normalized)
 
 
 def _decode_line(raw: bytes, lineno: int, line_start: int) -> str:
@@ -197,6 +228,4 @@ def write_manifest(records: list[Record], path: Path) -> None:
         if errors:
             raise ValueError(f"record {rec.id!r}: target breaks the schema: {'; '.join(errors)}")
         lines.append(json.dumps(to_line(rec, path.parent), ensure_ascii=False))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in lines))

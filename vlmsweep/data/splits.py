@@ -26,7 +26,8 @@ def needed_splits(train: bool, evaluate: bool, loop: bool) -> tuple[str, ...]:
 @dataclass
 class Splits:
     records: dict[str, list[Record]]
-    # split -> {"manifest": path or None, "from_manifest": n, "skipped": [[line, reason], ...], "synthetic": n}
+    # split -> {"manifest": path or None, "from_manifest": n, "skipped": [[line, reason], ...], "synthetic": n,
+    #           "nfc_normalized": [line, ...] (targets normalised to Unicode NFC on load)}
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __getitem__(self, split: str) -> list[Record]:
@@ -55,13 +56,14 @@ def load_splits(data: DataConfig, mix: DataMixConfig, cache_dir: Path, names: tu
                 log.warning("data.%s_manifest=%s is not read: this run does not use a %s split", split, manifest, split)
             continue
         records: list[Record] = []
-        source: dict[str, Any] = {"manifest": None, "from_manifest": 0, "skipped": [], "synthetic": 0}
+        source: dict[str, Any] = {"manifest": None, "from_manifest": 0, "skipped": [], "synthetic": 0,
+                                  "nfc_normalized": []}
         if manifest:
             result = read_manifest(Path(manifest).expanduser(), skip_bad_lines=data.skip_bad_lines,
                                    check_images=split == "train")
             records += result
             source |= {"manifest": str(result.path.resolve()), "from_manifest": len(result),
-                       "skipped": [[n, r] for n, r in result.skipped]}
+                       "skipped": [[n, r] for n, r in result.skipped], "nfc_normalized": result.normalized}
         if (not manifest or data.add_synthetic) and size > 0:
             synthetic = build_split(split, size, mix, data.seed, cache_dir, noise=data.noise)
             records += synthetic

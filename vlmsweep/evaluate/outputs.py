@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from vlmsweep.evaluate.grounding import summary_lines
 from vlmsweep.evaluate.metrics import METRICS, TAGS
+from vlmsweep.files import write_json, write_text
 
 RAW_CHARS_IN_REPORT = 400
 
@@ -22,16 +23,7 @@ def _json_line(obj: Any) -> str:
 
 
 def write_samples(path: Path, samples: Sequence[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for s in samples:
-            f.write(_json_line(s) + "\n")
-
-
-def write_metrics(path: Path, metrics: dict[str, float]) -> None:
-    """Written to a temporary file and renamed: a crash never leaves half a metrics.json."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, "".join(_json_line(s) + "\n" for s in samples))
 
 
 def _fmt(value: float | None, name: str) -> str:
@@ -186,8 +178,8 @@ def write_outputs(out_dir: Path, metrics: dict[str, float], samples: Sequence[di
     then `appendix` (Markdown: the slices' table)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_samples(out_dir / "samples.jsonl", samples)
-    write_metrics(out_dir / "metrics.json", metrics if file_metrics is None else file_metrics)
+    write_json(out_dir / "metrics.json", metrics if file_metrics is None else file_metrics, sort_keys=True)
     report = render_report(metrics, samples, worst_per_tag, about=describe_evaluation(*_run_config(out_dir)))
     if appendix:
         report += "\n" + appendix
-    (out_dir / "report.md").write_text(report.encode("utf-8", errors="replace").decode("utf-8"), encoding="utf-8")
+    write_text(out_dir / "report.md", report.encode("utf-8", errors="replace").decode("utf-8"))

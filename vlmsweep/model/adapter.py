@@ -19,6 +19,7 @@ from peft import PeftModel
 
 from vlmsweep import prompts
 from vlmsweep.config import Config
+from vlmsweep.files import folder_aside, write_json
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,15 @@ def precision(model, cfg: Config) -> dict:
 
 
 def save_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int, max_pixels: int) -> None:
-    """peft's adapter files plus everything evaluation or inference needs besides the base weights."""
+    """peft's adapter files plus everything evaluation or inference needs besides the base weights, written
+    aside and renamed into `folder`: a crash or a full disk leaves the old folder or none, never half of one."""
+    with folder_aside(Path(folder)) as tmp:
+        _write_adapter(model, processor, cfg, tmp, min_pixels, max_pixels)
+
+
+def _write_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int, max_pixels: int) -> None:
     from vlmsweep.data.schema import SCHEMA_NAMES, load_schema
 
-    folder = Path(folder)
     model.save_pretrained(folder)
     processor = copy.deepcopy(processor)
     for sub in (processor.image_processor, getattr(processor, "video_processor", None)):
@@ -88,7 +94,7 @@ def save_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int, m
         "loss": cfg.loss.name,
         "schemas": {name: load_schema(name) for name in SCHEMA_NAMES},
     }
-    (folder / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(folder / INFO_FILE, info)
 
 
 def read_info(folder: Path | str) -> dict | None:

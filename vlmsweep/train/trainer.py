@@ -14,10 +14,11 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from vlmsweep.config import Config
 from vlmsweep.data import Record
+from vlmsweep.train.checkpoints import (StagedCheckpointTrainer, discard_checkpoints, last_complete_checkpoint,
+                                        loss_over_all_steps, resumed_at)
 from vlmsweep.train.collator import Collator, MaskError
 from vlmsweep.train.loss import OutputLayerLoss
 
@@ -225,7 +226,7 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
                          f"process per GPU with torchrun --nproc_per_node={args.n_gpu} -m vlmsweep ... or accelerate "
                          "launch -m vlmsweep ..., or use one GPU (CUDA_VISIBLE_DEVICES=0)")
     counts, finite = TokenCounts(), StopOnNonFiniteLoss(loss_fn, cfg.quant.dtype)
-    trainer = Trainer(
+    trainer = StagedCheckpointTrainer(
         model=model,
         args=args,
         train_dataset=Records(records),
@@ -238,10 +239,12 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
     trainer._loss_shifts_labels = False
     check_unsharded_output_layer(trainer, loss_fn.impl)
     resume = None
-    if cfg.train.resume and Path(args.output_dir).is_dir():
-        resume = get_last_checkpoint(args.output_dir)
+    if cfg.train.resume:
+        resume = last_complete_checkpoint(Path(args.output_dir))
         if resume:
             log.info("resuming from %s", resume)
+    else:
+        discard_checkpoints(Path(args.output_dir))
     start = time.perf_counter()
     counting = model.register_forward_pre_hook(counts, with_kwargs=True)
     try:
@@ -250,11 +253,17 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
     finally:
         counting.remove()
     seconds = time.perf_counter() - start
-    samples = cfg.train.max_steps * cfg.train.batch_size * cfg.train.grad_accum * args.world_size
+    # after a resume, the seconds and samples are this call's steps; the loss is over all steps (loss_over_all_steps)
+    began = resumed_at(resume)
+    steps_run = result.global_step - began
+    samples = steps_run * cfg.train.batch_size * cfg.train.grad_accum * args.world_size
     loss = float(result.training_loss)
+    if began:
+        loss = loss_over_all_steps(trainer.state.log_history, began, steps_run, loss)
     return trainer, {
         "train.loss": loss if math.isfinite(loss) else float("nan"),
         "train.steps": float(result.global_step),
+        "train.resumed_at_step": float(began),
         "train.seconds": seconds,
         "train.samples_per_second": samples / seconds if seconds > 0 else float("nan"),
         "train.supervised_fraction": counts.supervised_fraction(),
