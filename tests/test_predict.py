@@ -153,3 +153,17 @@ def test_a_fifo_and_a_system_file_are_refused_by_name_and_every_good_answer_is_k
     assert all(lines[i]["error"] is None and lines[i]["raw"] is not None for i in ("scans/good.png", "scans/good2.png"))
     assert "pipe.png: a FIFO" in lines["scans/pipe.png"]["error"] and "pipe.png: a FIFO" in lines["piped"]["error"]
     assert "a system file under /proc/" in lines["env"]["error"] and "(3 unreadable" in proc.stderr
+
+
+def test_a_plain_model_folder_predicts_with_its_own_processor_budget(tmp_path, warm_path):
+    """A checkpoint folder with no vlmsweep_adapter.json (a merged export written elsewhere, the release itself):
+    the budget comes from its processor's `size`, where transformers 5 keeps it (it has no max_pixels attribute)."""
+    from userdata import vlmsweep
+
+    longest = json.loads((warm_path / "preprocessor_config.json").read_text())["max_pixels"]  # the release's layout
+    draw(tmp_path / "scans" / "page.png", ["AMOXICILLIN 500 mg", "ID 12345"])
+    proc = vlmsweep([str(warm_path), "scans/page.png", "--domain", "receipt", "--max-new-tokens", "4",
+                     "--out", "p.jsonl"], tmp_path, module="vlmsweep.predict", timeout=300)
+    (line,) = map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())
+    assert line["error"] is None and line["raw"] is not None and 0 < line["visual_tokens"] <= longest // (28 * 28)
+    assert f"processor budget (max_pixels {longest})" in proc.stderr

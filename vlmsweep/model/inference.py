@@ -87,14 +87,17 @@ def settings_of(folder: Path, info: dict | None, processor) -> Settings:
         )
     from vlmsweep.data.schema import SCHEMA_NAMES, load_schema
 
-    image = processor.image_processor
+    # transformers 5's Qwen2-VL image processor keeps the budget in `size` (shortest_edge / longest_edge, in pixels);
+    # 4.x kept it in min_pixels / max_pixels attributes as well, which 5.x no longer sets.
+    size = processor.image_processor.size
+    min_pixels, max_pixels = int(size["shortest_edge"]), int(size["longest_edge"])
     log.warning("%s has no %s: prompting with the project's current instructions and schemas, and the folder's "
-                "processor budget (max_pixels %s)", folder, model_adapter.INFO_FILE, image.max_pixels)
+                "processor budget (max_pixels %s)", folder, model_adapter.INFO_FILE, max_pixels)
     return Settings(
         domain_tag=False,
         instructions={},
-        min_pixels=int(image.min_pixels),
-        max_pixels=int(image.max_pixels),
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
         schemas={name: load_schema(name) for name in SCHEMA_NAMES},
         source="the project's defaults",
     )
