@@ -419,7 +419,8 @@ def _own_data(proc, ws):
     _user_ids(proc, ws)
     info = json.loads((run_dir(proc) / "run_info.json").read_text())
     train = (ws / "my_data" / "train.jsonl").resolve()
-    assert info["data"]["train"] == {"manifest": str(train), "from_manifest": 2, "skipped": [], "synthetic": 0}
+    assert info["data"]["train"] == {"manifest": str(train), "from_manifest": 2, "skipped": [], "synthetic": 0,
+                                     "nfc_normalized": []}
     assert set(info["data"]) == {"train", "test"}  # no mining pool or regression set rendered without a loop
 
 
