@@ -707,7 +707,7 @@ def _export_tiny(proc, ws):
     import torch
     from safetensors.torch import load_file
 
-    from vlmsweep.model.warmup import ensure_warm_model
+    from vlmsweep.model.shipped import ensure_warm_model
 
     merged, lora, check = _merged_weights_ok(ws / "merged", ws / "runs" / "default")
     assert check["dequantised"] is None
