@@ -110,4 +110,19 @@ def build_once(folder: Path, write: Callable[[Path], Path], rebuild: str = "") -
             built.rename(folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            release_freed_memory()
     return folder
+
+
+def release_freed_memory() -> None:
+    """Hand the memory a build freed back to the system. Writing the tokenizer files makes hundreds of thousands of
+    small Python objects (the vocabulary's merges); freed, glibc keeps their pages, and a first run that assembled its
+    model in-process then trained and evaluated about 200 MiB above a second run (benchmarks/bench_first_run.py)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim, the pages are reused in-process
+        pass
