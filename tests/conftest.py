@@ -17,13 +17,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault(_var, "1")
 
 
-# The user's cache (as a run's cache_dir): the warmed embedded model, the default `model=tiny_warm`, is built there
-# once (minutes; `.ci/run` builds it before the suite) and shared with every session's own cache.
+# The user's cache (as a run's cache_dir): the warmed embedded model, the default `model=tiny_warm`, is assembled there
+# once from the package's shipped files (seconds) and shared with every session's own cache.
 USER_CACHE = Path(os.path.expanduser(os.environ.get("VLMSWEEP_CACHE", "~/.cache/vlmsweep")))
 
 
 def share_warm_model(cache: Path) -> Path:
-    """The warmed model of the user's cache (built there if missing, under a lock), linked into `cache`: the
+    """The warmed model of the user's cache (assembled there if missing, under a lock), linked into `cache`: the
     default model of every run a test starts, found as a run finds it (cache_dir/models/tiny-warm-<key>)."""
     from vlmsweep.model.shipped import ensure_warm_model
 

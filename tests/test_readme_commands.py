@@ -234,6 +234,9 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.model.warmup":
         ".ci/run runs this command before the suite; tests/test_warmup.py::"
         "test_the_default_model_is_the_warmed_one_and_model_tiny_the_raw_one checks the folder and card it prints",
+    "python -m vlmsweep.model.warmup --ship":
+        "a build of minutes that rewrites the package's files; tests/test_warmup.py::"
+        "test_a_build_packs_into_shipped_files_that_assemble_to_its_tensors packs a short build the same way",
     "python -m vlmsweep model=tiny":
         "the raw replica is what tests/test_warmup.py::test_the_default_model_is_the_warmed_one_and_model_tiny_the_raw_one "
         "resolves model=tiny to, and what tests/test_release_run.py trains and evaluates from its folder",
