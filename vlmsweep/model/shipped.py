@@ -56,7 +56,7 @@ def pack(build: Path, rows: torch.Tensor, out: Path = SHIPPED_DIR) -> dict[str, 
     card = (build / "README.md").read_text(encoding="utf-8")
     (out / "README.md").write_text(card.rstrip("\n") + "\n\n" + shipped_section(len(rows), out / WEIGHTS), encoding="utf-8")
     recorded = json.loads((build / "warmup.json").read_text(encoding="utf-8"))
-    recorded["input_vocab"] = rows.tolist()  # the rows that ship (a build before version 4's record lacks them)
+    recorded["input_vocab"] = rows.tolist()  # the rows that ship (a build from before warm() recorded them lacks them)
     (out / "warmup.json").write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     (out / SUMS).write_text("".join(f"{sha256(out / n)}  {n}\n" for n in (WEIGHTS, *CARD_FILES)), encoding="utf-8")
 
