@@ -32,15 +32,15 @@ def pytest_collection_modifyitems(config, items):
         random.Random(seed).shuffle(items)
 
 
-# The user's cache (as a run's cache_dir): the warmed embedded model, the default `model=tiny_warm`, is built there
-# once (minutes; `.ci/run` builds it before the suite) and shared with every session's own cache.
+# The user's cache (as a run's cache_dir): the warmed embedded model, the default `model=tiny_warm`, is assembled there
+# once from the package's shipped files (seconds) and shared with every session's own cache.
 USER_CACHE = Path(os.path.expanduser(os.environ.get("VLMSWEEP_CACHE", "~/.cache/vlmsweep")))
 
 
 def share_warm_model(cache: Path) -> Path:
-    """The warmed model of the user's cache (built there if missing, under a lock), linked into `cache`: the
+    """The warmed model of the user's cache (assembled there if missing, under a lock), linked into `cache`: the
     default model of every run a test starts, found as a run finds it (cache_dir/models/tiny-warm-<key>)."""
-    from vlmsweep.model.warmup import ensure_warm_model
+    from vlmsweep.model.shipped import ensure_warm_model
 
     built = ensure_warm_model(USER_CACHE)
     link = cache / "models" / built.name
@@ -77,7 +77,7 @@ def cache_dir(offline_env) -> Path:
 @pytest.fixture(scope="session")
 def warm_path(cache_dir) -> Path:
     """The warmed embedded model (the default model), as the session's cache holds it."""
-    from vlmsweep.model.warmup import ensure_warm_model
+    from vlmsweep.model.shipped import ensure_warm_model
 
     return ensure_warm_model(cache_dir)
 

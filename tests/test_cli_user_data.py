@@ -129,7 +129,7 @@ def venv_seeing_these_packages(venv: Path) -> str:
     return python
 
 
-def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(tmp_path, offline_env):
+def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(tmp_path, offline_env, monkeypatch):
     dist = tmp_path / "dist"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
                             str(REPO)], capture_output=True, text=True, timeout=300)
@@ -140,6 +140,8 @@ def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(
     names = zipfile.ZipFile(wheel).namelist()
     # conf/ is installed as vlmsweep/conf, its sweep group included (pyproject.toml's package-dir)
     assert {"vlmsweep/conf/config.yaml", "vlmsweep/conf/model/tiny.yaml", "vlmsweep/conf/sweep/max_pixels.yaml"} <= set(names)
+    # the default model's shipped weights, card and checksums (pyproject.toml's package-data; vlmsweep.model.shipped)
+    assert {f"vlmsweep/model/shipped/{n}" for n in ("tiny_warm.safetensors", "README.md", "warmup.json", "SHA256SUMS")} <= set(names)
     # a fresh virtual environment that reuses the installed dependencies, with the wheel (not -e) inside
     venv = tmp_path / "venv"
     python = venv_seeing_these_packages(venv)
@@ -167,9 +169,14 @@ def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(
         "defaults:\n  - override /scope: all\n\n"
         "data:\n  train_manifest: my_data/train.jsonl\n  test_manifest: my_data/test.jsonl\n"
         "train:\n  max_steps: 1\n", encoding="utf-8")
+    # ... on an empty cache: the default model is assembled from the wheel's own shipped files, with no warm-up
+    empty = tmp_path / "empty-cache"
+    monkeypatch.setenv("VLMSWEEP_CACHE", str(empty))
     ran = vlmsweep(["--config-dir", "my_conf", "+experiment=my_rx", *FAST_CLI[1:], "hydra.run.dir=runs/mine"], elsewhere,
                    python=python)
     out = run_dir(ran)
     info = json.loads((out / "run_info.json").read_text())
     assert info["choices"]["scope"] == "all" and info["choices"]["experiment"] == "my_rx"
     assert {s["id"] for s in samples(out)} == {"rcpt-001", "rx-ko-002"}
+    (assembled,) = (empty / "models").glob("tiny-warm-*")
+    assert (assembled / "model.safetensors").is_file() and "warming" not in ran.stdout + ran.stderr

@@ -250,8 +250,12 @@ STEPS: dict[str, Step | str] = {
         Step(needs=(PER_DOMAIN,), replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--max-new-tokens", "4", "--out", "routed.jsonl"],
              check="routed_predict"),
     "python -m vlmsweep.model.warmup":
-        ".ci/run runs this command before the suite; tests/test_warmup.py::"
-        "test_the_default_model_is_the_warmed_one_and_model_tiny_the_raw_one checks the folder and card it prints",
+        "a rebuild from scratch by the recipe (minutes): tests/test_warmup.py::test_the_same_recipe_builds_the_same_bytes "
+        "runs a reduced recipe twice to the same bytes, and test_the_default_model_is_the_warmed_one_and_model_tiny_the_raw_one "
+        "checks the folder and card of the default model",
+    "python -m vlmsweep.model.warmup --ship":
+        "a build of minutes that rewrites the package's files; tests/test_warmup.py::"
+        "test_a_build_packs_into_shipped_files_that_assemble_to_its_tensors packs a short build the same way",
     "python -m vlmsweep model=tiny":
         "the raw replica is what tests/test_warmup.py::test_the_default_model_is_the_warmed_one_and_model_tiny_the_raw_one "
         "resolves model=tiny to, and what tests/test_release_run.py trains and evaluates from its folder",
@@ -763,7 +767,7 @@ def _export_tiny(proc, ws):
     import torch
     from safetensors.torch import load_file
 
-    from vlmsweep.model.warmup import ensure_warm_model
+    from vlmsweep.model.shipped import ensure_warm_model
 
     merged, lora, check = _merged_weights_ok(ws / "merged", ws / "runs" / "default")
     assert check["dequantised"] is None

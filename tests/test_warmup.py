@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from vlmsweep.data.mix import sample_seed
 from vlmsweep.data.record import SPLITS
 from vlmsweep.model import warmup
+from vlmsweep.model.cache import MANIFEST
 from vlmsweep.model.warmup import (
     HELDOUT_STREAM,
     TRAIN_STREAM,
@@ -96,7 +97,7 @@ def test_warm_up_mix_has_its_shares_and_plain_held_out_documents():
 
 @pytest.fixture(scope="module")
 def warmed(cache_dir, tiny_path):
-    return warmup.ensure_warm_model(cache_dir, SHORT, raw_dir=tiny_path)
+    return warmup.ensure_built_model(cache_dir, SHORT, raw_dir=tiny_path)
 
 
 def test_short_warm_up_trains_answer_rows_only_and_keeps_the_release_layout(warmed, tiny_path):
@@ -115,9 +116,9 @@ def test_short_warm_up_trains_answer_rows_only_and_keeps_the_release_layout(warm
     trained = [k for k in raw if k != EMBED and not torch.equal(raw[k], warm[k])]
     assert any(k.startswith("model.layers.") for k in trained) and any("visual" in k for k in trained)
 
-    raw_files = {p.name for p in tiny_path.iterdir()}
+    raw_files = {p.name for p in tiny_path.iterdir()} - {MANIFEST}  # a raw replica cached before files.json has none
     warm_files = {p.name for p in warmed.iterdir()}
-    assert raw_files <= warm_files and warm_files - raw_files == {"README.md", "warmup.json"}
+    assert raw_files <= warm_files and warm_files - raw_files == {"README.md", "warmup.json", MANIFEST}
 
 
 def test_the_same_recipe_builds_the_same_bytes(warmed, tiny_path, tmp_path):
@@ -138,6 +139,38 @@ def test_the_same_recipe_builds_the_same_bytes(warmed, tiny_path, tmp_path):
     assert recorded["recipe"]["threads"] == SHORT.threads and "cores" in recorded["machine"]
 
 
+def test_a_build_packs_into_shipped_files_that_assemble_to_its_tensors(warmed, tiny_path, tmp_path):
+    """`--ship`'s packing of a short build: every tensor but the embedding comes back as built, the embedding rows of
+    the inputs too, and every other row is one vector; the release's files are the raw replica's. A build that
+    recorded no input vocabulary (before this version) gets the same rows from its recipe's documents."""
+    from vlmsweep.model import shipped
+
+    rows = warmup.input_rows(warmed, SHORT)
+    figures = shipped.pack(warmed, rows, tmp_path / "shipped")
+    assert figures["shipped.rows"] == len(rows) and figures["shipped.mib"] < 5
+    folder = shipped.assemble(tmp_path / "model", tmp_path / "shipped")
+    build, again = load_file(warmed / "model.safetensors"), load_file(folder / "model.safetensors")
+    assert build.keys() == again.keys()
+    assert all(torch.equal(build[k], again[k]) for k in build if k != EMBED)
+    assert torch.equal(again[EMBED][rows], build[EMBED][rows])
+    unused = torch.ones(len(build[EMBED]), dtype=torch.bool)
+    unused[rows] = False
+    assert (again[EMBED][unused] == again[EMBED][unused][0]).all() and not torch.equal(again[EMBED], build[EMBED])
+    for name in {p.name for p in tiny_path.iterdir()} - {"model.safetensors", MANIFEST}:
+        assert (folder / name).read_bytes() == (tiny_path / name).read_bytes(), name
+    assert (folder / "README.md").read_text().startswith((warmed / "README.md").read_text().rstrip("\n"))
+
+    legacy = tmp_path / "legacy"  # as the build of the previous version wrote warmup.json
+    legacy.mkdir()
+    for p in warmed.iterdir():
+        (legacy / p.name).symlink_to(p)
+    recorded = json.loads((warmed / "warmup.json").read_text())
+    del recorded["input_vocab"]
+    (legacy / "warmup.json").unlink()
+    (legacy / "warmup.json").write_text(json.dumps(recorded))
+    assert torch.equal(warmup.input_rows(legacy, SHORT), rows)
+
+
 def test_warm_model_is_cached_with_a_card(warmed, cache_dir, tiny_path, monkeypatch):
     card = (warmed / "README.md").read_text()
     assert "It does not read" in card and f"{SHORT.steps} AdamW steps" in card and TRAIN_STREAM in card
@@ -146,10 +179,10 @@ def test_warm_model_is_cached_with_a_card(warmed, cache_dir, tiny_path, monkeypa
         raise AssertionError("the cached warm model was built again")
 
     monkeypatch.setattr(warmup, "warm", no_rebuild)
-    assert warmup.ensure_warm_model(cache_dir, SHORT, raw_dir=tiny_path) == warmed
+    assert warmup.ensure_built_model(cache_dir, SHORT, raw_dir=tiny_path) == warmed
     other = Recipe(**{**SHORT.__dict__, "steps": SHORT.steps + 1})
     with pytest.raises(AssertionError, match="built again"):  # another recipe is another cache entry
-        warmup.ensure_warm_model(cache_dir, other, raw_dir=tiny_path)
+        warmup.ensure_built_model(cache_dir, other, raw_dir=tiny_path)
 
 
 def test_the_default_model_is_the_warmed_one_and_model_tiny_the_raw_one(warm_path, tiny_path):
@@ -162,7 +195,7 @@ def test_the_default_model_is_the_warmed_one_and_model_tiny_the_raw_one(warm_pat
     raw = compose(["model=tiny"])
     assert resolve_path(raw.model, raw.cache_dir) == str(tiny_path)
     recorded = json.loads((warm_path / "warmup.json").read_text())
-    assert recorded["recipe"] == Recipe().key()  # the cached model is the one today's recipe builds
+    assert recorded["recipe"] == Recipe().key()  # the shipped model is the one today's recipe builds (else: --ship)
     # Its card: the contract it reached on held-out documents, and that it does not read. The recipe reaches 0.92 on
     # the 2-core CPU the README names; another CPU's float reduction order can move a held-out answer or two, so this
     # guards against a model that lost the contract, not the last sample.
@@ -176,7 +209,9 @@ def test_model_tiny_warm_resolves_to_the_warm_model(monkeypatch, tmp_path):
 
     from vlmsweep.model.load import resolve_path
 
+    from vlmsweep.model import shipped
+
     built = []
-    monkeypatch.setattr(warmup, "ensure_warm_model", lambda cache_dir: built.append(cache_dir) or tmp_path / "warm")
+    monkeypatch.setattr(shipped, "ensure_warm_model", lambda cache_dir: built.append(cache_dir) or tmp_path / "warm")
     cfg = compose(["model=tiny_warm"])
     assert resolve_path(cfg.model, cfg.cache_dir) == str(tmp_path / "warm") and built == [cfg.cache_dir]

@@ -81,7 +81,7 @@ def describe_evaluation(cfg: dict, split: str) -> list[str]:
         return []
     model, data, ev = cfg.get("model", {}), cfg.get("data", {}), cfg.get("eval", {})
     name = lambda group: (cfg.get(group) or {}).get("name", "?")  # noqa: E731
-    where = ("built locally, warmed once to answer in the JSON contract; its card is README.md in the model folder"
+    where = ("shipped in the package, warmed once to answer in the JSON contract; its card is README.md in the model folder"
              if model.get("source") == "tiny" and model.get("path") == "tiny_warm" else
              model.get("path") or ("built locally" if model.get("source") == "tiny" else "?"))
     if cfg.get("train", {}).get("enabled"):

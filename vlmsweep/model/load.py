@@ -51,7 +51,7 @@ def resolve_path(model: ModelConfig, cache_dir: str) -> str:
     """The folder that `from_pretrained` reads (a hub id is resolved to a local snapshot first)."""
     match model.source:
         case "tiny" if model.path == "tiny_warm":
-            from vlmsweep.model.warmup import ensure_warm_model  # the replica, warmed once (minutes on a CPU)
+            from vlmsweep.model.shipped import ensure_warm_model  # the warmed replica the package ships, assembled once
 
             return str(ensure_warm_model(cache_dir))
         case "tiny":

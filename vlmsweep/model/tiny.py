@@ -15,14 +15,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
 from transformers import BitsAndBytesConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from vlmsweep.model import release
+from vlmsweep.model.cache import build_once, damage
 from vlmsweep.model.tokenizer import FIRST_SPECIAL_ID, SPECIAL_TOKENS, build_qwen2_tokenizer
 
 # Released Qwen2-VL pads its embedding matrix to a multiple of 128 above the 151,657 used ids.
@@ -111,6 +110,12 @@ def write_replica(config: dict, folder: Path, seed: int = 0, dtype: torch.dtype 
     model.save_pretrained(folder)
     for name in ("chat_template.jinja", "generation_config.json"):
         (folder / name).unlink(missing_ok=True)
+    write_release_files(config, folder)
+
+
+def write_release_files(config: dict, folder: Path) -> None:
+    """Every file of the release's folder but the weights: `config` (4.x layout), the generation, processor and chat
+    template configs and the tokenizer files."""
     release.write_json(folder / "config.json", config)
     release.write_json(folder / "generation_config.json", release.GENERATION_CONFIG)
     release.write_json(folder / "preprocessor_config.json", release.PREPROCESSOR_CONFIG)
@@ -154,7 +159,8 @@ def ensure_embedded_model(
     """Build the named embedded model once into the cache and return its folder.
 
     The folder name carries a hash of the config and TINY_VERSION; it is written to a temporary
-    folder and renamed, so concurrent sweep workers never load a half-written model.
+    folder and renamed, so concurrent sweep workers never load a half-written model, and checked
+    before each use (`vlmsweep.model.cache`: a damaged one is built again).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown embedded architecture {architecture!r}: expected one of {sorted(ARCHITECTURES)}")
@@ -165,7 +171,7 @@ def ensure_embedded_model(
     ).hexdigest()[:12]
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
     folder = cache_dir / "models" / f"{architecture}-{key}"
-    if (folder / "config.json").exists():
+    if damage(folder) is None:
         return folder
     source = ensure_embedded_model("tiny", cache_dir, seed=seed, dtype=dtype) if prequantized else None
 
@@ -177,27 +183,6 @@ def ensure_embedded_model(
         return tmp
 
     return build_once(folder, write)
-
-
-def build_once(folder: Path, write: Callable[[Path], Path]) -> Path:
-    """Fill a cache folder once: `write(tmp)` builds it in a temporary folder beside `folder` and returns the
-    folder to publish, which is renamed into place, so concurrent workers never load a half-written model.
-    A lock file beside it makes a second process wait for the first one's build instead of repeating it
-    (the warmed model takes minutes)."""
-    from filelock import FileLock
-
-    if (folder / "config.json").exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder.parent / f".{folder.name}.lock")):
-        if (folder / "config.json").exists():  # built by another process while this one waited
-            return folder
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
-            write(tmp).rename(folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
 
 
 def ensure_tiny_model(cache_dir: Path | str) -> Path:

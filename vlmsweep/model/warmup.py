@@ -45,6 +45,7 @@ from vlmsweep.config import (
 from vlmsweep.data import DOMAINS, Record
 from vlmsweep.data.build import render_records
 from vlmsweep.data.mix import sample_seed
+from vlmsweep.model.cache import MANIFEST
 from vlmsweep.train.collator import IGNORE, Collator, MaskError
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ def write_weights(model, raw_dir: Path, out_dir: Path) -> None:
     processor files under other names; the weights it writes under the release's (4.x) names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in Path(raw_dir).iterdir():
-        if f.is_file() and not f.name.startswith("model") and f.suffix != ".safetensors":
+        if f.is_file() and not f.name.startswith("model") and f.suffix != ".safetensors" and f.name != MANIFEST:
             shutil.copy2(f, out_dir / f.name)
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
         model.save_pretrained(tmp)
@@ -405,7 +406,8 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
     }
     write_weights(model, raw_dir, out_dir)
     (out_dir / "warmup.json").write_text(
-        json.dumps({"recipe": recipe.key(), "figures": figures, "machine": machine(), "answer_vocab": vocab.tolist()}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+        json.dumps({"recipe": recipe.key(), "figures": figures, "machine": machine(), "answer_vocab": vocab.tolist(),
+                    "input_vocab": inputs.tolist()}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )
     if work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
@@ -462,41 +464,65 @@ pipeline (contract metrics, failure tags, mining, retraining), never as evidence
 """
 
 
-def ensure_warm_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_dir: Path | None = None) -> Path:
-    """The warmed embedded model, built once into the cache (versioned, atomic rename) and reused."""
-    from vlmsweep.model.tiny import build_once, ensure_embedded_model
+def ensure_built_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_dir: Path | None = None) -> Path:
+    """The warmed model built by `recipe` from the raw replica, once into the cache (versioned, atomic rename, checked
+    before reuse). Runs use the shipped model (`vlmsweep.model.shipped`); this is the build that `--ship` packs."""
+    from vlmsweep.model.cache import build_once
+    from vlmsweep.model.tiny import ensure_embedded_model
 
     recipe = recipe or Recipe()
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
     raw_dir = Path(raw_dir or ensure_embedded_model("tiny", cache_dir))
     key = hashlib.sha256(json.dumps([raw_dir.name, recipe.key()], sort_keys=True).encode()).hexdigest()[:12]
     folder = cache_dir / "models" / f"tiny-warm-{key}"
-    if (folder / "config.json").exists():
-        return folder
-    log.info("warming the embedded model once into %s (about 5 minutes on 2 CPU cores; later runs reuse it)", folder)
 
     def write(tmp: Path) -> Path:
+        log.info("warming the embedded model into %s (about 5 minutes on 2 CPU cores)", folder)
         figures = warm(raw_dir, tmp / "model", recipe, work_dir=tmp / "work")
         built_on = json.loads((tmp / "model" / "warmup.json").read_text(encoding="utf-8")).get("machine", "")
         (tmp / "model" / "README.md").write_text(card(recipe, figures, raw_dir.name, built_on), encoding="utf-8")
         return tmp / "model"
 
-    return build_once(folder, write)
+    return build_once(folder, write, rebuild="python -m vlmsweep.model.warmup")
+
+
+def input_rows(build: Path, recipe: Recipe) -> torch.Tensor:
+    """The token ids the build's inputs held (prompts, answers, specials): the embedding rows that ship. A build of
+    this version records them; one from before is given them again from its recipe's documents."""
+    recorded = json.loads((build / "warmup.json").read_text(encoding="utf-8"))
+    if "input_vocab" in recorded:
+        return torch.tensor(recorded["input_vocab"], dtype=torch.long)
+    from transformers import AutoProcessor
+
+    from vlmsweep.train.collator import make_collator
+
+    log.info("%s records no input vocabulary: encoding its recipe's %d documents again", build, recipe.documents)
+    with tempfile.TemporaryDirectory(prefix="vlmsweep-rows-") as work:
+        docs = documents(TRAIN_STREAM, recipe.documents, Path(work), recipe)
+        collator = make_collator(warm_config(recipe, Path(work)), AutoProcessor.from_pretrained(str(build)))
+        return vocabularies(docs, collator)[1]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m vlmsweep.model.warmup`: build the warmed model into the cache now (a run would build it on first
-    use) and print its folder and card."""
+    """`python -m vlmsweep.model.warmup`: build the warmed model by today's recipe into the cache (reused when built
+    before) and print its folder and card; with --ship, write it as the package's shipped model too."""
     import argparse
+
+    from vlmsweep.model.shipped import SHIPPED_DIR, pack
 
     parser = argparse.ArgumentParser(prog="python -m vlmsweep.model.warmup", description=main.__doc__)
     parser.add_argument("--cache", default=os.environ.get("VLMSWEEP_CACHE", "~/.cache/vlmsweep"),
                         help="cache folder (default: $VLMSWEEP_CACHE or ~/.cache/vlmsweep, as a run's cache_dir)")
+    parser.add_argument("--ship", nargs="?", const=SHIPPED_DIR, type=Path, metavar="DIR",
+                        help=f"write the build as the shipped model into DIR (default: the package's, {SHIPPED_DIR})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    folder = ensure_warm_model(args.cache)
+    folder = ensure_built_model(args.cache)
     print(f"warmed model: {folder}")
     print((folder / "README.md").read_text(encoding="utf-8"))
+    if args.ship:
+        figures = pack(folder, input_rows(folder, Recipe()), args.ship)
+        print(f"shipped into {args.ship}: {figures['shipped.mib']:.2f} MiB, {figures['shipped.rows']:.0f} embedding rows")
 
 
 if __name__ == "__main__":
