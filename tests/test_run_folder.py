@@ -158,3 +158,32 @@ def test_run_info_says_failed_on_a_disk_with_no_room_left_for_a_copy(tmp_path):
         assert not list(disk.glob(".run_info.json.*"))  # no half copy left beside it
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_finished_folder_without_checkpoints_is_refused_to_another_seed(tmp_path, offline_env):
+    """The default saves no checkpoint: a finished run's folder rerun with another seed replaced its adapter, metrics
+    and samples and exited 0. Now it is refused in one line naming the key, and nothing there changes."""
+    args = [*SMALL, "hydra.run.dir=runs/plain"]
+    vlmsweep(args, tmp_path)
+    folder = tmp_path / "runs" / "plain"
+    assert not list(folder.glob("checkpoints/checkpoint-*"))
+    kept = {n: (folder / n).read_bytes() for n in ("metrics.json", "samples.jsonl", "config.yaml", "run_info.json",
+                                                   "adapter/adapter_model.safetensors")}
+    other = vlmsweep([*args, "seed=1"], tmp_path, check=False)
+    refusal = [x for x in other.stderr.splitlines() if x.startswith("error: ")]
+    assert other.returncode == 1 and len(refusal) == 1 and "Traceback" not in other.stderr
+    assert "holds a finished run of a different config (seed: 0 -> 1)" in refusal[0] and "train.resume=false" in refusal[0]
+    assert {n: (folder / n).read_bytes() for n in kept} == kept
+
+
+def test_a_resume_with_no_step_left_and_no_logged_loss_reports_no_loss_rather_than_zero():
+    """Resumed at its last checkpoint with train.logging_steps above the steps it ran: the checkpoint holds no loss,
+    and the Trainer's 0.0 over no step is none either (a finished run's rerun reported train.loss 0.0)."""
+    import math
+
+    from vlmsweep.train.checkpoints import loss_over_all_steps
+    from vlmsweep.train.trainer import TokenCounts
+
+    assert math.isnan(loss_over_all_steps([{"step": 2, "train_runtime": 1.0}], start=2, steps_run=0, loss_run=0.0))
+    assert loss_over_all_steps([{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.3}], 2, 0, 0.0) == pytest.approx(0.4)
+    assert math.isnan(TokenCounts().supervised_fraction())  # no token seen: no fraction, not 0

@@ -5,6 +5,7 @@ The order of the steps lives in vlmsweep.stages (run_pass), shared by a single r
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import traceback
@@ -78,16 +79,34 @@ def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
 
 def check_same_config(cfg: Config, out_dir: Path) -> None:
     """A rerun of a folder that holds checkpoints resumes them: it must be the config that wrote them (seed included),
-    or the folder would hold one config's training under another's config.yaml. The loop checks its own state too."""
+    or the folder would hold one config's training under another's config.yaml. A folder that holds a finished run
+    (run_info.json says ok) is refused to another config too, checkpoints or not (the default saves none): the rerun
+    would replace its adapter, metrics and samples without a word, unless train.resume=false asks to start it over.
+    The loop checks its own state too."""
     saved = out_dir / "config.yaml"
-    if not (cfg.train.enabled and cfg.train.resume) or not saved.is_file() or not any(
-            any(out_dir.glob(f"{'*/' * depth}checkpoints/checkpoint-*")) for depth in range(3)):
+    if not saved.is_file():
+        return
+    resumes = cfg.train.enabled and cfg.train.resume and any(
+        any(out_dir.glob(f"{'*/' * depth}checkpoints/checkpoint-*")) for depth in range(3))
+    finished = cfg.train.resume and _status(out_dir) == "ok"  # train.resume=false: the user starts the folder over
+    if not (resumes or finished):
         return
     before = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
     diff = config_changes(resume_config(before), resume_config(config_dict(cfg)))  # type: ignore[arg-type]
-    if diff:
+    if diff and resumes:
         raise ResumeMismatch(f"{out_dir}: this run folder holds checkpoints of a different config ({diff}); resume it "
                              "with the same overrides (only tracker and paths may change), or use a new hydra.run.dir")
+    if diff:
+        raise ResumeMismatch(f"{out_dir}: this run folder holds a finished run of a different config ({diff}); a rerun "
+                             "would replace its adapter and metrics: use a new hydra.run.dir, or train.resume=false "
+                             "to start this folder over")
+
+
+def _status(out_dir: Path) -> str | None:
+    try:
+        return json.loads((out_dir / "run_info.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:

@@ -124,5 +124,7 @@ def loss_over_all_steps(log_history: list[dict], start: int, steps_run: int, los
     for step, loss in sorted((h["step"], float(h["loss"])) for h in log_history if "loss" in h and h["step"] <= start):
         total, last = total + loss * (step - last), step
     if last + steps_run == 0:
-        return loss_run
+        # resumed at the end with no logged loss before it (train.logging_steps > the steps run): the checkpoint keeps
+        # no figure of the loss, and the Trainer's 0.0 for no step is none either
+        return loss_run if steps_run else float("nan")
     return (total + loss_run * steps_run) / (last + steps_run)

@@ -75,7 +75,7 @@ class TokenCounts:
             self.tokens += int(kwargs["attention_mask"].sum())
 
     def supervised_fraction(self) -> float:
-        return self.supervised / max(1, self.tokens)
+        return self.supervised / self.tokens if self.tokens else float("nan")  # no step ran: no figure, not 0
 
 
 class LogCallback(TrainerCallback):
