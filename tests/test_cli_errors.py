@@ -124,3 +124,17 @@ def test_a_value_its_key_cannot_hold_is_one_line_judged_as_omegaconf_would():
     # what composing accepts passes: an int for a float, OmegaConf's yes/no, an interpolation, a range sweep
     for ok in (["train.lr=1"], ["train.enabled=yes"], ["train.max_steps=${train.batch_size}"], ["-m", "lora.r=range(4,9,4)"]):
         assert check_command_line(ok)[0] is None, ok
+
+
+def test_a_wrong_model_adapter_is_one_line_recorded_in_run_info(tmp_path, offline_env):
+    """The README's `train.enabled=false model.adapter=PATH` with a PATH that is no folder: one line naming it (it was
+    a traceback ending in a FileNotFoundError that said "no adapter_config.json there" of a folder that did not exist)."""
+    import json
+
+    proc = _cli("train.enabled=false", "model.adapter=RUN_DIR/adapter", "data.test_size=1", "tracker=none",
+                "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "model.adapter=RUN_DIR/adapter: no such folder; point it at a run's adapter/" in errors[0]
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["status"] == "failed" and "no such folder" in info["error"]

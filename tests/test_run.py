@@ -50,8 +50,11 @@ def test_evaluate_an_existing_adapter_without_training(tmp_path):
 
 
 def test_missing_adapter_and_missing_checkpoint_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model.adapter=.*adapter_config.json"):
+    with pytest.raises(FileNotFoundError, match="model.adapter=.*/nothing: no such folder"):
         run(compose(FAST + ["train.enabled=false", f"model.adapter={tmp_path}/nothing"], output_dir=tmp_path / "x"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="model.adapter=.*/empty: no adapter_config.json there"):
+        run(compose(FAST + ["train.enabled=false", f"model.adapter={tmp_path}/empty"], output_dir=tmp_path / "z"))
     with pytest.raises(FileNotFoundError, match="model.path=/nonexistent/qwen.*huggingface-cli download"):
         run(compose(FAST + ["model=qwen2_vl_2b", "model.path=/nonexistent/qwen"], output_dir=tmp_path / "y"))
     assert read_json(tmp_path / "y" / "run_info.json")["status"] == "failed"

@@ -53,11 +53,13 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from vlmsweep.data.leakage import LeakageError
     from vlmsweep.data.manifest import ManifestError
     from vlmsweep.files import WriteError
+    from vlmsweep.model.adapter import AdapterNotFound
     from vlmsweep.model.load import CheckpointNotFound
     from vlmsweep.model.template import TemplateMismatch
 
     # WriteError is no mistake of the user's, but its one line (the path, a full disk) says all there is to say
-    return ManifestError, LeakageError, CheckpointNotFound, TemplateMismatch, RunFolderBusy, WriteError
+    return (ManifestError, LeakageError, CheckpointNotFound, AdapterNotFound, TemplateMismatch, RunFolderBusy,
+            WriteError)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -131,11 +131,14 @@ def check_base(info: dict, base, cfg: Config, adapter: str) -> None:
         )
 
 
+class AdapterNotFound(FileNotFoundError):
+    """model.adapter names no adapter folder: a user's mistake, told in one line (vlmsweep.__main__)."""
+
+
 def load_adapter(base, adapter: str, trainable: bool, cfg: Config):
     if not (Path(adapter) / "adapter_config.json").exists():
-        raise FileNotFoundError(
-            f"model.adapter={adapter}: no adapter_config.json there; point it at a run's adapter/ folder"
-        )
+        what = "no adapter_config.json there" if Path(adapter).is_dir() else "no such folder"
+        raise AdapterNotFound(f"model.adapter={adapter}: {what}; point it at a run's adapter/ folder")
     info = read_info(adapter)
     if info is None:
         log.warning("model.adapter=%s has no %s: its base cannot be checked", adapter, INFO_FILE)
