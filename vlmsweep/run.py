@@ -5,7 +5,6 @@ The order of the steps lives in vlmsweep.stages (run_pass), shared by a single r
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import traceback
@@ -19,7 +18,7 @@ from vlmsweep import loop, tracking
 from vlmsweep.config import Config
 from vlmsweep.evaluate.slices import load_slices
 from vlmsweep.files import write_text
-from vlmsweep.run_folder import ResumeMismatch, config_changes, resume_config
+from vlmsweep.run_folder import ResumeMismatch, config_changes, resume_config, run_info
 from vlmsweep.stages import Pass, RunInfo, config_dict, datasets, free_memory, rank, run_pass, world_size
 
 
@@ -88,7 +87,7 @@ def check_same_config(cfg: Config, out_dir: Path) -> None:
         return
     resumes = cfg.train.enabled and cfg.train.resume and any(
         any(out_dir.glob(f"{'*/' * depth}checkpoints/checkpoint-*")) for depth in range(3))
-    finished = cfg.train.resume and _status(out_dir) == "ok"  # train.resume=false: the user starts the folder over
+    finished = cfg.train.resume and (run_info(out_dir) or {}).get("status") == "ok"  # train.resume=false: the user starts the folder over
     if not (resumes or finished):
         return
     before = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
@@ -101,12 +100,6 @@ def check_same_config(cfg: Config, out_dir: Path) -> None:
                              "would replace its adapter and metrics: use a new hydra.run.dir, or train.resume=false "
                              "to start this folder over")
 
-
-def _status(out_dir: Path) -> str | None:
-    try:
-        return json.loads((out_dir / "run_info.json").read_text(encoding="utf-8")).get("status")
-    except (OSError, ValueError):
-        return None
 
 
 def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:

@@ -80,20 +80,25 @@ def held_by_another(folder: Path | str) -> bool:
         os.close(fd)
 
 
+def run_info(folder: Path | str) -> dict | None:
+    """The folder's run_info.json, or None where there is none (or it cannot be read)."""
+    try:
+        return json.loads((Path(folder) / "run_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def mark_interrupted(folder: Path) -> bool:
     """A run folder whose run_info.json says `running` while no process holds it was killed (kill -9, a lost node):
     its status becomes `interrupted`, so it never reads as still running. True when it was."""
     from vlmsweep.files import write_json
 
-    path = Path(folder) / "run_info.json"
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if info.get("status") != "running" or held_by_another(folder) or str(Path(folder).resolve()) in _held:
+    info = run_info(folder)
+    if info is None or info.get("status") != "running" or held_by_another(folder) \
+            or str(Path(folder).resolve()) in _held:
         return False
     info.update(status="interrupted", error="the process running it ended without a word (killed?); rerun it")
-    write_json(path, info)
+    write_json(Path(folder) / "run_info.json", info)
     return True
 
 
