@@ -36,8 +36,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from vlmsweep.model.load import load_processor, resolve_path
-    from vlmsweep.overrides import compose
-    from vlmsweep.stages import datasets
+    from vlmsweep.config.compose import compose
+    from vlmsweep.pipeline.stages import datasets
     from vlmsweep.train.collator import make_collator
 
     cfg = compose(["model=tiny", f"max_pixels={args.tokens}tok", f"data.train_size={args.n}", "data.test_size=1",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from vlmsweep.model import warmup
+from vlmsweep.recipes import warmup
 
 
 def tree_memory(proc: psutil.Process) -> tuple[int, int, list[tuple[str, int]]]:

@@ -18,7 +18,7 @@ import platform
 import torch
 
 from memory_harness import measure_training_step  # benchmarks/memory_harness.py, beside this script
-from vlmsweep.memory import GiB, estimate
+from vlmsweep.model.memory import GiB, estimate
 from vlmsweep.model.tiny import shape_config, tiny_config
 
 

@@ -194,7 +194,7 @@ def main() -> None:
 
     from vlmsweep.config import visual_tokens_to_pixels
     from vlmsweep.model.tiny import ensure_embedded_model
-    from vlmsweep.model.warmup import machine, reproducible
+    from vlmsweep.recipes.warmup import machine, reproducible
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probe", choices=["end_to_end", "dense", "two_stage", "page", "all"], default="all")

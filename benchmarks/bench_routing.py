@@ -4,7 +4,7 @@
 
 Renders N pages of the default mix (prescriptions ko/zh, receipts en/ko/zh), asks the base model of the
 composed config (default: the embedded tiny one, which reads nothing) which group each page is
-(vlmsweep/routing.py, the default adapters=per_domain grouping) and prints accuracy per group, the answers'
+(vlmsweep/pipeline/routing.py, the default adapters=per_domain grouping) and prints accuracy per group, the answers'
 spread and seconds per page.
 """
 
@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from vlmsweep import routing
+from vlmsweep.pipeline import routing
 from vlmsweep.config import DataMixConfig, visual_tokens_to_pixels
 from vlmsweep.data.build import render_records, split_jobs
 from vlmsweep.data.images import load_image
 from vlmsweep.model import load as model_load
-from vlmsweep.overrides import compose
+from vlmsweep.config.compose import compose
 
 
 def main() -> None:

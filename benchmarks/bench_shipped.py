@@ -21,7 +21,7 @@ from pathlib import Path
 
 def answers(model_dir: Path, out: Path, train: bool) -> tuple[dict[str, str], dict[str, float]]:
     """The default run (evaluation only unless `train`) on the folder: sample id -> answer text, and the metrics."""
-    from vlmsweep.overrides import compose
+    from vlmsweep.config.compose import compose
     from vlmsweep.run import run
 
     overrides = ["model.source=pretrained", f"model.path={model_dir}", "tracker=none"]

@@ -1,6 +1,6 @@
 """The Instruct warm-up recipe, measured: build time, loss, held-out contract, and the default LoRA run after it.
 
-    python benchmarks/bench_warmup.py                         # the default recipe (vlmsweep.model.warmup.Recipe)
+    python benchmarks/bench_warmup.py                         # the default recipe (vlmsweep.recipes.warmup.Recipe)
     python benchmarks/bench_warmup.py --set steps=300 batch_size=8 documents=1024 visual_tokens=16,64 \
         lr=2e-3 lr_scheduler=linear                           # a variant: any Recipe field
     python benchmarks/bench_warmup.py --then-run              # also the default `python -m vlmsweep` on it
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from vlmsweep.model.warmup import Recipe, warm
+from vlmsweep.recipes.warmup import Recipe, warm
 
 KEYS = ("warmup.seconds", "warmup.cpu_seconds", "warmup.render_seconds", "warmup.train_seconds",
         "warmup.eval_seconds", "warmup.answer_vocab", "warmup.first_loss", "warmup.answer_vocab_loss",
@@ -64,7 +64,7 @@ def raw_model(cache: Path, layers: int | None = None, folder: Path | None = None
 
 def default_run(model_dir: Path, out: Path) -> dict[str, float]:
     """`python -m vlmsweep` on its defaults, with model.path pointing at the warmed folder."""
-    from vlmsweep.overrides import compose
+    from vlmsweep.config.compose import compose
     from vlmsweep.run import run
 
     overrides = ["model.source=pretrained", f"model.path={model_dir}", "tracker=none"]

@@ -14,7 +14,7 @@ TrainingArguments(activation_checkpointing=) and fails apply_chat_template(proce
 imported from here, not installed. Pages are drawn with Pillow's own font (no CJK fonts there): the targets are the
 generator's prescriptions (Korean and Chinese), the visual tokens the budget's.
 
-Each experiment runs the project's own path (vlmsweep.stages: model load with its quantization, LoRA on its scope,
+Each experiment runs the project's own path (vlmsweep.pipeline.stages: model load with its quantization, LoRA on its scope,
 the Trainer with gradient checkpointing) for a few steps at a realistic budget (1024 visual tokens, batch 1), then
 evaluation is skipped. exp1/exp2 quantize the random bf16 weights to NF4 while loading; `exp1-prequantized` loads
 a copy saved already in 4-bit (bitsandbytes, the release's 4.x skip list `["visual", "lm_head"]`). The shape model is
@@ -101,7 +101,7 @@ def budget_override(visual_tokens: int) -> str:
 
 def compose(exp: str, args: argparse.Namespace, output_dir: Path, loss_impl: str = "chunked"):
     """The typed Config exactly as `python -m vlmsweep OVERRIDES` builds it."""
-    from vlmsweep.overrides import compose as package_compose
+    from vlmsweep.config.compose import compose as package_compose
 
     return package_compose([o for o in overrides(exp, args, loss_impl) if o], output_dir / f"{exp}-{loss_impl}")
 
@@ -164,7 +164,7 @@ class StepClock:
 
 
 def dry_run(args: argparse.Namespace) -> int:
-    from vlmsweep import memory
+    from vlmsweep.model import memory
 
     args.prequantized_path = args.prequantized_path or "PREQUANTIZED_COPY"  # composed, never loaded
     args.manifest = args.manifest or "MANIFEST.jsonl"
@@ -252,8 +252,8 @@ def measure(exp: str, loss_impl: str, args: argparse.Namespace, out: Path) -> di
     import torch
     from transformers import set_seed
 
-    from vlmsweep import memory
-    from vlmsweep import stages as vrun
+    from vlmsweep.model import memory
+    from vlmsweep.pipeline import stages as vrun
     from vlmsweep.model import load as model_load
 
     cfg = compose(exp, args, out, loss_impl)
@@ -334,7 +334,7 @@ def write_table(rows: list[dict], equality: list[dict], out: Path, device: str) 
             f"| {', '.join(f'{p} {n}' for p, n in r.get('four_bit_layers', {}).items()) or '-'} |"
         )
     lines += ["", "peak: torch.cuda.max_memory_allocated() over load + training (CUDA context and allocator "
-              "reserve not included). step s: median over steps 2..N. estimate: vlmsweep.memory for this run's "
+              "reserve not included). step s: median over steps 2..N. estimate: vlmsweep.model.memory for this run's "
               "samples and loss; generic: experiment_estimates (1024 visual + 300 text tokens)."]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,11 @@
-"""Measure a training step's memory on the CPU beside the estimate (vlmsweep.memory): the harness that
+"""Measure a training step's memory on the CPU beside the estimate (vlmsweep.model.memory): the harness that
 benchmarks/bench_memory.py and tests/test_memory.py share. Builds a random model and runs AdamW steps."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from vlmsweep import memory
+from vlmsweep.model import memory
 from vlmsweep.train.peak import measure
 
 

@@ -38,7 +38,7 @@ IGNORE = -100
 
 def compose(overrides: list[str], output_dir: Path):
     """The typed Config exactly as `python -m vlmsweep OVERRIDES` builds it."""
-    from vlmsweep.overrides import compose as package_compose
+    from vlmsweep.config.compose import compose as package_compose
 
     return package_compose(overrides, output_dir)
 
@@ -66,7 +66,7 @@ class PlainCollator:
 
     def __call__(self, records):
         from vlmsweep import prompts
-        from vlmsweep.model.template import QWEN2_VL_TRAINING_TEMPLATE
+        from vlmsweep.train.template import QWEN2_VL_TRAINING_TEMPLATE
 
         # The release's template has no {% generation %} markers (its assistant mask is all zeros): a user adds
         # them, as vlmsweep's training template does (the rendered text is identical).

@@ -91,7 +91,7 @@ def tiny_path(cache_dir) -> Path:
 
 def compose(overrides: list[str], output_dir: Path | None = None):
     """The typed Config exactly as `python -m vlmsweep OVERRIDES` would build it."""
-    from vlmsweep.overrides import compose as package_compose
+    from vlmsweep.config.compose import compose as package_compose
 
     return package_compose(overrides, output_dir or "unused")
 

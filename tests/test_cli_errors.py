@@ -11,7 +11,7 @@ import pytest
 
 from conftest import CONF_DIR, SWEEPS_DIR
 from helpers import REPO
-from vlmsweep.overrides import check_command_line, nearest_keys, unknown_keys_in
+from vlmsweep.cli.checks import check_command_line, nearest_keys, unknown_keys_in
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -82,7 +82,7 @@ def test_a_users_own_sweep_file_resolves_like_the_shipped_ones(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from vlmsweep.config import register_configs
-    from vlmsweep.sweeps import register_resolvers
+    from vlmsweep.config.resolvers import register_resolvers
 
     (tmp_path / "sweep").mkdir()
     shipped = (SWEEPS_DIR / "lora_rank.yaml").read_text()

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from helpers import REPO, TINY_RUN, read_json, vlmsweep
-from vlmsweep.sweeper import WORKER
+from vlmsweep.sweep.sweeper import WORKER
 
 POSTGRES_URL = os.environ.get("VLMSWEEP_TEST_POSTGRES_URL", "postgresql://vlmsweep:vlmsweep@127.0.0.1:5432/vlmsweep")
 # No evaluation: the objective is the training loss, so a trial is model load + one step (seconds).
@@ -83,7 +83,7 @@ def test_slurm_preset_composes_to_the_submitit_slurm_launcher():
     from hydra import compose, initialize_config_dir
 
     from vlmsweep.config import register_configs
-    from vlmsweep.sweeps import register_resolvers
+    from vlmsweep.config.resolvers import register_resolvers
 
     register_configs()
     register_resolvers()

@@ -11,7 +11,7 @@ from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 from vlmsweep import prompts
 from vlmsweep.data import Record
 from vlmsweep.model import release
-from vlmsweep.model.template import TRAINING_TEMPLATES, TemplateMismatch, has_generation_markers
+from vlmsweep.train.template import TRAINING_TEMPLATES, TemplateMismatch, has_generation_markers
 from vlmsweep.train.collator import IGNORE, Collator, MaskError, masked_lm_loss
 from vlmsweep.train.trainer import check_lengths
 

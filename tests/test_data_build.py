@@ -7,7 +7,7 @@ import pytest
 
 from vlmsweep.config import DataMixConfig
 from vlmsweep.data import build, build_split, empty_target, generate_targeted, load_image, read_manifest, schema_errors
-from vlmsweep.data.__main__ import main as cli
+from vlmsweep.cli.data import main as cli
 from vlmsweep.data.record import RECEIPT_DOMAINS
 
 MIX = DataMixConfig(name="rx_receipt_1_1_1", hard_negatives=0.25)
@@ -96,7 +96,7 @@ def test_cli_render_writes_manifest_images_and_contact_sheet(tmp_path, capsys):
 def test_every_flag_of_the_data_commands_says_what_it_does(command):
     import argparse
 
-    from vlmsweep.data.__main__ import parser
+    from vlmsweep.cli.data import parser
 
     with pytest.raises(SystemExit) as done:
         cli([command, "--help"])

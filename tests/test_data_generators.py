@@ -200,7 +200,7 @@ def test_receipts_by_language_print_their_vocabulary_with_no_missing_glyph(domai
 
 
 def test_cli_render_30_draws_english_korean_and_chinese_receipts(tmp_path):
-    from vlmsweep.data.__main__ import main as cli
+    from vlmsweep.cli.data import main as cli
     from vlmsweep.data import read_manifest
     assert cli(["render", "--out", str(tmp_path), "--n", "30", "--noise", "none"]) == 0
     domains = [r.image_domain for r in read_manifest(tmp_path / "manifest.jsonl")]

@@ -61,7 +61,7 @@ def test_sroie_layout_errors_name_the_file(tmp_path):
 def test_the_mirror_root_and_the_rrc_download_layouts_load_and_split_from_the_command_line(tmp_path, capsys):
     from PIL import Image
 
-    from vlmsweep.data.__main__ import main
+    from vlmsweep.cli.data import main
 
     key = {"company": "CORNER CAFE", "date": "14/03/2025", "address": "12 MAIN ST", "total": "9.00"}
     rrc = tmp_path / "task3"  # the RRC download: X51005200931.jpg beside X51005200931.txt (JSON text)

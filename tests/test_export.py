@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlmsweep.export import main, vllm_lora
+from vlmsweep.cli.export import main
+from vlmsweep.pipeline.export import vllm_lora
 
 LLM = "base_model.model.model.language_model.layers.0.self_attn.q_proj"
 VISION = "base_model.model.model.visual.blocks.0.attn.qkv"
@@ -66,7 +67,7 @@ def _compared(differ, diff):
 
 
 def test_a_mismatch_names_the_dtype_that_answers_alike_or_says_none_does():
-    from vlmsweep.export import mismatch_message
+    from vlmsweep.pipeline.export import mismatch_message
 
     check = _compared(["check-0-prescription_ko"], 0.13) | {"max_abs_logit": 12.7}
     found = mismatch_message("bfloat16", "float32", "float32", check, {"float32": _compared([], 6.2e-6)})
@@ -90,7 +91,7 @@ def test_a_16bit_adapter_is_warned_of_the_expected_mismatch_before_merging(tmp_p
     import logging
     from types import SimpleNamespace
 
-    from vlmsweep import export
+    from vlmsweep.pipeline import export
     from vlmsweep.config import QuantConfig
     from vlmsweep.model import inference
 
@@ -105,7 +106,7 @@ def test_a_16bit_adapter_is_warned_of_the_expected_mismatch_before_merging(tmp_p
         raise Merging
 
     monkeypatch.setattr(export, "merged_model", merging)
-    with caplog.at_level(logging.WARNING, logger="vlmsweep.export"), pytest.raises(Merging):
+    with caplog.at_level(logging.WARNING, logger="vlmsweep.pipeline.export"), pytest.raises(Merging):
         export.export_merged(tmp_path, tmp_path / "merged", checks=0, max_new_tokens=4)
     assert any("the adapter computed in bfloat16" in r.getMessage() and "ExportMismatch" in r.getMessage()
                for r in caplog.records)  # said before the merge began

@@ -37,7 +37,7 @@ def test_the_plan_lists_each_wheel_with_its_size_and_the_commands(tmp_path, caps
 
 
 def test_the_drawn_pages_are_a_manifest_the_run_reads_and_this_machine_passes_the_preflight(tmp_path):
-    from vlmsweep.stages import datasets
+    from vlmsweep.pipeline.stages import datasets
 
     manifest = gpu_check.draw_pages(2, tmp_path / "pages")
     args = argparse.Namespace(visual_tokens=1024, steps=2, cache=None, manifest=manifest, prequantized_path=None)

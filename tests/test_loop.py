@@ -13,7 +13,7 @@ from conftest import FAST, compose
 from vlmsweep import loop
 from vlmsweep.data import Record, empty_target, read_manifest
 from vlmsweep.evaluate.metrics import TAGS
-from vlmsweep.report.loop import plot_tags, render_loop_report
+from vlmsweep.loop.report import plot_tags, render_loop_report
 
 
 def rec(rid: str, seed: int | None = None, domain: str = "prescription_ko", image: str | None = None) -> Record:
@@ -88,7 +88,7 @@ def test_hard_set_synthesises_through_the_generators_per_tag(cache_dir):
 
 
 def test_a_cycle_tracker_offsets_steps_and_forwards_everything_else():
-    from vlmsweep.tracking import Tracker
+    from vlmsweep.pipeline.tracking import Tracker
 
     calls = []
 
@@ -286,7 +286,7 @@ LOOP = FAST + ["loop.cycles=1", "loop.synth_per_tag=2", "loop.mine_per_tag=1", "
 
 
 def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, tiny_path, monkeypatch):
-    from vlmsweep import stages
+    from vlmsweep.pipeline import stages
     from vlmsweep.run import run
 
     out = tmp_path / "loop"

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlmsweep import memory
-from vlmsweep.memory import GiB, estimate, nf4_bits_per_param
+from vlmsweep.cli import memory as memory_cli
+from vlmsweep.model import memory
+from vlmsweep.model.memory import GiB, estimate, nf4_bits_per_param
 from vlmsweep.model.tiny import shape_config
 from vlmsweep.train.peak import measure
 
@@ -247,7 +248,7 @@ def test_a_run_logs_a_qwen2_5_vl_estimate_and_a_failed_estimate_says_why(caplog)
 
     from conftest import FAST, compose
     from vlmsweep.model.shapes import QWEN2_5_VL_3B, parse
-    from vlmsweep.stages import estimate_stage
+    from vlmsweep.pipeline.stages import estimate_stage
 
     cfg = compose(FAST + ["model=qwen2_5_vl_3b"])
 
@@ -270,11 +271,11 @@ def test_a_run_logs_a_qwen2_5_vl_estimate_and_a_failed_estimate_says_why(caplog)
 
 def test_cli_takes_the_runs_overrides(capsys):
     """`python -m vlmsweep.memory OVERRIDES` estimates the config `python -m vlmsweep OVERRIDES` trains."""
-    assert memory.main(["model=qwen2_5_vl_3b", "lora.r=8"]) == 0
+    assert memory_cli.main(["model=qwen2_5_vl_3b", "lora.r=8"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("model=qwen2_5_vl_3b (qwen2_5_vl), quant=bf16, scope=llm, LoRA r=8")
     assert f"LoRA weights   {36 * 8 * 51968 * 4 / GiB:>8.3f}" in out  # 36 layers x r x (in + out), fp32
-    assert memory.main(["+experiment=exp2", "max_pixels=1024tok"]) == 0
+    assert memory_cli.main(["+experiment=exp2", "max_pixels=1024tok"]) == 0
     out = capsys.readouterr().out
     assert "model=qwen2_vl_2b_bnb4 (qwen2_vl), quant=nf4, scope=all" in out and "1024 visual" in out
     # both loss implementations: the run's (chunked, in the table) and eager, whose logits are batch x 200 x vocab
@@ -284,9 +285,9 @@ def test_cli_takes_the_runs_overrides(capsys):
     assert eager and float(eager.group(1)) == pytest.approx(4 * 200 * 151936 * 18 / GiB, abs=1e-3)
     assert float(eager.group(2)) > total + 1.5
     assert "the plan's estimate for exp2: ~12 GB" in out
-    assert memory.main(["lora.rr=3"]) == 2
+    assert memory_cli.main(["lora.rr=3"]) == 2
     assert "unknown config key 'lora.rr', did you mean lora.r" in capsys.readouterr().err
-    assert memory.main(["model=qwen2_vl_2b", "model.path=/nowhere"]) == 2
+    assert memory_cli.main(["model=qwen2_vl_2b", "model.path=/nowhere"]) == 2
     assert "model.path=/nowhere: no config.json there" in capsys.readouterr().err
 
 

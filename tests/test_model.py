@@ -16,7 +16,7 @@ from conftest import FAST, compose
 from vlmsweep.config import ModelConfig
 from vlmsweep.model import release
 from vlmsweep.model.load import CheckpointNotFound, resolve_path
-from vlmsweep.model.template import has_generation_markers
+from vlmsweep.train.template import has_generation_markers
 from vlmsweep.model.tiny import TINY_SIZES, config_json, ensure_embedded_model, shape_config
 
 # The release's non-weight files, kept beside the repository for development; a user has no such folder.

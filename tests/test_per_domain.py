@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose
-from vlmsweep import routing
+from vlmsweep.pipeline import routing
 from vlmsweep.data import Record
 
 GROUPS = {"prescriptions": ["prescription_ko", "prescription_zh", "prescription_en"],

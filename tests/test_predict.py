@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from userdata import KO, RECEIPT, ZH, draw
-from vlmsweep import summary
-from vlmsweep.predict import InputError, collect, main
+from vlmsweep.pipeline import summary
+from vlmsweep.cli.predict import main
+from vlmsweep.pipeline.predict import InputError, collect
 
 
 def _scans(folder: Path) -> Path:
@@ -121,7 +122,7 @@ def test_real_receipt_scans_are_read_at_the_budget_through_a_glob():
 
     if not (SAMPLE / "key").is_dir():
         pytest.skip(needs_sample.kwargs["reason"])
-    from vlmsweep.predict import load_or_error
+    from vlmsweep.pipeline.predict import load_or_error
 
     items, left_out = collect([str(SAMPLE / "img" / "*.jpg")])
     assert len(items) == 24 and not left_out

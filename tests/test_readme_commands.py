@@ -249,11 +249,11 @@ STEPS: dict[str, Step | str] = {
     "python -m vlmsweep.predict RUN_DIR/adapters scans/ --domain prescription_ko --routing model":
         Step(needs=(PER_DOMAIN,), replace={"RUN_DIR": "{ws}/multirun/adapters/1"}, extra=["--max-new-tokens", "4", "--out", "routed.jsonl"],
              check="routed_predict"),
-    "python -m vlmsweep.model.warmup":
+    "python -m vlmsweep.recipes.warmup":
         "a rebuild from scratch by the recipe (minutes): tests/test_warmup.py::test_the_same_recipe_builds_the_same_bytes "
         "runs a reduced recipe twice to the same bytes, and test_the_default_model_is_the_warmed_one_and_model_tiny_the_raw_one "
         "checks the folder and card of the default model",
-    "python -m vlmsweep.model.warmup --ship":
+    "python -m vlmsweep.recipes.warmup --ship":
         "a build of minutes that rewrites the package's files; tests/test_warmup.py::"
         "test_a_build_packs_into_shipped_files_that_assemble_to_its_tensors packs a short build the same way",
     "python -m vlmsweep model=tiny":
@@ -570,7 +570,7 @@ def _real_receipts(proc, ws):
 def _per_domain_multirun(proc, ws):
     """Two runs: one adapter, and one per group in adapters/<group>/ (each a self-sufficient adapter folder) with
     routing.json; each page evaluated by its own group's adapter, the router asked anyway; both rows in the report."""
-    from vlmsweep import routing
+    from vlmsweep.pipeline import routing
 
     assert "2 runs" in proc.stdout
     runs = {json.loads((d / "run_info.json").read_text())["choices"]["adapters"]: d
@@ -698,7 +698,7 @@ def _evaluated_like(ws: Path, folder: Path, overrides: list[str]) -> tuple[dict,
     """The merged folder evaluated as a checkpoint (the README's `train.enabled=false model=qwen2_vl_2b
     model.path=merged`, in the quant of its dtype) with the run's overrides; (its metrics, its samples by id)."""
     from vlmsweep.model.inference import QUANT_OF_DTYPE
-    from vlmsweep.overrides import compose
+    from vlmsweep.config.compose import compose
     from vlmsweep.run import run as run_config
 
     dtype = json.loads((folder / "export_check.json").read_text(encoding="utf-8"))["dtype"]
@@ -726,7 +726,7 @@ def _from_pretrained_answers_as_the_adapter(folder: Path):
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
     from vlmsweep import prompts
-    from vlmsweep.export import check_documents
+    from vlmsweep.pipeline.export import check_documents
 
     check = json.loads((folder / "export_check.json").read_text(encoding="utf-8"))
     info = json.loads((folder / "vlmsweep_adapter.json").read_text(encoding="utf-8"))

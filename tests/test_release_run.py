@@ -14,7 +14,7 @@ from helpers import read_json
 from vlmsweep.config import visual_tokens_to_pixels
 from vlmsweep.model import release
 from vlmsweep.model.adapter import INFO_FILE
-from vlmsweep.model.template import TRAINING_TEMPLATES, TemplateMismatch
+from vlmsweep.train.template import TRAINING_TEMPLATES, TemplateMismatch
 from vlmsweep.model.tiny import ensure_embedded_model
 from vlmsweep.run import run
 

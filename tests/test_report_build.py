@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from report_fakes import make_2x2, make_run
-from vlmsweep.report import build_report, load_runs, main
+from vlmsweep.cli.report import main
+from vlmsweep.report import build_report, load_runs
 
 B = 200
 
@@ -190,7 +191,7 @@ def test_sweep_folder_with_timestamped_trials_read_with_its_study(tmp_path):
     numbers, states and values them. Two budgets tie: no best."""
     import optuna
 
-    from vlmsweep.sweeper import HEARTBEAT, WORKER, host_key, set_system_attr
+    from vlmsweep.sweep.sweeper import HEARTBEAT, WORKER, host_key, set_system_attr
 
     root = tmp_path / "sweeps" / "max_pixels"
     root.mkdir(parents=True)

@@ -10,9 +10,9 @@ import pytest
 from report_fakes import make_run
 from vlmsweep.evaluate.perturb import flip_digits
 from vlmsweep.report import build_report, load_runs
-from vlmsweep.report.calibrate import main as calibrate_main
+from vlmsweep.cli.calibrate import main as calibrate_main
 from vlmsweep.report.effects import COMPARISON_WEIGHTS, FACTORIAL_WEIGHTS, contrast_estimate, interval
-from vlmsweep.report.build import main as report_main
+from vlmsweep.cli.report import main as report_main
 
 
 def _false_positive_rate(kind: str, seeds: int, samples: int, cells: int, seed_sd: float, reps: int = 300) -> float:

@@ -35,7 +35,7 @@ def test_a_second_run_on_a_held_folder_refuses_naming_it_and_the_holder_and_chan
     folder = tmp_path / "runs" / "d"
     assert "seed: 0" in (folder / "config.yaml").read_text().splitlines()
     assert "seed=1" not in (folder / ".hydra" / "overrides.yaml").read_text()
-    assert "seed=1" not in (folder / "__main__.log").read_text()
+    assert "seed=1" not in (folder / "vlmsweep.log").read_text()
     assert json.loads((folder / "run_info.json").read_text())["seed"] == 0
 
 
@@ -137,7 +137,7 @@ def test_a_full_disk_leaves_a_failed_run_that_names_the_path_and_no_half_adapter
 
 def test_run_info_says_failed_on_a_disk_with_no_room_left_for_a_copy(tmp_path):
     from conftest import FAST, compose
-    from vlmsweep.stages import RunInfo
+    from vlmsweep.pipeline.run_folder import RunInfo
 
     disk = tmp_path / "full"
     if not _mount_tmpfs(disk, 0.1):

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from vlmsweep.model import shipped
 from vlmsweep.model.cache import MANIFEST, damage, safetensors_damage
 from vlmsweep.model.shipped import EMBED, ROWS, SHIPPED_DIR, UNUSED, WEIGHTS
-from vlmsweep.model.warmup import Recipe
+from vlmsweep.recipes.warmup import Recipe
 
 
 def test_the_package_ships_a_few_mib_of_trained_tensors_with_a_card_and_checksums():

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import compose
 from test_ocr import needs_tesseract
-from vlmsweep.metric_names import direction_of, is_wall_clock
+from vlmsweep.metrics import direction_of, is_wall_clock
 
 
 def test_an_unknown_slice_names_the_option_that_fixes_it(tmp_path):

@@ -1,4 +1,4 @@
-"""Optuna sweeps (hydra/sweeper=optuna, vlmsweep.sweeper): resume from SQLite to the requested total after kill -9;
+"""Optuna sweeps (hydra/sweeper=optuna, vlmsweep.sweep.sweeper): resume from SQLite to the requested total after kill -9;
 a failing trial is recorded with its reason and the sweep goes on; which RUNNING trials count toward the total;
 upstream's config surface (params syntax, every sampler); a two-objective sweep's Pareto front, its report and
 optuna-dashboard on its storage."""
@@ -17,8 +17,8 @@ import pytest
 
 from helpers import REPO, TINY_RUN, read_json, vlmsweep
 from vlmsweep.config import CONF_DIR
-from vlmsweep.metric_names import direction_of
-from vlmsweep.sweeper import (HEARTBEAT, INTERRUPTED, WORKER, Progress, host_key, progress, set_system_attr,
+from vlmsweep.metrics import direction_of
+from vlmsweep.sweep.sweeper import (HEARTBEAT, INTERRUPTED, WORKER, Progress, host_key, progress, set_system_attr,
                               stale_reason, study_progress)
 
 SWEEP = ["-m", "+sweep=max_pixels", 'hydra.sweeper.params.max_pixels="choice(256tok,512tok)"']
@@ -146,7 +146,7 @@ def read_json_yaml(path):
 
 
 def test_a_tie_is_reported_as_a_tie():
-    from vlmsweep.sweeps import best_or_tie
+    from vlmsweep.sweep.summaries import best_or_tie
 
     assert best_or_tie([(0, 0.0, "max_pixels=256tok"), (1, 0.0, "max_pixels=512tok")], True) == "all 2 trials score 0: no best"
     assert best_or_tie([(0, 0.5, "a=1"), (1, 0.7, "a=2"), (2, 0.7, "a=3")], True).startswith("a=2, a=3 tie at 0.7")
@@ -188,7 +188,7 @@ def test_a_sweep_through_the_command_line_then_its_report_and_a_resumed_invocati
 def test_params_are_read_as_hydra_optuna_sweeper_documents_them():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from vlmsweep.sweeper import grid_choices, params_from_overrides
+    from vlmsweep.sweep.sweeper import grid_choices, params_from_overrides
 
     space, fixed, deletions = params_from_overrides([
         "max_pixels=choice(256tok, 512tok)", "lora.r=range(4, 20, step=4)", "train.lr=tag(log, interval(1e-5, 5e-3))",
@@ -214,7 +214,7 @@ def test_every_sampler_option_composes_and_builds():
     from hydra.utils import instantiate
 
     from vlmsweep.config import register_configs
-    from vlmsweep.sweeps import register_resolvers
+    from vlmsweep.config.resolvers import register_resolvers
 
     register_configs()
     register_resolvers()
@@ -336,7 +336,7 @@ def test_a_search_space_the_sampler_cannot_take_is_named_in_a_clear_error():
     the kinds the sweeper takes, not a NotImplementedError from deep inside the sweep."""
     from types import SimpleNamespace
 
-    from vlmsweep.sweeper import distribution_from_override
+    from vlmsweep.sweep.sweeper import distribution_from_override
 
     glob_like = SimpleNamespace(is_sweep_override=lambda: True, value=lambda: None, is_choice_sweep=lambda: False,
                                 is_range_sweep=lambda: False, is_interval_sweep=lambda: False,

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from conftest import FAST, compose
-from vlmsweep import tracking
+from vlmsweep.pipeline import tracking
 from vlmsweep.run import run
 
 BLOCK = 32768  # .wandb files are LevelDB-style logs: 7-byte file header, 32 KiB blocks of records

@@ -1,4 +1,4 @@
-"""The Instruct warm-up (vlmsweep.model.warmup): its seed streams, its restricted output layer, a short build."""
+"""The Instruct warm-up (vlmsweep.recipes.warmup): its seed streams, its restricted output layer, a short build."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 from vlmsweep.data.mix import sample_seed
 from vlmsweep.data.record import SPLITS
-from vlmsweep.model import warmup
+from vlmsweep.recipes import warmup
 from vlmsweep.model.cache import MANIFEST
-from vlmsweep.model.warmup import (
+from vlmsweep.recipes.warmup import (
     HELDOUT_STREAM,
     TRAIN_STREAM,
     AnswerVocabCollator,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import itertools
 import os
 import shutil
 import stat
@@ -103,3 +104,21 @@ def not_a_regular_file(path: Path) -> str | None:
     if stat.S_ISDIR(mode):
         return "a folder, not a file"
     return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+_claimed: dict[tuple[str, str], str] = {}  # (parent, default name) -> the folder this process claimed for it
+
+
+def claim(parent: str, name: str) -> str:
+    """`parent/name`, or `parent/name-2`, `-3`, ... when that exists: made here, so two runs started in the same
+    second get two folders (mkdir is atomic). The same answer every time this process asks."""
+    if (parent, name) not in _claimed:
+        for n in itertools.count(1):
+            candidate = name if n == 1 else f"{name}-{n}"
+            try:
+                Path(parent, candidate).mkdir(parents=True)
+            except FileExistsError:
+                continue
+            _claimed[parent, name] = f"{parent}/{candidate}"
+            break
+    return _claimed[parent, name]

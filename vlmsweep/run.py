@@ -1,6 +1,6 @@
 """run(cfg) -> metrics: the entry every caller uses (Hydra, sweeps, tests); it picks one pass or the loop.
 
-The order of the steps lives in vlmsweep.stages (run_pass), shared by a single run and a loop cycle.
+The order of the steps lives in vlmsweep.pipeline.stages (run_pass), shared by a single run and a loop cycle.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ from omegaconf import OmegaConf
 from transformers import set_seed
 
 from vlmsweep import data as data_mod
-from vlmsweep import loop, tracking
+from vlmsweep import loop
+from vlmsweep.pipeline import tracking
 from vlmsweep.config import Config
 from vlmsweep.evaluate.slices import load_slices
 from vlmsweep.files import write_text
-from vlmsweep.run_folder import ResumeMismatch, config_changes, resume_config, run_info
-from vlmsweep.stages import Pass, RunInfo, config_dict, datasets, free_memory, rank, run_pass, world_size
+from vlmsweep.config import config_dict
+from vlmsweep.pipeline.run_folder import (ResumeMismatch, RunInfo, config_changes, free_memory, rank, resume_config,
+                                           run_info, world_size)
+from vlmsweep.pipeline.stages import Pass, datasets, run_pass
 
 
 def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
@@ -52,7 +55,7 @@ def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
                 )
             metrics = loop.run_loop(cfg, out_dir, tracker, info)
         elif cfg.adapters.per_domain:
-            from vlmsweep.per_domain import run_per_domain
+            from vlmsweep.pipeline.per_domain import run_per_domain
 
             metrics = run_per_domain(cfg, out_dir, tracker, info)
         else:
@@ -101,9 +104,8 @@ def check_same_config(cfg: Config, out_dir: Path) -> None:
                              "to start this folder over")
 
 
-
 def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:
-    """One pass: the run's own splits (data), then vlmsweep.stages.run_pass."""
+    """One pass: the run's own splits (data), then vlmsweep.pipeline.stages.run_pass."""
     set_seed(cfg.seed)
     splits = datasets(cfg)  # a bad manifest fails here, before the model is loaded
     info.update(data=splits.sources)

@@ -1,5 +1,5 @@
 """The configuration reference of docs/configuration.md, generated when the manual is built (an mkdocs hook), so it
-cannot drift from the schema: every key of vlmsweep/config.py's dataclasses with its type, its value in
+cannot drift from the schema: every key of vlmsweep/config/__init__.py's dataclasses with its type, its value in
 `python -m vlmsweep` (conf/config.yaml and the default options, composed by Hydra, interpolations unresolved) and
 the comment beside its field; every config group with its options, read from conf/."""
 
@@ -19,7 +19,7 @@ MARKER = "<!-- config-reference -->"
 # imported now: mkdocs restores sys.path once the hook module has loaded.
 sys.path.insert(0, str(REPO))
 from vlmsweep import config as vlmsweep_config  # noqa: E402
-from vlmsweep.sweeps import register_resolvers  # noqa: E402
+from vlmsweep.config.resolvers import register_resolvers  # noqa: E402
 
 sys.path.remove(str(REPO))
 

@@ -1,4 +1,4 @@
-"""`hydra/sweeper=optuna` on today's Optuna: the Hydra-facing class; the logic is vlmsweep.sweeper.
+"""`hydra/sweeper=optuna` on today's Optuna: the Hydra-facing class; the logic is vlmsweep.sweep.sweeper.
 
 Why not the upstream plugin: hydra-optuna-sweeper 1.3.0, the last release on PyPI, requires optuna < 3
 (so SQLAlchemy < 2, alembic < 1.14), and the Optuna 4 port on Hydra's main branch is unreleased and
@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 class OptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, **options: Any) -> None:
-        from vlmsweep.sweeper import SharedStudySweeperImpl  # optuna is imported only when a sweep starts
+        from vlmsweep.sweep.sweeper import SharedStudySweeperImpl  # optuna is imported only when a sweep starts
 
         if OmegaConf.is_config(sampler):  # Hydra 1.3.8 instantiates the sweeper's nodes itself; older ones did not
             sampler = instantiate(sampler)

@@ -154,7 +154,7 @@ class OptunaSweeperConf:
     params: Optional[Dict[str, str]] = None  # name: choice(...) | range(...) | interval(...) | tag(log, interval(...))
     custom_search_space: Optional[str] = None  # dotpath of a callable(cfg, trial) that suggests more parameters
 
-    # vlmsweep's additions (vlmsweep/sweeper.py)
+    # vlmsweep's additions (vlmsweep/sweep/sweeper.py)
     metric_names: Any = None  # list of str (Any: the presets interpolate it); the objectives' names, stored in the study (optuna-dashboard shows them)
     heartbeat_interval: float = 10  # seconds between this worker's "still running" marks on its trials
     grace_period: float = 60  # seconds without a mark before another worker declares a trial interrupted

@@ -145,7 +145,7 @@ def as_number(x: float) -> float | int:
 
 
 # Focus "short": lists (items, medications, diagnosis codes) of at most this many entries: short answers whose
-# end is easy to predict (the Instruct warm-up's documents, vlmsweep.model.warmup).
+# end is easy to predict (the Instruct warm-up's documents, vlmsweep.recipes.warmup).
 SHORT_LIST = 2
 
 

@@ -20,7 +20,7 @@ from vlmsweep import prompts
 from vlmsweep.config import Config
 from vlmsweep.model import adapter as model_adapter
 from vlmsweep.model import load as model_load
-from vlmsweep.overrides import compose
+from vlmsweep.config.compose import compose
 
 log = logging.getLogger(__name__)
 

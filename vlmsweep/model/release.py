@@ -24,7 +24,7 @@ TOKEN_IDS = {
 }
 
 # chat_template.json, verbatim. No {% generation %} markers: an assistant-token mask built from it
-# is all zeros (vlmsweep.model.template installs a training template proven identical to it).
+# is all zeros (vlmsweep.train.template installs a training template proven identical to it).
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"

@@ -1,5 +1,6 @@
-"""`python -m vlmsweep.report DIR [--out OUTDIR] [--metrics m1,m2]`."""
+"""`python -m vlmsweep.report DIR [--out OUTDIR] [--metrics m1,m2]`: vlmsweep.cli.report."""
 
-from vlmsweep.report import main
+if __name__ == "__main__":
+    from vlmsweep.cli.report import main
 
-raise SystemExit(main())
+    raise SystemExit(main())

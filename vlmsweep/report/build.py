@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
@@ -23,7 +22,7 @@ from vlmsweep.report.effects import (
     higher_is_better,
     verdict,
 )
-from vlmsweep.metric_names import is_wall_clock
+from vlmsweep.metrics import is_wall_clock
 from vlmsweep.report.runs import HEADLINE_METRICS, RunResult, load_sweep, read_optuna_results, sweep_axes
 from vlmsweep.report.study import StudyRecord
 
@@ -383,34 +382,12 @@ def build_report(
     return html_path
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vlmsweep.report", description="Compare the runs of a multirun, sweep or loop folder.")
-    ap.add_argument("dir", type=Path, help="multirun folder (0/, 1/, ...), Optuna sweep folder, or loop run (cycle_N/)")
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default: DIR/report)")
-    ap.add_argument("--metrics", default=None, help="comma-separated metric names (default: the headline metrics)")
-    ap.add_argument("--storage", default=None,
-                    help="Optuna storage URL of the sweep's study (default: DIR/optuna.db, else the trials' sweep.storage)")
-    ap.add_argument("--wandb", choices=("offline", "online"), default=None,
-                    help="also log the summary table and the plots to a W&B run in the sweep's group")
-    ap.add_argument("--wandb-project", default="vlmsweep")
-    args = ap.parse_args(argv)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    try:
-        html_path = build_report(args.dir, args.out, metrics, storage=args.storage)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.wandb:
-        log_to_wandb(args.dir, html_path.parent, mode=args.wandb, project=args.wandb_project)
-    return 0
-
-
 def log_to_wandb(sweep_dir: Path, report_dir: Path, mode: str, project: str) -> None:
     """The report's table and plots as one W&B run named "report" in the sweep's group (the runs of a
     multirun are grouped by their folder's name, which is the sweep folder). Never fatal."""
     import csv
 
-    from vlmsweep.tracking import Tracker
+    from vlmsweep.pipeline.tracking import Tracker
 
     sweep_dir = Path(sweep_dir)
     try:

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from vlmsweep.metric_names import higher_is_better as registry_direction
-from vlmsweep.metric_names import is_wall_clock
+from vlmsweep.metrics import higher_is_better as registry_direction
+from vlmsweep.metrics import is_wall_clock
 from vlmsweep.report.runs import SEED_AXIS, RunResult, same_partition
 
 def higher_is_better(metric: str) -> bool:
-    """The registry's direction (vlmsweep.metric_names); a name it does not know (loop.*, memory.*, an
+    """The registry's direction (vlmsweep.metrics); a name it does not know (loop.*, memory.*, an
     older run's metric) is guessed from its family so a report never fails on it."""
     try:
         return registry_direction(metric)

@@ -19,7 +19,7 @@ HEADLINE_METRICS = (
     "content.anls",
     "content.cer",
     "rate.leakage",
-    "routing.accuracy",  # adapters=per_domain runs only (vlmsweep/per_domain.py)
+    "routing.accuracy",  # adapters=per_domain runs only (vlmsweep/pipeline/per_domain.py)
 )
 SEED_AXIS = "seed"  # a replicate axis: a source of noise in every interval, never a factor
 # Where a run's budget and receipt share are found: an override, then run_info.json's resolved value

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmsweep.sweeps import best_or_tie, pareto_summary, params_text
+from vlmsweep.sweep.summaries import best_or_tie, pareto_summary, params_text
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def read_study(storage: str, study_name: str | None) -> StudyRecord | None:
     storage's only study."""
     import optuna
 
-    from vlmsweep.sweeper import INTERRUPTED, stale_reason
+    from vlmsweep.sweep.sweeper import INTERRUPTED, stale_reason
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if study_name is None:

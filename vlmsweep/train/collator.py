@@ -20,7 +20,7 @@ import torch
 from vlmsweep import prompts
 from vlmsweep.config import Config, pixel_budget
 from vlmsweep.data import Record, load_image
-from vlmsweep.model.template import check_identity, training_template
+from vlmsweep.train.template import check_identity, training_template
 
 log = logging.getLogger(__name__)
 IGNORE = -100

@@ -136,7 +136,7 @@ def frozen_towers_without_graph(model: torch.nn.Module) -> Iterator[list[str]]:
     embeddings of every nested model, `visual.patch_embed` included (transformers PR #41993): a frozen tower's output
     then requires grad, its blocks are recomputed in backward and a gradient is computed that nothing uses (1.56x the
     FLOPs of an LLM-only step at the 2B's widths and 988 visual tokens, plus the blocks' checkpoint inputs, which
-    vlmsweep.memory's estimate counts as not kept). The fix of ms-swift PR #10214: wrap the tower's forward and run
+    vlmsweep.model.memory's estimate counts as not kept). The fix of ms-swift PR #10214: wrap the tower's forward and run
     it under no_grad when all its parameters are frozen and no input needs a gradient, judged at each forward, so
     scope=all (vision LoRA) records the graph as before. When only the merger trains (scope=llm_projector), the
     frozen front of the tower (the patch embedding and the blocks before the first one that trains) runs under
@@ -196,7 +196,7 @@ def training_arguments(cfg: Config, out_dir: Path) -> TrainingArguments:
         activation_checkpointing_kwargs={"use_reentrant": False},
         remove_unused_columns=False,  # the collator reads Record objects
         dataloader_num_workers=t.num_workers,
-        report_to=[],  # the tracker is ours (vlmsweep.tracking): never fatal, offline by default
+        report_to=[],  # the tracker is ours (vlmsweep.pipeline.tracking): never fatal, offline by default
         disable_tqdm=True,
         use_cpu=not on_gpu,
         ddp_find_unused_parameters=False,

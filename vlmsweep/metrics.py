@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # Metrics the run adds beside the evaluation's own (vlmsweep.evaluate.metrics.METRICS).
 RUN_METRICS = {
     "train.loss": False,
@@ -54,3 +56,8 @@ def higher_is_better(name: str) -> bool:
 def direction_of(name: str) -> str:
     """'maximize' or 'minimize', for hydra.sweeper.direction."""
     return "maximize" if higher_is_better(name) else "minimize"
+
+
+def numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics dict as floats (booleans and strings are not metrics)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

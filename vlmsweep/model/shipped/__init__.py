@@ -1,6 +1,6 @@
 """The warmed embedded model as the package ships it, and its assembly into the cache at first use.
 
-`python -m vlmsweep.model.warmup` trains the replica for minutes, and another CPU rounds differently, so the trained
+`python -m vlmsweep.recipes.warmup` trains the replica for minutes, and another CPU rounds differently, so the trained
 tensors ship inside the package (`vlmsweep/model/shipped/`, written by `--ship` from a build) and every machine
 assembles the same model from them in seconds. What ships is what the warm-up trained and a run uses: every tensor of
 the LLM layers, norm, vision tower and merger, and of the 151,936-row tied embedding only the rows of the tokens the
@@ -30,18 +30,18 @@ from vlmsweep.model.tiny import TINY_VERSION, config_json, write_release_files
 
 log = logging.getLogger(__name__)
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"  # package data (pyproject.toml's package-data)
+SHIPPED_DIR = Path(__file__).resolve().parent  # this package's data files (pyproject.toml's package-data)
 WEIGHTS = "tiny_warm.safetensors"  # the trained tensors, float32
 CARD_FILES = ("README.md", "warmup.json")  # the build's card and record, copied into the assembled folder
 SUMS = "SHA256SUMS"  # `sha256sum -c SHA256SUMS` format, over WEIGHTS and CARD_FILES
 EMBED = "model.embed_tokens.weight"  # the release's (4.x) name of the tied embedding
 ROWS, VALUES, UNUSED = "shipped.embed_rows", "shipped.embed_values", "shipped.unused_row"
 FORMAT = "vlmsweep-shipped-1"  # bump with a change to what the shipped file holds or how it is assembled
-REBUILD = "python -m vlmsweep.model.warmup --ship"  # writes a new shipped model from a build (minutes)
+REBUILD = "python -m vlmsweep.recipes.warmup --ship"  # writes a new shipped model from a build (minutes)
 
 
 def pack(build: Path, rows: torch.Tensor, out: Path = SHIPPED_DIR) -> dict[str, float]:
-    """Write the shipped files from a warm-up build (a cache folder of `vlmsweep.model.warmup`) into `out`, keeping
+    """Write the shipped files from a warm-up build (a cache folder of `vlmsweep.recipes.warmup`) into `out`, keeping
     the embedding rows `rows` (token ids), then assemble them and check that every shipped tensor comes back."""
     if json.loads((build / "config.json").read_text(encoding="utf-8")) != config_json("tiny"):
         raise ValueError(f"{build}/config.json is not the tiny replica's: the shipped format assembles that one")

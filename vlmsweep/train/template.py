@@ -101,7 +101,7 @@ def check_identity(tokenizer, sample_id: str, training_ids: list[int], checkpoin
             f"sample {sample_id}: {what} renders other token ids than the checkpoint's chat template, first at "
             f"position {at}: training {show(training_ids, at)} vs checkpoint {show(checkpoint_ids, at)}. Training "
             "would learn a format that evaluation never shows the model; fix the training template "
-            "(vlmsweep.model.template) or give the checkpoint a template with {% generation %} markers"
+            "(vlmsweep.train.template) or give the checkpoint a template with {% generation %} markers"
         )
     at = first_difference(prompt_ids, training_ids[: len(prompt_ids)])
     if at is not None:

@@ -7,17 +7,24 @@ Light on purpose (no torch): Hydra calls it before the run folder is written (co
 from __future__ import annotations
 
 import fcntl
-import itertools
+import gc
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from vlmsweep.files import write_json
+
+if TYPE_CHECKING:
+    from vlmsweep.config import Config
 
 LOCK_FILE = ".vlmsweep.lock"  # holds the holder's pid, host and start; the lock dies with the process (kill -9 too)
 
@@ -27,7 +34,6 @@ RESUME_FREE_KEYS = ("output_dir", "cache_dir", "tracker", "choices.tracker", "lo
                     "loop.noise_seeds")  # each noise seed keeps its own folder: more or fewer seeds change no cycle
 
 _held: dict[str, int] = {}  # resolved folder -> the open lock file this process holds it by
-_claimed: dict[tuple[str, str], str] = {}  # (parent, default name) -> the folder this process claimed for it
 
 
 class RunFolderBusy(RuntimeError):
@@ -91,8 +97,6 @@ def run_info(folder: Path | str) -> dict | None:
 def mark_interrupted(folder: Path) -> bool:
     """A run folder whose run_info.json says `running` while no process holds it was killed (kill -9, a lost node):
     its status becomes `interrupted`, so it never reads as still running. True when it was."""
-    from vlmsweep.files import write_json
-
     info = run_info(folder)
     if info is None or info.get("status") != "running" or held_by_another(folder) \
             or str(Path(folder).resolve()) in _held:
@@ -100,21 +104,6 @@ def mark_interrupted(folder: Path) -> bool:
     info.update(status="interrupted", error="the process running it ended without a word (killed?); rerun it")
     write_json(Path(folder) / "run_info.json", info)
     return True
-
-
-def claim(parent: str, name: str) -> str:
-    """`parent/name`, or `parent/name-2`, `-3`, ... when that exists: made here, so two runs started in the same
-    second get two folders (mkdir is atomic). The same answer every time this process asks."""
-    if (parent, name) not in _claimed:
-        for n in itertools.count(1):
-            candidate = name if n == 1 else f"{name}-{n}"
-            try:
-                Path(parent, candidate).mkdir(parents=True)
-            except FileExistsError:
-                continue
-            _claimed[parent, name] = f"{parent}/{candidate}"
-            break
-    return _claimed[parent, name]
 
 
 class HoldRunFolder(Callback):
@@ -153,3 +142,91 @@ def config_changes(before: dict, current: dict) -> str:
     changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
     shown = ", ".join(f"{k}: {before.get(k)!r} -> {current.get(k)!r}" for k in changed[:8])
     return shown + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+
+
+# ----------------------------------------------------------------------------- what a run folder records
+
+
+def rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 when alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+PACKAGES = ("vlmsweep", "torch", "torchvision", "transformers", "tokenizers", "peft", "accelerate",
+            "bitsandbytes", "xgrammar", "hydra-core", "optuna", "sqlalchemy", "wandb", "pillow")
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_revision() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if rev.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class RunInfo:
+    """run_info.json: status, error, choices, versions, revision and cost; rewritten as the run goes."""
+
+    def __init__(self, cfg: Config, out_dir: Path, overrides: list[str] | None = None):
+        from vlmsweep.model.quant import torch_dtype  # torch: imported when a run starts, not by Hydra's callback
+
+        self.path = out_dir / "run_info.json"
+        self.data: dict[str, Any] = {
+            "status": "running",
+            "error": None,
+            "choices": dict(cfg.choices),
+            "overrides": list(overrides or []),
+            "seed": cfg.seed,
+            "receipt_ratio": cfg.data_mix.receipt_ratio,
+            "visual_tokens": cfg.max_pixels.visual_tokens,
+            "compute_dtype": str(torch_dtype(cfg.quant)).removeprefix("torch."),  # float32 on a CPU without bf16
+            "versions": versions(),
+            "git": git_revision(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "cost": {},
+        }
+        self.save()
+
+    def update(self, **values: Any) -> None:
+        self.data.update(values)
+        self.save()
+
+    def save(self) -> None:
+        if rank() != 0:  # every rank shares the run folder; only rank 0 writes to it
+            return
+        try:
+            write_json(self.path, self.data)
+        except OSError:
+            if self.data["status"] == "running":
+                raise
+            # A full disk has no room for a second copy: the end of the run, kept small, over the old file in place
+            # (opening it for writing frees its blocks first). Never a run that failed but says it is running.
+            small = {k: self.data.get(k) for k in ("status", "error", "started", "finished", "choices", "overrides")}
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write(json.dumps(small, ensure_ascii=False))
+
+
+def free_memory() -> None:
+    """Between in-process trials (Hydra's basic launcher, Optuna): free the accelerator, reset peaks."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()

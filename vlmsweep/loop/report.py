@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Sequence
 from vlmsweep.config import Config
 from vlmsweep.evaluate.grounding import LEVEL
 from vlmsweep.evaluate.metrics import METRICS, TAGS
-from vlmsweep.metric_names import higher_is_better
-from vlmsweep.remedies import FOCUS_OF_TAG, MISREADING_TAGS, UNFIXABLE_TAGS, config_fixes, misreading_share
+from vlmsweep.metrics import higher_is_better
+from vlmsweep.evaluate.remedies import FOCUS_OF_TAG, MISREADING_TAGS, UNFIXABLE_TAGS, config_fixes, misreading_share
 
 if TYPE_CHECKING:  # the loop imports this module to write its report; the types only
     from vlmsweep.loop import CycleResult, TargetedChange

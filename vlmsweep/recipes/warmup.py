@@ -435,7 +435,7 @@ def card(recipe: Recipe, figures: dict[str, float], raw_name: str, built_on: str
 A tiny replica of the released Qwen2-VL-2B-Instruct files (same config layout, weight names, chat
 template, processor and generation configs; 2 LLM layers of width 128, the real 151,936-token vocabulary),
 built locally from `{raw_name}` and fully fine-tuned once so that it answers the extraction prompts in the
-JSON contract, as an Instruct model roughly does. Written by `vlmsweep.model.warmup` (version {WARMUP_VERSION}).
+JSON contract, as an Instruct model roughly does. Written by `vlmsweep.recipes.warmup` (version {WARMUP_VERSION}).
 
 ## Training
 - Data: {recipe.documents} synthetic documents (Korean and Chinese prescriptions and receipts in turn, {recipe.hard_negatives:.0%}
@@ -483,7 +483,7 @@ def ensure_built_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_
         (tmp / "model" / "README.md").write_text(card(recipe, figures, raw_dir.name, built_on), encoding="utf-8")
         return tmp / "model"
 
-    return build_once(folder, write, rebuild="python -m vlmsweep.model.warmup")
+    return build_once(folder, write, rebuild="python -m vlmsweep.recipes.warmup")
 
 
 def input_rows(build: Path, recipe: Recipe) -> torch.Tensor:
@@ -503,27 +503,7 @@ def input_rows(build: Path, recipe: Recipe) -> torch.Tensor:
         return vocabularies(docs, collator)[1]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m vlmsweep.model.warmup`: build the warmed model by today's recipe into the cache (reused when built
-    before) and print its folder and card; with --ship, write it as the package's shipped model too."""
-    import argparse
+if __name__ == "__main__":  # `python -m vlmsweep.recipes.warmup`
+    from vlmsweep.cli.warmup import main
 
-    from vlmsweep.model.shipped import SHIPPED_DIR, pack
-
-    parser = argparse.ArgumentParser(prog="python -m vlmsweep.model.warmup", description=main.__doc__)
-    parser.add_argument("--cache", default=os.environ.get("VLMSWEEP_CACHE", "~/.cache/vlmsweep"),
-                        help="cache folder (default: $VLMSWEEP_CACHE or ~/.cache/vlmsweep, as a run's cache_dir)")
-    parser.add_argument("--ship", nargs="?", const=SHIPPED_DIR, type=Path, metavar="DIR",
-                        help=f"write the build as the shipped model into DIR (default: the package's, {SHIPPED_DIR})")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    folder = ensure_built_model(args.cache)
-    print(f"warmed model: {folder}")
-    print((folder / "README.md").read_text(encoding="utf-8"))
-    if args.ship:
-        figures = pack(folder, input_rows(folder, Recipe()), args.ship)
-        print(f"shipped into {args.ship}: {figures['shipped.mib']:.2f} MiB, {figures['shipped.rows']:.0f} embedding rows")
-
-
-if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

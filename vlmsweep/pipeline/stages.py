@@ -8,119 +8,27 @@ Every file a pass writes has one writer here: metrics.json, samples.jsonl and re
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
-import os
-import subprocess
-import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-from omegaconf import OmegaConf
-
 from vlmsweep import data as data_mod
-from vlmsweep import memory, prompts
+from vlmsweep import prompts
 from vlmsweep.config import Config, pixel_budget
 from vlmsweep.data import Record
 from vlmsweep.files import write_json
+from vlmsweep.metrics import numeric
 from vlmsweep.model import adapter as model_adapter
 from vlmsweep.model import load as model_load
-from vlmsweep.model.quant import torch_dtype
+from vlmsweep.model import memory
 from vlmsweep.model.scope import trainable_by_part
+from vlmsweep.pipeline.run_folder import RunInfo, rank
 from vlmsweep.train.collator import make_collator
 from vlmsweep.train.peak import measure
 from vlmsweep.train.trainer import check_lengths, train
 
 log = logging.getLogger(__name__)
-
-
-def rank() -> int:
-    """This process's rank under torchrun / accelerate launch (0 when alone)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-PACKAGES = ("vlmsweep", "torch", "torchvision", "transformers", "tokenizers", "peft", "accelerate",
-            "bitsandbytes", "xgrammar", "hydra-core", "optuna", "sqlalchemy", "wandb", "pillow")
-
-
-# ----------------------------------------------------------------------------- run folder
-
-
-def versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def git_revision() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
-        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if rev.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def config_dict(cfg: Config) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
-
-
-def numeric(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a metrics dict as floats (booleans and strings are not metrics)."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-class RunInfo:
-    """run_info.json: status, error, choices, versions, revision and cost; rewritten as the run goes."""
-
-    def __init__(self, cfg: Config, out_dir: Path, overrides: list[str] | None = None):
-        self.path = out_dir / "run_info.json"
-        self.data: dict[str, Any] = {
-            "status": "running",
-            "error": None,
-            "choices": dict(cfg.choices),
-            "overrides": list(overrides or []),
-            "seed": cfg.seed,
-            "receipt_ratio": cfg.data_mix.receipt_ratio,
-            "visual_tokens": cfg.max_pixels.visual_tokens,
-            "compute_dtype": str(torch_dtype(cfg.quant)).removeprefix("torch."),  # float32 on a CPU without bf16
-            "versions": versions(),
-            "git": git_revision(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "cost": {},
-        }
-        self.save()
-
-    def update(self, **values: Any) -> None:
-        self.data.update(values)
-        self.save()
-
-    def save(self) -> None:
-        if rank() != 0:  # every rank shares the run folder; only rank 0 writes to it
-            return
-        try:
-            write_json(self.path, self.data)
-        except OSError:
-            if self.data["status"] == "running":
-                raise
-            # A full disk has no room for a second copy: the end of the run, kept small, over the old file in place
-            # (opening it for writing frees its blocks first). Never a run that failed but says it is running.
-            small = {k: self.data.get(k) for k in ("status", "error", "started", "finished", "choices", "overrides")}
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.write(json.dumps(small, ensure_ascii=False))
 
 
 # ----------------------------------------------------------------------------- data
@@ -250,14 +158,6 @@ def write_stage(cfg: Config, folder: Path, metrics: dict[str, float], samples: l
     write_outputs(folder, metrics, samples, worst_per_tag=int(cfg.eval.worst_per_tag), file_metrics=everything,
                   appendix=appendix)
     return everything
-
-
-def free_memory() -> None:
-    """Between in-process trials (Hydra's basic launcher, Optuna): free the accelerator, reset peaks."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
 
 
 # ----------------------------------------------------------------------------- the one order

@@ -3,7 +3,7 @@
 The order is run_once's (data -> model -> estimate -> prepare -> train -> evaluate -> write) with one
 train stage per group, through run.py's own stage functions. Evaluation routes every test sample to one
 adapter: by its known domain (adapters.routing=known) or by the router's answer (model); the router
-(vlmsweep/routing.py) is asked about every test page either way, so its accuracy is measured in both modes.
+(vlmsweep/pipeline/routing.py) is asked about every test page either way, so its accuracy is measured in both modes.
 
 <run>/adapters/<group>/   a normal adapter folder per group (predict and model.adapter take it alone)
 <run>/adapters/routing.json  groups, their domains, the router's question (predict routes with it)
@@ -21,10 +21,11 @@ from pathlib import Path
 from transformers import set_seed
 
 from vlmsweep import data as data_mod
-from vlmsweep import routing
+from vlmsweep.pipeline import routing
 from vlmsweep.config import Config, pixel_budget
-from vlmsweep.stages import (RunInfo, datasets, estimate_stage, eval_stage, load_stage, numeric, prepare_model,
-                             train_stage, world_size, write_stage)
+from vlmsweep.metrics import numeric
+from vlmsweep.pipeline.run_folder import RunInfo, world_size
+from vlmsweep.pipeline.stages import datasets, estimate_stage, eval_stage, load_stage, prepare_model, train_stage, write_stage
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def group_table(metrics: dict[str, float], groups: dict[str, list[str]], how: st
     lines = ["## Per-domain adapters", "",
              f"Each group's adapter was trained on that group's samples only; test samples went to an adapter by "
              f"{'their known domain' if how == 'known' else 'the router'} (adapters.routing={how}). The router (the base "
-             "model choosing among the group names, vlmsweep/routing.py) was asked about every page; routing.accuracy "
+             "model choosing among the group names, vlmsweep/pipeline/routing.py) was asked about every page; routing.accuracy "
              f"is how often it chose the page's own group: {_cell(metrics.get('routing.accuracy'))} overall.", "",
              "| group | domains | train samples | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
     for g, domains in groups.items():

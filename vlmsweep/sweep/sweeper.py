@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from vlmsweep.sweeps import best_or_tie, pareto_summary, params_text
+from vlmsweep.sweep.summaries import best_or_tie, pareto_summary, params_text
 
 log = logging.getLogger(__name__)
 
@@ -446,7 +446,7 @@ class SharedStudySweeperImpl(Sweeper):
 
     def _mark_interrupted_folders(self) -> None:
         """Trial folders of this sweep left `running` by a killed worker say `interrupted` (run_folder)."""
-        from vlmsweep.run_folder import mark_interrupted
+        from vlmsweep.pipeline.run_folder import mark_interrupted
 
         marked = [p.parent for p in Path(self.config.hydra.sweep.dir).glob("*/run_info.json") if mark_interrupted(p.parent)]
         if marked:

@@ -1,7 +1,7 @@
-"""The retrain loop's policy: each cycle trains and evaluates through vlmsweep.stages, then mines failures,
+"""The retrain loop's policy: each cycle trains and evaluates through vlmsweep.pipeline.stages, then mines failures,
 synthesises targeted data and oversamples it into the next cycle's training set; its state makes it resumable.
 
-Its report is vlmsweep.report.loop; which tag is fixed by data and which by a config change, vlmsweep.remedies.
+Its report is vlmsweep.loop.report; which tag is fixed by data and which by a config change, vlmsweep.evaluate.remedies.
 """
 
 from __future__ import annotations
@@ -20,20 +20,20 @@ from scipy import stats
 from transformers import set_seed
 
 from vlmsweep import data as data_mod
-from vlmsweep import stages
-from vlmsweep.config import Config
+from vlmsweep.pipeline import stages
+from vlmsweep.config import Config, config_dict
 from vlmsweep.data import Record
 from vlmsweep.data.leakage import REPEAT_MARK, LeakageError, check_no_leak
 from vlmsweep.evaluate.grounding import chance_summary
 from vlmsweep.evaluate.metrics import TAGS
 from vlmsweep.files import write_json, write_text
-from vlmsweep.metric_names import higher_is_better
-from vlmsweep.remedies import DOMAINS_OF_FOCUS, FOCUS_OF_TAG, PRESCRIPTION_DOMAINS, UNFIXABLE_TAGS, config_fixes, misreading_share
-from vlmsweep.report.loop import plot_tags, render_loop_report
+from vlmsweep.metrics import higher_is_better, numeric
+from vlmsweep.evaluate.remedies import DOMAINS_OF_FOCUS, FOCUS_OF_TAG, PRESCRIPTION_DOMAINS, UNFIXABLE_TAGS, config_fixes, misreading_share
+from vlmsweep.loop.report import plot_tags, render_loop_report
 from vlmsweep.report.runs import HEADLINE_METRICS
-from vlmsweep.run_folder import ResumeMismatch, config_changes, resume_config
-from vlmsweep.stages import Pass, RunInfo
-from vlmsweep.tracking import Tracker
+from vlmsweep.pipeline.run_folder import ResumeMismatch, RunInfo, config_changes, free_memory, resume_config
+from vlmsweep.pipeline.stages import Pass
+from vlmsweep.pipeline.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class CycleResult:
 def load_state(out_dir: Path, cfg: Config) -> dict[str, Any]:
     """loop_state.json of an interrupted or finished loop in out_dir, checked against this config; a fresh state if none."""
     path = out_dir / STATE_FILE
-    current = resume_config(stages.config_dict(cfg))
+    current = resume_config(config_dict(cfg))
     if not path.exists():
         return {"version": STATE_VERSION, "config": current, "trained": [], "finished": [], "stopped": None}
     try:
@@ -303,7 +303,7 @@ class _CycleTracker:
 
 def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Record]], hard: list[Record],
               state: dict, tracker, info: RunInfo) -> CycleResult:
-    """One cycle: its training set (data), the stages (vlmsweep.stages.run_pass), then the next hard set."""
+    """One cycle: its training set (data), the stages (vlmsweep.pipeline.stages.run_pass), then the next hard set."""
     d = _cycle_dir(out_dir, cycle)
     d.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)  # same numbers whether the cycle runs straight through or after a resume
@@ -338,7 +338,7 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
         samples_table=f"cycle_{cycle}/samples",
         on_trained=trained,
     ), info)
-    stages.free_memory()
+    free_memory()
     mining_metrics, mining_samples = result.sets["mining"]
     regression_metrics, _ = result.sets["regression"]
 
@@ -365,7 +365,7 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
         # whether this cycle's test answers depend on their page: whether its tags can be misreadings at all
         "chance_test": chance_summary(result.sets["test"][1]),
     }
-    return CycleResult(cycle, result.metrics, stages.numeric(regression_metrics), stages.numeric(mining_metrics), summary)
+    return CycleResult(cycle, result.metrics, numeric(regression_metrics), numeric(mining_metrics), summary)
 
 
 # ----------------------------------------------------------------------------- the seed-noise band
@@ -407,8 +407,8 @@ def run_noise_seeds(cfg: Config, out_dir: Path, splits: dict[str, list[Record]],
             estimate=False,
             samples_table=None,
         ), info)
-        stages.free_memory()
-        out[seed] = stages.numeric(result.sets["regression"][0])
+        free_memory()
+        out[seed] = numeric(result.sets["regression"][0])
     return out
 
 

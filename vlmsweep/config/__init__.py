@@ -16,7 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 # The Hydra config folder: conf/ at the top of a checkout;
 # installed from a wheel, the same tree inside the package (pyproject.toml maps conf/ to vlmsweep/conf).
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # vlmsweep/
 CONF_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf" / "config.yaml").is_file() else _PACKAGE.parent / "conf"
 
 # One visual token covers a 28x28 pixel area: Qwen2-VL cuts 14x14 patches and merges 2x2 of them.
@@ -110,7 +110,7 @@ class DecodingConfig:
 @dataclass(frozen=True)
 class AdaptersConfig:
     name: str = MISSING  # single | per_domain
-    per_domain: bool = False  # one adapter per domain group (vlmsweep/per_domain.py)
+    per_domain: bool = False  # one adapter per domain group (vlmsweep/pipeline/per_domain.py)
     routing: str = "known"  # per_domain: known (the sample's domain) | model (the base model classifies the page)
     groups: dict[str, list[str]] = field(default_factory=dict)  # group name -> its domains (per_domain)
 
@@ -421,3 +421,7 @@ def check(c: Config) -> None:
                           f"(or +eval.slice_manifests.{name}=PATH)")
     if errors:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(errors))
+
+
+def config_dict(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
