@@ -8,6 +8,7 @@ import shutil
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -62,58 +63,68 @@ def input_errors() -> tuple[type[BaseException], ...]:
             WriteError)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float:
-    from vlmsweep.run import objective, run
+class BadConfig(ValueError):
+    """The composed config is not a valid run (a key the schema lacks, a value out of range, an unknown objective)."""
 
-    INPUT_ERRORS = input_errors()
 
-    hc = HydraConfig.get()
+@contextmanager
+def exit_policy(single_run: bool, out_dir: Path):
+    """How a failure ends the command, in one place. In a multirun job every error re-raises: Hydra's basic sweeper
+    finishes the batch and reports it; the Optuna sweeper (max_failure_rate: 1.0 in conf/sweep/*.yaml) marks the trial
+    FAIL and goes on. In a single run, a mistake in what the user gave is one line and an exit code, not a traceback:
+    a bad config (2), a folder held by another run or holding another config (1), an input run() recorded in
+    run_info.json (1). Anything else is a crash and keeps its traceback."""
+    try:
+        yield
+    except BadConfig as err:
+        if not single_run:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (RunFolderBusy, ResumeMismatch) as err:  # the folder is left as it was: its files are another run's
+        if not single_run:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except input_errors() as err:
+        if not single_run:
+            raise
+        print(f"error: {err}\n(recorded in {out_dir / 'run_info.json'})", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def checked_config(cfg: DictConfig, hc, out_dir: Path):
+    """The typed config of this job, or BadConfig. Hydra made the run folder already: one holding only Hydra's own
+    files would be an empty run folder without run_info.json, so it goes."""
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
-    out_dir = Path(hc.runtime.output_dir)
     try:
         config = typed_config(cfg, choices)
         for name in (config.sweep.objective, *config.sweep.trade_off):
             direction_of(name)  # unknown objective: an error at start-up
+        return config
     except (ValueError, KeyError, TypeError) as err:
-        # Hydra made the run folder already; one holding only Hydra's own files would be an empty run
-        # folder without run_info.json, so it goes.
         if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= HYDRA_FILES:
             shutil.rmtree(out_dir, ignore_errors=True)
             if hc.mode == RunMode.RUN and out_dir.parent.is_dir() and not any(out_dir.parent.iterdir()):
                 out_dir.parent.rmdir()  # outputs/DATE/ made for this run alone
-        if hc.mode == RunMode.RUN:
-            print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-            raise SystemExit(2) from None
-        raise  # a multirun job: the sweeper records the failure and goes on
-    started = time.monotonic()
-    try:  # a single run holds its folder already (run_folder.HoldRunFolder); a multirun job takes its own now
+        raise BadConfig(err.args[0] if err.args else str(err)) from err
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float:
+    from vlmsweep.run import objective, run
+
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    with exit_policy(hc.mode == RunMode.RUN, out_dir):
+        config = checked_config(cfg, hc, out_dir)
+        started = time.monotonic()
         if int(os.environ.get("RANK", "0")) == 0:  # torchrun / accelerate: the ranks share rank 0's folder
-            hold(out_dir)
-    except RunFolderBusy as err:
-        if hc.mode != RunMode.RUN:
-            raise  # a multirun job: the sweeper records the failure and goes on
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
-    # A failed run re-raises after run() recorded it in run_info.json: Hydra's basic sweeper finishes
-    # the batch and reports the failure; the Optuna sweeper (max_failure_rate: 1.0 in conf/sweep/*.yaml)
-    # marks the trial FAIL and goes on.
-    try:
-        metrics = run(config, overrides=list(hc.overrides.task))
-    except ResumeMismatch as err:
-        if hc.mode != RunMode.RUN:
-            raise
-        print(f"error: {err}", file=sys.stderr)  # the folder is left as it was: its files are the other config's
-        raise SystemExit(1) from None
-    except INPUT_ERRORS as err:
-        if hc.mode != RunMode.RUN:
-            raise  # a multirun job: the sweeper records the failure and goes on
-        # A mistake in the user's inputs (a manifest line, a leak between splits, a missing checkpoint): one
-        # line that says what to do, not a traceback; run_info.json in the run folder records it too.
-        print(f"error: {err}\n(recorded in {out_dir / 'run_info.json'})", file=sys.stderr)
-        raise SystemExit(1) from None
-    finally:
-        release(out_dir)  # the next job of a multirun in this process, or anyone once this run is over
+            hold(out_dir)  # a single run holds it already (run_folder.HoldRunFolder); a multirun job takes its own now
+        try:
+            metrics = run(config, overrides=list(hc.overrides.task))  # a failure is in run_info.json before it lands here
+        finally:
+            release(out_dir)  # the next job of a multirun in this process, or anyone once this run is over
     if MULTIRUN_TOTAL and MULTIRUN_TOTAL > 1 and hc.job.num == 0:
         seconds = time.monotonic() - started
         print(f"vlmsweep: run 1 of {MULTIRUN_TOTAL} took {seconds:.0f} s: about "
