@@ -156,6 +156,18 @@ def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(
 
     job = vlmsweep(["--cfg", "job"], elsewhere, python=python)
     assert "name: tiny" in job.stdout
+    # the console scripts of pyproject.toml are installed, and are the same commands as the `python -m` spellings
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert {"vlmsweep", "vlmsweep-predict", "vlmsweep-export", "vlmsweep-memory"} <= set(scripts)
+    assert all((venv / "bin" / name).is_file() for name in scripts), sorted(p.name for p in (venv / "bin").iterdir())
+    script = subprocess.run([str(venv / "bin" / "vlmsweep"), "--cfg", "job"], cwd=elsewhere, capture_output=True,
+                            text=True, timeout=300)
+    assert script.returncode == 0 and script.stdout == job.stdout, script.stderr[-3000:]
+    usage = subprocess.run([str(venv / "bin" / "vlmsweep-predict"), "--help"], cwd=elsewhere, capture_output=True,
+                           text=True, timeout=300)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: python -m vlmsweep.predict"), usage.stderr[-3000:]
     # a shipped sweep composes from the installed package: its study and its search space (Hydra takes --cfg
     # without -m; the multirun itself is tests/test_sweeps.py's)
     sweep = vlmsweep(["+sweep=max_pixels", "--cfg", "all"], elsewhere, python=python)
