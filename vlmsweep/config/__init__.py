@@ -122,8 +122,9 @@ class TrackerConfig:
     mode: str = "offline"  # offline | online | disabled (W&B)
     project: str = "vlmsweep"
     entity: Optional[str] = None
-    group: Optional[str] = None  # defaults to the sweep folder's name in a multirun
+    group: Optional[str] = None  # defaults to the multirun or sweep folder with its date (pipeline.tracking)
     log_samples: bool = True  # per-sample table
+    tags: list[str] = field(default_factory=list)  # extra W&B tags, beside the choices, seed, sweep and trial
 
 
 @dataclass(frozen=True)
