@@ -65,13 +65,13 @@ def two_by_two(tmp_path_factory, offline_env):
 def test_a_2x2_is_four_runs_named_by_their_axes_in_the_dated_group_with_pages_and_artifacts(two_by_two):
     runs = offline_runs(two_by_two)
     assert len(runs) == 4
+    assert sorted(r.config["trial"]["job"] for r in runs) == [0, 1, 2, 3]
     assert sorted(r.run.display_name for r in runs) == ["quant=bf16 seed=0", "quant=bf16 seed=1",
                                                         "quant=nf4 seed=0", "quant=nf4 seed=1"]
     assert {(r.run.run_group, r.run.job_type, r.run.project) for r in runs} == {("2026-12-07/12-00-00", "train", "dash")}
     for r in runs:
         quant, seed = (part.split("=")[1] for part in r.run.display_name.split())
-        assert {f"quant={quant}", f"seed={seed}", "scope=llm", "sweep=2026-12-07/12-00-00", "mine"} <= set(r.run.tags)
-        assert any(t.startswith("trial=") for t in r.run.tags)
+        assert {f"quant={quant}", f"seed={seed}", "scope=llm", "mine", f"job={r.config['trial']['job']}"} <= set(r.run.tags)
         assert r.config["trial"]["params"] == {"quant": quant}
         # the direction of each logged metric comes from vlmsweep.metrics
         assert r.metrics["train/loss"].summary.min and r.metrics["train/loss"].step_metric == tracking.STEP

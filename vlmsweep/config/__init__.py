@@ -124,7 +124,7 @@ class TrackerConfig:
     entity: Optional[str] = None
     group: Optional[str] = None  # defaults to the multirun or sweep folder with its date (pipeline.tracking)
     log_samples: bool = True  # per-sample table
-    tags: list[str] = field(default_factory=list)  # extra W&B tags, beside the choices, seed, sweep and trial
+    tags: list[str] = field(default_factory=list)  # extra W&B tags, beside the choices, seed and job number
 
 
 @dataclass(frozen=True)

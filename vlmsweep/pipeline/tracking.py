@@ -266,7 +266,7 @@ def _swept_keys(hc) -> set[str]:
 
 
 def identity(cfg: Config, name: str, group: str | None) -> dict[str, Any]:
-    """wandb.init's name, group, job_type and tags for this run, and the trial's values for its config.
+    """wandb.init's name, group, job_type and tags for this run, and (multirun, sweep) its job's values for its config.
     Under Hydra the name is the swept keys' values and the seed ("quant=nf4 seed=1"); a single run's is the
     choices typed on its command line and the seed. Outside Hydra (tests, python callers) `name` and `group`."""
     from hydra.core.hydra_config import HydraConfig
@@ -284,8 +284,10 @@ def identity(cfg: Config, name: str, group: str | None) -> dict[str, Any]:
             swept = _swept_keys(hc)
             named = {k: v for k, v in task.items() if k in swept and k != "seed"}
             out["group"] = experiment_group(Path(hc.sweep.dir), t.group)
-            out["trial"] = {"number": int(hc.job.num), "params": named}
-            tags += [f"sweep={out['group']}", f"trial={hc.job.num}"]
+            # The Hydra job number: an Optuna trial's number only for one worker's fresh sweep (the sweeper does
+            # not pass the trial's number to its job); the sweep's name is the `sweep` choice's tag.
+            out["trial"] = {"job": int(hc.job.num), "params": named}
+            tags.append(f"job={hc.job.num}")
         else:
             named = {k: v for k, v in task.items() if k in cfg.choices and k != "tracker"}  # where it logs, not what it tests
             out["group"] = experiment_group(Path(hc.runtime.output_dir), t.group)
