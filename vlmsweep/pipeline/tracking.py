@@ -153,8 +153,8 @@ class Tracker:
         self._call("artifact", write)
 
     def finish(self, exit_code: int = 0) -> None:
-        if exit_code == 0 and self.cfg is not None and self.out_dir is not None:
-            self._log_run_artifacts()
+        if exit_code == 0 and self.run is not None and self.cfg is not None and self.out_dir is not None:
+            self._call("artifacts", self._log_run_artifacts)
         self._call("finish", lambda: self.run.finish(exit_code=exit_code))
         self.run = None
 
@@ -165,15 +165,15 @@ class Tracker:
         if cfg.eval.enabled or cfg.loop.cycles > 0:
             name, paths, meta = test_set_artifact(cfg, out_dir)
             self.artifact(name, "dataset", paths, meta, use=True)
-        adapters = sorted(out_dir.glob("cycle_*/adapter"), key=lambda p: int(p.parent.name.split("_")[1]))
-        adapter = adapters[-1] if adapters else out_dir / "adapter"
-        if (adapter / "adapter_config.json").is_file():
+        # the last loop cycle's adapter, else the run's (adapters/<group>/ for adapters=per_domain)
+        cycles = sorted(out_dir.glob("cycle_*/adapter"), key=lambda p: int(p.parent.name.split("_")[1]))
+        adapter = next((a for a in [*cycles[-1:], out_dir / "adapter", out_dir / "adapters"]
+                        if (a / "adapter_config.json").is_file() or any(a.glob("*/adapter_config.json"))), None)
+        if adapter is not None:
             from vlmsweep.metrics import numeric
 
-            meta = {"choices": dict(self.cfg.choices), "seed": cfg.seed,
-                    "metrics": numeric(dict(self.run.summary)) if self.run is not None else {}}
-            self.artifact(_artifact_name(f"adapter-{self.run.name if self.run else out_dir.name}"), "model",
-                          [adapter], meta)
+            meta = {"choices": dict(cfg.choices), "seed": cfg.seed, "metrics": numeric(dict(self.run.summary))}
+            self.artifact(_artifact_name(f"adapter-{self.run.name}"), "model", [adapter], meta)
 
 
 def _best(key: str) -> str | None:
