@@ -194,7 +194,7 @@ class LoopConfig:
     regression_margin: float = 0.05  # warn when a regression metric drops by more than this
     on_empty_mine: str = "train"  # train | stop: what a cycle that mined nothing does
     # cycle 0 trained again with seeds seed+1..seed+N and scored on the regression set: the seed-noise band each
-    # cycle's change of a targeted failure tag is read against (vlmsweep.loop.seed_band); 0: no band, no verdict
+    # cycle's change of a targeted failure tag is read against (vlmsweep.loop.noise.seed_band); 0: no band, no verdict
     noise_seeds: int = 2
 
 
