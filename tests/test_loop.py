@@ -280,6 +280,20 @@ def test_resume_refuses_a_changed_config(tmp_path):
         load_state(tmp_path, compose(FAST + ["loop.cycles=1", "loop.oversample=5"], tmp_path))
 
 
+def test_the_loops_options_are_checked_with_the_config_before_any_cycle():
+    """run_loop trusts its config: what it once checked again at its start, composition refuses."""
+    needs = "loop.cycles > 0 needs train.enabled=true and eval.enabled=true (each cycle trains and evaluates)"
+    cases = {needs: ["train.enabled=false"], "loop.oversample=0": ["loop.oversample=0"],
+             "loop.mine_per_tag=-1": ["loop.mine_per_tag=-1"], "loop.synth_per_tag=-2": ["loop.synth_per_tag=-2"]}
+    for message, overrides in cases.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            compose(FAST + ["loop.cycles=1", *overrides])
+    with pytest.raises(ValueError, match=re.escape(needs)):
+        compose(FAST + ["loop.cycles=2", "eval.enabled=false"])
+    for overrides in (["train.enabled=false"], ["eval.enabled=false"]):
+        compose(FAST + ["loop.cycles=0", *overrides])  # a single run may only train or only evaluate
+
+
 def test_the_loop_package_exports_run_loop_and_nothing_borrowed():
     """Each name is imported from the module that defines it; the package itself offers run(cfg)'s entry only."""
     import types

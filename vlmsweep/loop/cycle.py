@@ -18,7 +18,7 @@ from vlmsweep.evaluate.remedies import misreading_share
 from vlmsweep.files import write_json, write_text
 from vlmsweep.loop.guard import headline_metrics, regression_drops
 from vlmsweep.loop.mining import build_hard_set, origin_counts, training_set
-from vlmsweep.loop.noise import noise_seeds, run_noise_seeds, targeted_changes
+from vlmsweep.loop.noise import run_noise_seeds, targeted_changes
 from vlmsweep.loop.report import plot_tags, render_loop_report
 from vlmsweep.loop.state import (STATE_FILE, CycleResult, cycle_dir, fixed_splits, is_finished, load_cycle, load_state,
                                  read_metrics, read_records)
@@ -113,13 +113,8 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
 
 def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:
     """Cycle 0 trains on the configured mix; each of the loop.cycles cycles after it retrains on the base set
-    plus the previous cycle's hard set (oversampled). Finished cycles of an interrupted loop are not redone."""
-    if not cfg.train.enabled or not cfg.eval.enabled:
-        raise ValueError("loop.cycles > 0 needs train.enabled=true and eval.enabled=true (each cycle trains and evaluates)")
-    if cfg.loop.mine_per_tag < 0 or cfg.loop.synth_per_tag < 0:
-        raise ValueError("loop.mine_per_tag and loop.synth_per_tag must be 0 or more")
-    training_set([], [], cfg.loop.oversample)  # a bad loop.oversample fails now, not after cycle 0
-    noise_seeds(cfg)  # and a bad loop.noise_seeds
+    plus the previous cycle's hard set (oversampled). Finished cycles of an interrupted loop are not redone.
+    Its options were checked with the config (vlmsweep.config.check), so a bad one failed before cycle 0."""
     out_dir = Path(out_dir)
     state = load_state(out_dir, cfg)
     splits = fixed_splits(cfg, out_dir, info)

@@ -29,9 +29,7 @@ NOISE_DIR = "noise"
 
 
 def noise_seeds(cfg: Config) -> list[int]:
-    """The training seeds of cycle 0's replicas: the run's seed + 1 .. + loop.noise_seeds."""
-    if cfg.loop.noise_seeds < 0:
-        raise ValueError(f"loop.noise_seeds={cfg.loop.noise_seeds}: expected 0 (no seed-noise band) or more seeds")
+    """The training seeds of cycle 0's replicas: the run's seed + 1 .. + loop.noise_seeds (0 or more: config.check)."""
     return [cfg.seed + k for k in range(1, cfg.loop.noise_seeds + 1)]
 
 
