@@ -194,7 +194,7 @@ class LoopConfig:
     regression_margin: float = 0.05  # warn when a regression metric drops by more than this
     on_empty_mine: str = "train"  # train | stop: what a cycle that mined nothing does
     # cycle 0 trained again with seeds seed+1..seed+N and scored on the regression set: the seed-noise band each
-    # cycle's change of a targeted failure tag is read against (vlmsweep.loop.seed_band); 0: no band, no verdict
+    # cycle's change of a targeted failure tag is read against (vlmsweep.loop.noise.seed_band); 0: no band, no verdict
     noise_seeds: int = 2
 
 
@@ -340,6 +340,7 @@ def _ranges(c: Config) -> list[tuple[str, float, float, bool, str]]:
         ("loop.cycles", c.loop.cycles, 0, False, "retrain cycles"),
         ("loop.mine_per_tag", c.loop.mine_per_tag, 0, False, "records per tag"),
         ("loop.synth_per_tag", c.loop.synth_per_tag, 0, False, "records per tag"),
+        ("loop.oversample", c.loop.oversample, 1, False, "copies of the hard set"),
         ("loop.noise_seeds", c.loop.noise_seeds, 0, False, "extra seeds of cycle 0"),
         ("loop.regression_margin", c.loop.regression_margin, 0, False, "a margin of 0 or more"),
     ]
@@ -410,6 +411,8 @@ def check(c: Config) -> None:
         errors.append(f"tracker.backend={c.tracker.backend!r}: expected wandb or none")
     if c.loop.on_empty_mine not in ("train", "stop"):
         errors.append(f"loop.on_empty_mine={c.loop.on_empty_mine!r}: expected train or stop")
+    if c.loop.cycles > 0 and not (c.train.enabled and c.eval.enabled):
+        errors.append("loop.cycles > 0 needs train.enabled=true and eval.enabled=true (each cycle trains and evaluates)")
     if c.loop.cycles > 0 and (c.eval.slices or c.eval.slice_manifests):  # not silently ignored
         errors.append("eval.slices / eval.slice_manifests: the retrain loop does not evaluate slices yet; "
                       "use them with loop.cycles=0")
