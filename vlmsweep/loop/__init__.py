@@ -27,7 +27,7 @@ from vlmsweep.data.leakage import REPEAT_MARK, LeakageError, check_no_leak
 from vlmsweep.evaluate.grounding import chance_summary
 from vlmsweep.evaluate.metrics import TAGS
 from vlmsweep.files import write_json, write_text
-from vlmsweep.metrics import higher_is_better, numeric
+from vlmsweep.metrics import higher_is_better, numeric, worst_first
 from vlmsweep.evaluate.remedies import DOMAINS_OF_FOCUS, FOCUS_OF_TAG, PRESCRIPTION_DOMAINS, UNFIXABLE_TAGS, config_fixes, misreading_share
 from vlmsweep.loop.report import plot_tags, render_loop_report
 from vlmsweep.report.runs import HEADLINE_METRICS
@@ -44,20 +44,12 @@ STATE_VERSION = 1
 # ----------------------------------------------------------------------------- mining and synthesis
 
 
-def severity_key(sample: dict) -> tuple:
-    """Worst first: lowest content.field_em (no answer object counts as 0), then highest text.raw_cer, then id."""
-    scores = sample.get("scores") or {}
-    em = scores.get("content.field_em")
-    cer = scores.get("text.raw_cer")
-    return (em if em is not None else 0.0, -(cer if cer is not None else 0.0), str(sample["id"]))
-
-
 def tag_counts(samples: Sequence[dict]) -> dict[str, int]:
     return {tag: sum(tag in s.get("tags", ()) for s in samples) for tag in TAGS}
 
 
 def mine_failures(samples: Sequence[dict], pool: Sequence[Record], per_tag: int, cycle: int) -> dict[str, list[Record]]:
-    """Top `per_tag` mining-pool records per data-fixable tag, worst first (severity_key).
+    """Top `per_tag` mining-pool records per data-fixable tag, worst first (vlmsweep.metrics.worst_first).
 
     A record carrying several tags is mined once, under the first of its tags (TAGS order) that picks
     it; its origin becomes mined:<cycle>:<tag>. Tags data cannot fix (UNFIXABLE_TAGS) mine nothing:
@@ -71,7 +63,7 @@ def mine_failures(samples: Sequence[dict], pool: Sequence[Record], per_tag: int,
     taken: set[str] = set()
     out: dict[str, list[Record]] = {}
     for tag in FOCUS_OF_TAG:
-        ranked = sorted((s for s in samples if tag in s.get("tags", ())), key=severity_key)
+        ranked = sorted((s for s in samples if tag in s.get("tags", ())), key=worst_first)
         picked = []
         for s in ranked:
             if len(picked) >= per_tag:
