@@ -44,7 +44,8 @@ def test_every_metric_evaluation_and_a_run_write_is_registered_with_a_direction(
     est = [f.name for f in dataclasses.fields(MemoryEstimate) if f.type in ("int", "float")]
     written |= {f"memory.estimate.{name}": 1.0 for name in est}
     # the README's table of the default run's metrics.json (tests/test_default_run.py compares it with a real run)
-    text = (REPO / "README.md").read_text(encoding="utf-8").split("That run's `metrics.json`:", 1)[1].split("\n\n", 2)[1]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    text = readme.split("That run's `metrics.json`:", 1)[1].split("\n\n", 2)[1]
     for row in text.splitlines()[2:]:
         names = re.findall(r"`([^`]+)`", row.split("|")[1])
         written |= {n if "." in n else f"{names[0].rsplit('.', 1)[0]}.{n}": 0.0 for n in names}

@@ -58,10 +58,12 @@ EVALUATION: dict[str, MetricInfo] = dict([
     _m("content.digit_acc", "higher", "digit-level accuracy of ids, dates, strengths, doses, amounts"),
     _m("content.unit_acc", "higher", "unit accuracy of strengths and doses"),
     _m("content.field_em_margin", "higher", "field EM against the page's own target minus its mean against other "
-       "pages' targets of the same domain (vlmsweep/evaluate/grounding.py): 0 when the answer does not depend on the page"),
+       "pages' targets of the same domain (vlmsweep/evaluate/grounding.py): 0 when the answer does not depend on "
+       "the page"),
     _m("content.digit_acc_margin", "higher", "digit accuracy against the page's own target minus its mean against "
        "other pages' targets of the same domain"),
-    _m("text.raw_cer", "lower", "jiwer CER of the whole output (stripped, nothing else) against the canonical target text"),
+    _m("text.raw_cer", "lower", "jiwer CER of the whole output (stripped, nothing else) against the canonical "
+       "target text"),
     _m("rate.run_on", "lower", "share of samples tagged run_on"),
     _m("rate.repetition_loop", "lower", "share of samples tagged repetition_loop"),
     _m("rate.instruction_echo", "lower", "share of samples tagged instruction_echo"),

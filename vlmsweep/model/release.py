@@ -146,5 +146,6 @@ def release_config(text: dict[str, Any], vision: dict[str, Any], mrope_section: 
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """As the release's files are written: two-space indent, UTF-8 kept, no trailing newline (atomic: files.write_json)."""
+    """As the release's files are written: two-space indent, UTF-8 kept, no trailing newline (written aside and
+    renamed, as every JSON file: files.write_json)."""
     files.write_json(path, obj, end="")
