@@ -8,6 +8,7 @@ import pytest
 
 from conftest import FAST, compose
 from helpers import read_json
+from vlmsweep.metrics import metric
 from vlmsweep.run import run
 
 # Metrics that depend only on seeds and config (not on wall-clock time).
@@ -26,6 +27,7 @@ def test_default_run_writes_every_output_and_is_reproducible(tmp_path):
     assert info["choices"]["quant"] == "bf16" and info["git"]
     assert read_json(out / "metrics.json") == pytest.approx(metrics, nan_ok=True)
     assert 0 < metrics["train.supervised_fraction"] < 1 and metrics["train.steps"] == 2
+    assert all(metric(name) for name in metrics)  # every name the run wrote is in the registry (KeyError names one)
     scored = [json.loads(x) for x in (out / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(scored) == 2  # data.test_size=2: every test sample is scored, and the rate is their mean
     assert metrics["contract.strict_parse_rate"] == pytest.approx(

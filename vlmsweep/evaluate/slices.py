@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from vlmsweep.evaluate.metrics import METRICS, TAGS
+from vlmsweep.metrics import arrow
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,13 @@ def slice_table(metrics: dict[str, float], names: list[str]) -> str:
              "`synthetic` without data.test_manifest is the test set above).", "",
              "| metric | better | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     lines.append("| samples | | " + " | ".join(f"{metrics.get(slice_metric(n, 'samples'), 0):.0f}" for n in names) + " |")
-    for name, info in METRICS.items():
+    for name in METRICS:
         cells = [metrics.get(slice_metric(n, name)) for n in names]
         if name.startswith("tags.") or all(c is None for c in cells):
             continue
-        lines.append(f"| {name} | {'↑' if info.higher_is_better else '↓'} | "
+        lines.append(f"| {name} | {arrow(name)} | "
                      + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |")
     for tag in TAGS:
         cells = [metrics.get(slice_metric(n, f"tags.{tag}")) for n in names]
-        lines.append(f"| tags.{tag} | ↓ | " + " | ".join("–" if c is None else f"{c:.0f}" for c in cells) + " |")
+        lines.append(f"| tags.{tag} | {arrow(f'tags.{tag}')} | " + " | ".join("–" if c is None else f"{c:.0f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"

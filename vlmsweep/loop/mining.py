@@ -14,14 +14,7 @@ from vlmsweep.data import Record
 from vlmsweep.data.leakage import REPEAT_MARK
 from vlmsweep.evaluate.metrics import TAGS
 from vlmsweep.evaluate.remedies import DOMAINS_OF_FOCUS, FOCUS_OF_TAG, PRESCRIPTION_DOMAINS, UNFIXABLE_TAGS
-
-
-def severity_key(sample: dict) -> tuple:
-    """Worst first: lowest content.field_em (no answer object counts as 0), then highest text.raw_cer, then id."""
-    scores = sample.get("scores") or {}
-    em = scores.get("content.field_em")
-    cer = scores.get("text.raw_cer")
-    return (em if em is not None else 0.0, -(cer if cer is not None else 0.0), str(sample["id"]))
+from vlmsweep.metrics import worst_first
 
 
 def tag_counts(samples: Sequence[dict]) -> dict[str, int]:
@@ -29,7 +22,7 @@ def tag_counts(samples: Sequence[dict]) -> dict[str, int]:
 
 
 def mine_failures(samples: Sequence[dict], pool: Sequence[Record], per_tag: int, cycle: int) -> dict[str, list[Record]]:
-    """Top `per_tag` mining-pool records per data-fixable tag, worst first (severity_key).
+    """Top `per_tag` mining-pool records per data-fixable tag, worst first (vlmsweep.metrics.worst_first).
 
     A record carrying several tags is mined once, under the first of its tags (TAGS order) that picks
     it; its origin becomes mined:<cycle>:<tag>. Tags data cannot fix (UNFIXABLE_TAGS) mine nothing:
@@ -43,7 +36,7 @@ def mine_failures(samples: Sequence[dict], pool: Sequence[Record], per_tag: int,
     taken: set[str] = set()
     out: dict[str, list[Record]] = {}
     for tag in FOCUS_OF_TAG:
-        ranked = sorted((s for s in samples if tag in s.get("tags", ())), key=severity_key)
+        ranked = sorted((s for s in samples if tag in s.get("tags", ())), key=worst_first)
         picked = []
         for s in ranked:
             if len(picked) >= per_tag:
