@@ -13,8 +13,8 @@ write stage (vlmsweep.pipeline.stages.write_evaluations) writes each folder once
   set's metrics.json and the slices side by side in its report.
 - PerturbControl: eval.perturb, the positive control: run_info.json's `perturb` records the change injected into the
   main set's scores (the perturbation itself is scoring's: vlmsweep/evaluate/perturb.py).
-- Validation during training (issue #41, not built): an EvalSet over a validation split, added by `for_pass` from its
-  config and run by a trainer callback with the model of the moment as `predict`.
+- Validation during training (issue #41, not built): an EvalSet over a validation split, run by a trainer callback
+  every so many steps with the model of the moment as `predict`; the same interface, outside the pass's final list.
 
 Adding an evaluation is a class here and one line in `for_pass`, not a branch in the pass.
 """
@@ -121,4 +121,5 @@ def for_pass(cfg, sets: dict[str, tuple[Sequence[Any], Path]], main_set: str, sl
         out.append(Slices(slices, out_dir, main_set, reuse_synthetic=not cfg.data.test_manifest))
     if cfg.eval.perturb.digit_flip > 0 or cfg.eval.perturb.blank > 0:
         out.append(PerturbControl(cfg.eval.perturb.digit_flip, cfg.eval.perturb.blank, cfg.seed, main_set))
+    # Validation during training (issue #41) is an EvalSet too, run during training: see the module's docstring.
     return out

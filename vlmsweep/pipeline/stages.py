@@ -12,6 +12,7 @@ RunInfo's.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,8 +248,7 @@ def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
     if cfg.model.source == "ocr":
         from vlmsweep.ocr.baseline import evaluate_ocr
 
-        def predict(records):
-            return evaluate_ocr(records, cfg.eval, seed=cfg.seed)
+        predict = functools.partial(evaluate_ocr, cfg_eval=cfg.eval, seed=cfg.seed)
     else:
         base, processor = p.base or load_stage(cfg, check_schemas=bool(p.evals))
         if p.estimate:
@@ -265,9 +265,7 @@ def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
         if rank() != 0:
             # Data-parallel training is over; evaluation, metrics and reports belong to rank 0 alone.
             return PassResult({})
-
-        def predict(records):
-            return eval_stage(cfg, model, processor, records)
+        predict = functools.partial(eval_stage, cfg, model, processor)
     return write_evaluations(cfg, p, evaluate_stage(evaluators, predict), metrics, info)
 
 
