@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from vlmsweep import metrics as registry
 from vlmsweep.evaluate import aggregate, score_outputs
 from vlmsweep.evaluate.outputs import render_report
-from vlmsweep.evaluate.slices import evaluate_slices
+from vlmsweep.evaluate.evaluators import Evaluation, Slices
 from vlmsweep.model.memory import MemoryEstimate
 from vlmsweep.prompts import serialize
 from vlmsweep.report.effects import Effect, describe
@@ -38,9 +37,8 @@ def scored_samples() -> list[dict]:
 def test_every_metric_evaluation_and_a_run_write_is_registered_with_a_direction():
     samples = scored_samples()
     written = dict(aggregate(samples))  # overall, by_domain.<d>.<m>, tags.<tag>, cost.*
-    cfg = SimpleNamespace(data=SimpleNamespace(test_manifest=None))
-    written |= evaluate_slices(cfg, {"synthetic": [], "numeric_challenge": [1, 2]},  # slice/<s>/<m>, slice/<s>/samples
-                               lambda records, folder: aggregate(samples), written, Path("unused"))
+    slices = Slices({"synthetic": [], "numeric_challenge": [1, 2]}, Path("unused"))  # slice/<s>/<m>, slice/<s>/samples
+    written |= slices.run(lambda records: (aggregate(samples), samples), {"test": Evaluation("test", written)}).main_metrics
     est = [f.name for f in dataclasses.fields(MemoryEstimate) if f.type in ("int", "float")]
     written |= {f"memory.estimate.{name}": 1.0 for name in est}
     # the README's table of the default run's metrics.json (tests/test_default_run.py compares it with a real run)

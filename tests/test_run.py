@@ -72,13 +72,10 @@ def test_constrained_decoding_ab_through_the_run(tmp_path, tiny_path, monkeypatc
     generation through monkeypatching, not through run()'s signature)."""
     from transformers import AutoProcessor
 
-    from test_eval_generate import FinishJsonSooner
-    from vlmsweep.evaluate import generate
+    from test_eval_generate import FinishJsonSooner, bias_generation
     from vlmsweep.model.tiny import VOCAB_SIZE
 
-    bias = FinishJsonSooner(AutoProcessor.from_pretrained(tiny_path).tokenizer, VOCAB_SIZE)
-    real = generate.generate_batch
-    monkeypatch.setattr(generate, "generate_batch", lambda *a, **k: real(*a, **{**k, "extra_logits_processors": [bias]}))
+    bias_generation(monkeypatch, FinishJsonSooner(AutoProcessor.from_pretrained(tiny_path).tokenizer, VOCAB_SIZE))
     fast = [o for o in FAST if not o.startswith("eval.max_new_tokens")] + ["eval.max_new_tokens=160", "model=tiny"]
     free = run(compose(fast + ["train.enabled=false"], output_dir=tmp_path / "free"))
     constrained = run(compose(fast + ["train.enabled=false", "decoding=json_schema"], output_dir=tmp_path / "json"))

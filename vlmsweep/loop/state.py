@@ -11,7 +11,6 @@ from typing import Any
 from vlmsweep import data as data_mod
 from vlmsweep.config import Config, config_dict
 from vlmsweep.data import Record
-from vlmsweep.data.leakage import check_no_leak
 from vlmsweep.pipeline import stages
 from vlmsweep.pipeline.run_folder import ResumeMismatch, RunInfo, config_changes, resume_config
 
@@ -87,14 +86,7 @@ def fixed_splits(cfg: Config, out_dir: Path, info: RunInfo) -> dict[str, list[Re
     names = ("train", "test", "mining", "regression")
     if all((folder / f"{n}.jsonl").is_file() for n in names):
         return {n: read_records(folder / f"{n}.jsonl") for n in names}
-    splits = stages.datasets(cfg)
-    info.update(data=splits.sources)
-    for name in ("mining", "regression"):
-        if not splits[name]:
-            raise ValueError(f"loop.cycles={cfg.loop.cycles}: the loop needs a {name} set; set data.{name}_size > 0 "
-                             f"or data.{name}_manifest")
-    check_no_leak(splits["mining"], {"test": splits["test"], "regression": splits["regression"]}, "the mining pool",
-                  cfg.data.near_duplicate_bits)
+    splits = stages.prepare_run(cfg, info).splits  # seed, splits, run_info's data, the mining pool's leakage check
     for n in names:
         data_mod.write_manifest(splits[n], folder / f"{n}.jsonl")
     return {n: splits[n] for n in names}

@@ -386,7 +386,6 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
         domain_tag=False,
         max_pixels=visual_tokens_to_pixels(recipe.heldout_visual_tokens),
         min_pixels=visual_tokens_to_pixels(cfg.max_pixels.min_visual_tokens),
-        out_dir=None,
     )
     eval_seconds = time.perf_counter() - t
     figures = {
