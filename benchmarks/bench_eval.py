@@ -17,6 +17,7 @@ The "varied" settings end each sample's answer at its own length (drawn once per
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import random
@@ -34,7 +35,7 @@ from vlmsweep import prompts
 from vlmsweep.config import DecodingConfig, EvalConfig
 from vlmsweep.data.record import Record
 from vlmsweep.data.schema import empty_target
-from vlmsweep.evaluate import check_schemas_compile, evaluate
+from vlmsweep.evaluate import check_schemas_compile, evaluate, generate
 from vlmsweep.model.tiny import ensure_embedded_model
 
 PIXELS = 28 * 28  # one visual token
@@ -98,17 +99,37 @@ class EndAtLengths:
         return scores
 
 
+@contextlib.contextmanager
+def processor_before_grammar(extra):
+    """Generation applies `extra` (None: nothing) after the NaN/inf check and before the grammar, through the function
+    that chooses generation's logits processors (vlmsweep.evaluate.generate.logits_processors)."""
+    real = generate.logits_processors
+
+    def with_extra(*args, **kwargs):
+        processors = real(*args, **kwargs)
+        if extra is not None:
+            processors.insert(1, extra)
+        return processors
+
+    generate.logits_processors = with_extra
+    try:
+        yield
+    finally:
+        generate.logits_processors = real
+
+
 def timed(model, processor, records, batch_size, constrained, max_new_tokens, visual_tokens, lengths=None):
     cfg = EvalConfig(batch_size=batch_size, max_new_tokens=max_new_tokens)
     decoding = DecodingConfig(name="json_schema" if constrained else "free", constrained=constrained)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    extra = [EndAtLengths(lengths, processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))] if lengths else None
+    extra = EndAtLengths(lengths, processor.tokenizer.convert_tokens_to_ids("<|im_end|>")) if lengths else None
     start = time.perf_counter()
-    _, samples = evaluate(
-        model, processor, records, cfg, decoding, domain_tag=False,
-        max_pixels=visual_tokens * PIXELS, min_pixels=4 * PIXELS, out_dir=None, extra_logits_processors=extra,
-    )
+    with processor_before_grammar(extra):
+        _, samples = evaluate(
+            model, processor, records, cfg, decoding, domain_tag=False,
+            max_pixels=visual_tokens * PIXELS, min_pixels=4 * PIXELS,
+        )
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import CONF_DIR, SWEEPS_DIR
 from helpers import REPO
-from vlmsweep.cli.checks import check_command_line, nearest_keys, unknown_keys_in
+from vlmsweep.cli.checks import check_command_line
+from vlmsweep.config.keys import nearest_keys, unknown_keys_in
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -138,3 +139,38 @@ def test_a_wrong_model_adapter_is_one_line_recorded_in_run_info(tmp_path, offlin
     assert len(errors) == 1 and "model.adapter=RUN_DIR/adapter: no such folder; point it at a run's adapter/" in errors[0]
     info = json.loads((tmp_path / "run" / "run_info.json").read_text())
     assert info["status"] == "failed" and "no such folder" in info["error"]
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["-m", "quant=nf4,bf16", "scope=llm,all"],
+    ["--multirun", "--config-dir", "/tmp/x", "+sweep=lr"],
+    ["-cd", "/tmp/x", "-cn", "other", "-cp", "conf", "train.lr=1"],
+    ["--cfg", "job", "--resolve", "-p", "train", "seed=1"],
+    ["-c", "hydra", "--info"],
+    ["-i", "defaults-tree", "quant=nf4"],
+    ["--info", "plugins", "-r", "--hydra-help"],
+    ["-h", "--shell-completion", "install=bash"],
+    ["--experimental-rerun", "outputs/x/.hydra/config.pickle"],
+    ["train.lr=1", "--unknown-flag", "seed=2"],
+])  # fmt: skip
+def test_hydra_flags_parse_as_hydras_own_parser_does(argv):
+    """vlmsweep's parser of Hydra's flags (the package imports no hydra._internal) against Hydra 1.3's own."""
+    from hydra._internal.utils import get_args_parser
+
+    from vlmsweep.cli.checks import hydra_flags
+
+    ours, our_rest = hydra_flags().parse_known_args(argv)
+    theirs, their_rest = get_args_parser().parse_known_args(argv)
+    assert vars(ours) == {"version": False, **vars(theirs)} and our_rest == their_rest
+
+
+def test_flags_hydra_would_refuse_are_left_to_hydra():
+    assert check_command_line(["--cfg", "everything", "quant=bf61"]) == (None, None)
+
+
+def test_a_closed_choice_on_the_command_line_is_one_line_with_its_values():
+    assert check_command_line(["train.loss_impl=fast"])[0] == (
+        "train.loss_impl=fast: train.loss_impl takes one of eager, chunked, liger, cce, not 'fast'")
+    assert check_command_line(["-m", "train.loss_impl=eager,chunked"]) == (None, 2)
+    assert check_command_line(["adapters.routing=guess"])[0].endswith("adapters.routing takes one of known, model, not 'guess'")

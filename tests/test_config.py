@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import typing
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,8 @@ def test_a_yaml_key_nothing_reads_fails(tmp_path):
 
 def test_every_config_field_is_read_by_the_code():
     """Airtight: a field that no module reads is a knob that silently does nothing."""
-    source = "\n".join(p.read_text() for p in Path(C.__file__).parent.parent.rglob("*.py") if p != Path(C.__file__))
+    config_package = Path(C.__file__).parent  # the schema and its checks: reading a field there is no use of it
+    source = "\n".join(p.read_text() for p in config_package.parent.rglob("*.py") if config_package not in p.parents)
     # Hydra reads some keys itself through interpolation, e.g. ${sweep.trials} in conf/sweep/*.yaml
     source += "\n".join(p.read_text() for p in [*CONF_DIR.rglob("*.yaml"), *SWEEPS_DIR.glob("*.yaml")])
     unread = []
@@ -136,3 +138,68 @@ def test_every_error_is_reported_at_once_and_in_range_values_pass():
     assert "train.lr=-1.0" in str(err.value) and "train.batch_size=0" in str(err.value)
     c = compose(["scope=vision_last_n", "scope.vision_last_n=1", "train.warmup_ratio=0.1", "lora.dropout=0"])
     assert c.scope.vision_last_n == 1 and "vision" in c.scope.parts
+
+
+def plain_values(config_yaml: Path) -> dict[str, object]:
+    """Dotted keys of conf/config.yaml that hold a plain value (no interpolation), outside the defaults list and
+    Hydra's settings: each one would be a second copy of a schema default (vlmsweep/config/schema.py)."""
+    import yaml
+
+    def walk(node, prefix: str):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from walk(v, f"{prefix}{k}.")
+        elif not (isinstance(node, str) and "${" in node):
+            yield prefix[:-1], node
+
+    tree = yaml.safe_load(config_yaml.read_text())
+    return dict(kv for k, v in tree.items() if k not in ("defaults", "hydra") for kv in walk(v, f"{k}."))
+
+
+def test_every_default_is_written_once_in_the_schema(tmp_path):
+    """conf/config.yaml holds interpolations only; a value it repeated (or contradicted) would be a second truth."""
+    assert plain_values(CONF_DIR / "config.yaml") == {}
+    planted = tmp_path / "config.yaml"
+    planted.write_text((CONF_DIR / "config.yaml").read_text() + "train:\n  lr: 2.0e-3\n  loss_impl: ${oc.env:X,eager}\n")
+    assert plain_values(planted) == {"train.lr": 2.0e-3}
+    # what `python -m vlmsweep` composes for a section that is no group is exactly the schema's defaults
+    cfg = compose([])
+    for name in ("lora", "data", "train", "eval", "loop", "sweep"):
+        assert getattr(cfg, name) == getattr(C.Config(), name), name
+    assert cfg.seed == C.Config().seed
+
+
+def test_every_option_file_sets_every_field_of_its_group():
+    """A group's values are its option files and the defaults list names the default option: no composed run takes a
+    value from the group dataclass's defaults (those are for a config built in Python)."""
+    import yaml
+
+    hints = typing.get_type_hints(C.Config)
+    missing = {}
+    for group in C.GROUPS:
+        fields = {f.name for f in dataclasses.fields(hints[group])}
+        for path in (CONF_DIR / group).glob("*.yaml"):
+            if fields - set(yaml.safe_load(path.read_text())):
+                missing[f"{group}/{path.name}"] = sorted(fields - set(yaml.safe_load(path.read_text())))
+    assert missing == {}
+    assert set(C.GROUPS) == {"model", "quant", "scope", "max_pixels", "data_mix", "domain_tag", "loss", "decoding",
+                             "tracker", "adapters"}
+
+
+@pytest.mark.parametrize("override, valid", [
+    ("model.source=hub", "tiny, pretrained, shape, ocr"),
+    ("quant.dtype=int8", "float32, bfloat16, float16"),
+    ("quant.cpu_bf16=bf16", "float32, keep"),
+    ("train.loss_impl=fast", "eager, chunked, liger, cce"),
+    ("train.on_truncation=cut", "error, skip"),
+    ("tracker.backend=mlflow", "wandb, none"),
+    ("loop.on_empty_mine=wait", "train, stop"),
+    ("adapters.routing=guess", "known, model"),
+])  # fmt: skip
+def test_a_closed_choice_is_refused_with_its_values_declared_on_the_field(override, valid):
+    from vlmsweep.config.keys import key_choices
+
+    key, value = override.split("=")
+    assert ", ".join(key_choices(key)) == valid
+    with pytest.raises(ValueError, match=re.escape(f"{key}={value!r}: expected one of {valid}")):
+        compose([override])

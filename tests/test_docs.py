@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from vlmsweep.cli.checks import schema_keys
+from vlmsweep.config.keys import schema_keys
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"

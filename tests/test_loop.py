@@ -10,10 +10,16 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST, compose
-from vlmsweep import loop
 from vlmsweep.data import Record, empty_target, read_manifest
+from vlmsweep.data.leakage import LeakageError, check_no_leak
 from vlmsweep.evaluate.metrics import TAGS
+from vlmsweep.evaluate.remedies import FOCUS_OF_TAG, UNFIXABLE_TAGS, config_fixes
+from vlmsweep.loop.cycle import _CycleTracker
+from vlmsweep.loop.guard import regression_drops
+from vlmsweep.loop.mining import build_hard_set, mine_failures, training_set
+from vlmsweep.loop.noise import TargetedChange, noise_seeds, seed_band, targeted_changes
 from vlmsweep.loop.report import plot_tags, render_loop_report
+from vlmsweep.loop.state import CycleResult, STATE_FILE, load_state
 
 
 def rec(rid: str, seed: int | None = None, domain: str = "prescription_ko", image: str | None = None) -> Record:
@@ -38,7 +44,7 @@ def test_mining_takes_the_worst_k_per_fixable_tag_once_and_records_lineage():
         sample("e", ["unit_confusion"], em=0.3),
         sample("f", []),
     ]
-    mined = loop.mine_failures(samples, pool, per_tag=2, cycle=3)
+    mined = mine_failures(samples, pool, per_tag=2, cycle=3)
     # digit_flip: c (em 0) before b (0.1) before a (0.5); unit_confusion: b is taken already, so e.
     assert {t: [(r.id, r.origin) for r in rs] for t, rs in mined.items()} == {
         "digit_flip": [("c", "mined:3:digit_flip"), ("b", "mined:3:digit_flip")],
@@ -46,10 +52,10 @@ def test_mining_takes_the_worst_k_per_fixable_tag_once_and_records_lineage():
     }
     assert mined["digit_flip"][0].target == pool[2].target  # the mining-pool record itself, relabelled
     # Ties on field_em are broken by the higher raw-text CER.
-    tie = loop.mine_failures([sample("a", ["missing_value"], 0.2, 0.1), sample("b", ["missing_value"], 0.2, 0.7)], pool, 1, 0)
+    tie = mine_failures([sample("a", ["missing_value"], 0.2, 0.1), sample("b", ["missing_value"], 0.2, 0.7)], pool, 1, 0)
     assert [r.id for r in tie["missing_value"]] == ["b"]
     with pytest.raises(ValueError, match=r"\['zz'\] are not in the mining pool"):
-        loop.mine_failures([sample("zz", ["digit_flip"])], pool, 1, 0)
+        mine_failures([sample("zz", ["digit_flip"])], pool, 1, 0)
 
 
 def test_hard_set_synthesises_through_the_generators_per_tag(cache_dir):
@@ -59,7 +65,7 @@ def test_hard_set_synthesises_through_the_generators_per_tag(cache_dir):
         sample("m1", ["digit_flip"], em=0.4, domain="receipt"),
         sample("m2", ["domain_leakage", "parse_fail", "run_on"], em=None),
     ]
-    hard = loop.build_hard_set(samples, pool, cycle=2, mine_per_tag=1, synth_per_tag=2, data_seed=0,
+    hard = build_hard_set(samples, pool, cycle=2, mine_per_tag=1, synth_per_tag=2, data_seed=0,
                                cache_dir=cache_dir / "data", noise="none")
     assert hard.mined == {"digit_flip": 1, "missing_value": 1, "domain_leakage": 1}  # m0 is mined once
     assert hard.synthesised == {"digit_flip": 2, "missing_value": 2, "hallucinated_value": 2, "domain_leakage": 2}
@@ -99,7 +105,7 @@ def test_a_cycle_tracker_offsets_steps_and_forwards_everything_else():
         def table(self, name, rows):
             calls.append(("table", name))
 
-    cycle = loop._CycleTracker(Recording(None), offset=30)
+    cycle = _CycleTracker(Recording(None), offset=30)
     cycle.log({"train/loss": 1.0}, step=5)
     cycle.table("cycle_1/samples", [{"id": "a"}])  # a loop run with W&B logs each cycle's samples
     assert calls == [("log", 35), ("table", "cycle_1/samples")]
@@ -109,24 +115,24 @@ def test_a_cycle_tracker_offsets_steps_and_forwards_everything_else():
 
 def test_training_set_oversamples_the_hard_set_with_unique_ids():
     base, hard = [rec("t0"), rec("t1")], [rec("h0"), rec("h1")]
-    out = loop.training_set(base, hard, oversample=3)
+    out = training_set(base, hard, oversample=3)
     assert [r.id for r in out] == ["t0", "t1", "h0", "h1", "h0#rep1", "h1#rep1", "h0#rep2", "h1#rep2"]
-    assert loop.training_set(base, [], 2) == base
+    assert training_set(base, [], 2) == base
     with pytest.raises(ValueError, match="loop.oversample=0"):
-        loop.training_set(base, hard, 0)
+        training_set(base, hard, 0)
 
 
 def test_guard_names_every_held_out_id_seed_or_image_that_would_be_trained_on():
     held = {"test": [rec("test-00000", seed=11)], "regression": [rec("regression-00001", seed=22, image="/x/r1.jpg")]}
-    loop.check_no_leak([rec("train-0", seed=1), rec("mining-0", seed=2)], held, "cycle 0")  # clean: no error
+    check_no_leak([rec("train-0", seed=1), rec("mining-0", seed=2)], held, "cycle 0")  # clean: no error
     bad = [
         rec("train-0", seed=1),
         rec("test-00000#rep1", seed=5),  # an oversampled copy of a test id
         rec("targeted-digits-1-00000", seed=22),  # same generator seed as a regression sample: a near-duplicate
         rec("mine-7", image="/x/r1.jpg"),  # the regression image itself
     ]
-    with pytest.raises(loop.LeakageError) as err:
-        loop.check_no_leak(bad, held, "cycle 4")
+    with pytest.raises(LeakageError) as err:
+        check_no_leak(bad, held, "cycle 4")
     msg = str(err.value)
     assert msg.startswith("cycle 4: 3 training sample(s) would leak")
     assert "test-00000#rep1 (origin base) = test id test-00000 (same id)" in msg
@@ -142,31 +148,31 @@ def test_regression_drops_warn_in_each_metrics_direction_against_previous_and_fi
         {"content.field_em": 0.40, "content.cer": 0.30},  # anls absent (no answer object): not compared
     ]
     names = ["content.field_em", "content.cer", "content.anls"]
-    warnings = loop.regression_drops(history, 0.05, names)
+    warnings = regression_drops(history, 0.05, names)
     # field_em: -0.04 vs cycle 1 (within the margin), -0.10 vs cycle 0; cer (lower is better): +0.10 vs both.
     assert warnings == [
         "cycle 2: regression content.field_em 0.400 vs 0.500 at cycle 0 (worse by 0.100 > loop.regression_margin=0.05)",
         "cycle 2: regression content.cer 0.300 vs 0.200 at cycle 1 (worse by 0.100 > loop.regression_margin=0.05)",
         "cycle 2: regression content.cer 0.300 vs 0.200 at cycle 0 (worse by 0.100 > loop.regression_margin=0.05)",
     ]
-    assert loop.regression_drops(history[:1], 0.05, names) == []
-    assert loop.regression_drops(history[:2], 0.1, names) == []  # a drop of 0.06 within a margin of 0.1
+    assert regression_drops(history[:1], 0.05, names) == []
+    assert regression_drops(history[:2], 0.1, names) == []  # a drop of 0.06 within a margin of 0.1
 
 
 def test_tags_data_cannot_fix_get_the_config_change_that_fixes_them():
     free = compose(["loss=full"])
-    assert set(loop.UNFIXABLE_TAGS) == {"parse_fail", "wrong_keys", "type_mismatch", "run_on", "repetition_loop", "instruction_echo",
+    assert set(UNFIXABLE_TAGS) == {"parse_fail", "wrong_keys", "type_mismatch", "run_on", "repetition_loop", "instruction_echo",
                                           "unreadable_input"}
-    assert set(loop.UNFIXABLE_TAGS) | set(loop.FOCUS_OF_TAG) == set(TAGS)
-    assert "vlmsweep.data check" in loop.config_fixes("unreadable_input", free)
-    assert loop.config_fixes("parse_fail", free).startswith("decoding=json_schema")
-    assert loop.config_fixes("instruction_echo", free).startswith("loss=assistant_only")
-    assert "loss=assistant_only" in loop.config_fixes("run_on", free)
-    assert loop.config_fixes("domain_leakage", free).startswith("domain_tag=prompt")
+    assert set(UNFIXABLE_TAGS) | set(FOCUS_OF_TAG) == set(TAGS)
+    assert "vlmsweep.data check" in config_fixes("unreadable_input", free)
+    assert config_fixes("parse_fail", free).startswith("decoding=json_schema")
+    assert config_fixes("instruction_echo", free).startswith("loss=assistant_only")
+    assert "loss=assistant_only" in config_fixes("run_on", free)
+    assert config_fixes("domain_leakage", free).startswith("domain_tag=prompt")
     constrained = compose(["decoding=json_schema", "domain_tag=prompt"])
-    assert loop.config_fixes("parse_fail", constrained).startswith("eval.max_new_tokens higher")
-    assert loop.config_fixes("instruction_echo", constrained) == "decoding=json_schema"
-    assert loop.config_fixes("domain_leakage", constrained) == "already domain_tag=prompt"
+    assert config_fixes("parse_fail", constrained).startswith("eval.max_new_tokens higher")
+    assert config_fixes("instruction_echo", constrained) == "decoding=json_schema"
+    assert config_fixes("domain_leakage", constrained) == "already domain_tag=prompt"
 
 
 def test_cycle_report_lists_every_metric_and_tag_per_cycle_with_deltas(tmp_path):
@@ -177,7 +183,7 @@ def test_cycle_report_lists_every_metric_and_tag_per_cycle_with_deltas(tmp_path)
                 "by_domain.prescription_ko.content.field_em": em}
         summary = {"train_size": 4 + 2 * c, "train_origins": {"base": 4, "mined": c, "synth": c}, "hard_set_trained": c,
                    "adapter_from": "base model", "hard_set_next": hs, "regression_warnings": list(warnings)}
-        return loop.CycleResult(c, test, {"content.field_em": em}, {"tags.digit_flip": float(digit)}, summary)
+        return CycleResult(c, test, {"content.field_em": em}, {"tags.digit_flip": float(digit)}, summary)
 
     history = [cycle(0, 0.5, 3, 3), cycle(1, 0.625, 1, 0, ["cycle 1: regression content.field_em dropped"])]
     cfg = compose(FAST + ["loop.cycles=1"])
@@ -205,11 +211,11 @@ def test_cycle_report_lists_every_metric_and_tag_per_cycle_with_deltas(tmp_path)
 
 def test_the_seed_band_is_a_prediction_interval_for_the_change_between_two_seeds():
     # Counts 2, 3, 4 over three seeds: s = 1, t(0.975, 2) = 4.3027, band = 4.3027 x sqrt(2) = 6.085.
-    assert loop.seed_band([2, 3, 4]) == pytest.approx(6.0849, abs=1e-4)
-    assert loop.seed_band([5]) is None and loop.seed_band([3, 3, 3]) is None  # unmeasured, not zero
+    assert seed_band([2, 3, 4]) == pytest.approx(6.0849, abs=1e-4)
+    assert seed_band([5]) is None and seed_band([3, 3, 3]) is None  # unmeasured, not zero
 
     def change(before, after, seeds):
-        return loop.TargetedChange(1, "digit_flip", before, after, tuple(seeds), loop.seed_band(seeds)).verdict
+        return TargetedChange(1, "digit_flip", before, after, tuple(seeds), seed_band(seeds)).verdict
 
     assert change(9, 2, [2, 3, 4]) == "reduced beyond seed noise"
     assert change(8, 2, [2, 3, 4]) == "within seed noise"
@@ -228,7 +234,7 @@ def test_the_seed_band_is_a_prediction_interval_for_the_change_between_two_seeds
         null = shifted = 0
         for _ in range(trials):
             seeds, before, after = rng.normal(10, 1.5, n_seeds), rng.normal(10, 1.5), rng.normal(10, 1.5)
-            band = loop.seed_band(seeds)
+            band = seed_band(seeds)
             null += abs(after - before) > band
             shifted += (before - (after - 6.0)) > band
         return null / trials, shifted / trials
@@ -242,36 +248,60 @@ def test_targeted_changes_follow_the_hard_set_of_the_cycle_before():
     def cycle(c, mined, synth, regression):
         summary = {"train_size": 4, "train_origins": {"base": 4}, "hard_set_trained": 0, "adapter_from": "base model",
                    "hard_set_next": {"size": 1, "counts": {}, "mined": mined, "synthesised": synth, "unfixable": {}}}
-        return loop.CycleResult(c, {}, regression, {}, summary)
+        return CycleResult(c, {}, regression, {}, summary)
 
     history = [cycle(0, {"digit_flip": 2, "missing_value": 2}, {"digit_flip": 4}, {"tags.digit_flip": 6.0, "tags.missing_value": 1.0}),
                cycle(1, {}, {"near_miss_spelling": 3}, {"tags.digit_flip": 1.0, "tags.near_miss_spelling": 2.0}),
                cycle(2, {}, {}, {"tags.digit_flip": 1.0})]
     noise = {2: {"tags.digit_flip": 5.0, "tags.missing_value": 1.0}, 1: {"tags.digit_flip": 7.0}}
-    changes = loop.targeted_changes(history, noise)
+    changes = targeted_changes(history, noise)
     assert [(c.cycle, c.tag, c.before, c.after, c.seeds) for c in changes] == [
         (1, "digit_flip", 6.0, 1.0, (6.0, 7.0, 5.0)),  # the run's seed first, then the replicas by seed
         (1, "missing_value", 1.0, 0.0, (1.0, 0.0, 1.0)),
         (2, "near_miss_spelling", 2.0, 0.0, (0.0, 0.0, 0.0)),
     ]
-    assert changes[0].band == pytest.approx(loop.seed_band([6, 7, 5])) and changes[0].verdict == "within seed noise"
+    assert changes[0].band == pytest.approx(seed_band([6, 7, 5])) and changes[0].verdict == "within seed noise"
     assert changes[2].verdict.startswith("no verdict")
     md = render_loop_report(history, compose(FAST + ["loop.cycles=2"]), None, None, changes=changes)
     assert "| 1 | digit_flip | 6 | 1 | -5 | 6, 7, 5 | 6.1 | within seed noise |" in md
     # 2 of the 4 mined records were mined for a misreading (digit_flip); missing_value is a blank, not a misreading.
     assert "Mined for a misreading (digit_flip, near_miss_spelling, unit_confusion): 50% of the mined records" in md
     with pytest.raises(ValueError, match="loop.noise_seeds=-1"):
-        loop.noise_seeds(compose(FAST + ["loop.noise_seeds=-1"]))
+        noise_seeds(compose(FAST + ["loop.noise_seeds=-1"]))
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
     cfg = compose(FAST + ["loop.cycles=1"], tmp_path)
-    state = loop.load_state(tmp_path, cfg)
+    state = load_state(tmp_path, cfg)
     assert state["finished"] == [] and "loop.cycles" not in state["config"]
-    (tmp_path / loop.STATE_FILE).write_text(json.dumps(state))
-    loop.load_state(tmp_path, compose(FAST + ["loop.cycles=3", "loop.on_empty_mine=stop"], tmp_path))  # allowed
+    (tmp_path / STATE_FILE).write_text(json.dumps(state))
+    load_state(tmp_path, compose(FAST + ["loop.cycles=3", "loop.on_empty_mine=stop"], tmp_path))  # allowed
     with pytest.raises(ValueError, match=r"different config \(loop.oversample: 2 -> 5\)"):
-        loop.load_state(tmp_path, compose(FAST + ["loop.cycles=1", "loop.oversample=5"], tmp_path))
+        load_state(tmp_path, compose(FAST + ["loop.cycles=1", "loop.oversample=5"], tmp_path))
+
+
+def test_the_loops_options_are_checked_with_the_config_before_any_cycle():
+    """run_loop trusts its config: what it once checked again at its start, composition refuses."""
+    needs = "loop.cycles > 0 needs train.enabled=true and eval.enabled=true (each cycle trains and evaluates)"
+    cases = {needs: ["train.enabled=false"], "loop.oversample=0": ["loop.oversample=0"],
+             "loop.mine_per_tag=-1": ["loop.mine_per_tag=-1"], "loop.synth_per_tag=-2": ["loop.synth_per_tag=-2"]}
+    for message, overrides in cases.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            compose(FAST + ["loop.cycles=1", *overrides])
+    with pytest.raises(ValueError, match=re.escape(needs)):
+        compose(FAST + ["loop.cycles=2", "eval.enabled=false"])
+    for overrides in (["train.enabled=false"], ["eval.enabled=false"]):
+        compose(FAST + ["loop.cycles=0", *overrides])  # a single run may only train or only evaluate
+
+
+def test_the_loop_package_exports_run_loop_and_nothing_borrowed():
+    """Each name is imported from the module that defines it; the package itself offers run(cfg)'s entry only."""
+    import types
+
+    import vlmsweep.loop as package
+
+    names = {n for n, v in vars(package).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert names == {"run_loop"} and package.__all__ == ["run_loop"]
 
 
 # ----------------------------------------------------------------------------- end to end on the tiny model
@@ -309,7 +339,7 @@ def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, ti
             raise Crash("killed mid-cycle")
         if Path(folder).name == "mining":
             for s in samples:
-                s["tags"] = [t for t in s["tags"] if t in loop.UNFIXABLE_TAGS]
+                s["tags"] = [t for t in s["tags"] if t in UNFIXABLE_TAGS]
             if Path(folder).parent.name == "cycle_0":
                 samples[0]["tags"].append("digit_flip")
         return real_write(cfg, folder, metrics, samples, pass_metrics, appendix=appendix)

@@ -127,6 +127,7 @@ def test_ocr_baseline_reads_real_sroie_receipts(tmp_path):
 
     from vlmsweep.config import EvalConfig
     from vlmsweep.data import load_sroie
+    from vlmsweep.evaluate.outputs import write_outputs
     from vlmsweep.ocr.baseline import evaluate_ocr
 
     for stem in ("006", "019", "300"):
@@ -134,7 +135,8 @@ def test_ocr_baseline_reads_real_sroie_receipts(tmp_path):
             (tmp_path / "SROIE" / sub).mkdir(parents=True, exist_ok=True)
             shutil.copy(SROIE_SAMPLE / sub / f"{stem}.{ext}", tmp_path / "SROIE" / sub)
     cfg_eval = EvalConfig(worst_per_tag=1)  # the typed config a run passes, so a new eval key cannot be missing here
-    metrics, samples = evaluate_ocr(load_sroie(tmp_path / "SROIE"), cfg_eval, tmp_path / "out")
+    metrics, samples = evaluate_ocr(load_sroie(tmp_path / "SROIE"), cfg_eval)
+    write_outputs(tmp_path / "out", metrics, samples, worst_per_tag=cfg_eval.worst_per_tag)  # as a pass's write stage
     exact = {s["id"]: {k for k, v in s["field_scores"].items() if v == 1.0} for s in samples}
     assert exact["sroie-006"] == {"store", "date", "address", "total"}
     assert {"store", "date", "total"} <= exact["sroie-019"] and "date" in exact["sroie-300"]

@@ -82,3 +82,18 @@ def test_router_scores_are_the_answers_log_probabilities(tiny_path):
             expected = sum(float(logp[n - len(ids) - 1 + j, t]) for j, t in enumerate(ids))
             assert route.scores[g] == pytest.approx(expected, abs=1e-3)
         assert route.group == max(groups, key=route.scores.get)
+
+
+def test_per_domain_and_the_loop_refuse_several_processes_in_run_info(tmp_path, monkeypatch):
+    """One refusal (stages.one_process_only) for both, raised by run() before any data or model, and recorded."""
+    import json
+
+    from vlmsweep import run as run_mod
+
+    monkeypatch.setattr(run_mod, "world_size", lambda: 2)
+    for overrides, message in ((["adapters=per_domain"], "adapters=per_domain cannot run under torchrun"),
+                               (["loop.cycles=1"], "loop.cycles=1 cannot run under torchrun")):
+        out = tmp_path / overrides[0].replace("=", "_")
+        with pytest.raises(ValueError, match=message):
+            run_mod.run(compose(overrides + ["tracker=none"], output_dir=out))
+        assert json.loads((out / "run_info.json").read_text())["status"] == "failed"

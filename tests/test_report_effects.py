@@ -7,7 +7,8 @@ import pytest
 
 from report_fakes import make_2x2, make_run
 from vlmsweep.report import load_runs
-from vlmsweep.report.effects import factorial_effects, find_factorials, higher_is_better, pareto_front, verdict
+from vlmsweep.metrics import higher_is_better
+from vlmsweep.report.effects import factorial_effects, find_factorials, pareto_front, verdict
 from vlmsweep.report.runs import varying_axes
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import FAST, compose
 from helpers import read_json
+from vlmsweep.metrics import metric
 from vlmsweep.run import run
 
 # Metrics that depend only on seeds and config (not on wall-clock time).
@@ -26,6 +27,7 @@ def test_default_run_writes_every_output_and_is_reproducible(tmp_path):
     assert info["choices"]["quant"] == "bf16" and info["git"]
     assert read_json(out / "metrics.json") == pytest.approx(metrics, nan_ok=True)
     assert 0 < metrics["train.supervised_fraction"] < 1 and metrics["train.steps"] == 2
+    assert all(metric(name) for name in metrics)  # every name the run wrote is in the registry (KeyError names one)
     scored = [json.loads(x) for x in (out / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(scored) == 2  # data.test_size=2: every test sample is scored, and the rate is their mean
     assert metrics["contract.strict_parse_rate"] == pytest.approx(
@@ -70,13 +72,10 @@ def test_constrained_decoding_ab_through_the_run(tmp_path, tiny_path, monkeypatc
     generation through monkeypatching, not through run()'s signature)."""
     from transformers import AutoProcessor
 
-    from test_eval_generate import FinishJsonSooner
-    from vlmsweep.evaluate import generate
+    from test_eval_generate import FinishJsonSooner, bias_generation
     from vlmsweep.model.tiny import VOCAB_SIZE
 
-    bias = FinishJsonSooner(AutoProcessor.from_pretrained(tiny_path).tokenizer, VOCAB_SIZE)
-    real = generate.generate_batch
-    monkeypatch.setattr(generate, "generate_batch", lambda *a, **k: real(*a, **{**k, "extra_logits_processors": [bias]}))
+    bias_generation(monkeypatch, FinishJsonSooner(AutoProcessor.from_pretrained(tiny_path).tokenizer, VOCAB_SIZE))
     fast = [o for o in FAST if not o.startswith("eval.max_new_tokens")] + ["eval.max_new_tokens=160", "model=tiny"]
     free = run(compose(fast + ["train.enabled=false"], output_dir=tmp_path / "free"))
     constrained = run(compose(fast + ["train.enabled=false", "decoding=json_schema"], output_dir=tmp_path / "json"))

@@ -46,9 +46,12 @@ def write_text(path: Path, text: str) -> None:
         raise write_failed(path, err) from err
 
 
-def write_json(path: Path, obj: Any, **dumps: Any) -> None:
-    """JSON (two-space indent, UTF-8 kept, dataclasses and paths as values) through write_text."""
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable, **dumps) + "\n")
+def write_json(path: Path, obj: Any, *, end: str = "\n", **dumps: Any) -> None:
+    """JSON through write_text (written aside and renamed): two-space indent, UTF-8 kept, dataclasses and paths as
+    values, a newline at the end. `dumps` overrides json.dumps's settings (indent=1, sort_keys=True,
+    ensure_ascii=True); `end` what follows the object (the model release's files: nothing)."""
+    options: dict[str, Any] = {"indent": 2, "ensure_ascii": False, "default": _jsonable} | dumps
+    write_text(path, json.dumps(obj, **options) + end)
 
 
 def _jsonable(value: Any) -> Any:

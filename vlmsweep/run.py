@@ -11,18 +11,14 @@ import traceback
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from transformers import set_seed
-
-from vlmsweep import data as data_mod
 from vlmsweep import loop
 from vlmsweep.pipeline import tracking
 from vlmsweep.config import Config
-from vlmsweep.evaluate.slices import load_slices
 from vlmsweep.files import write_text
 from vlmsweep.config import config_dict
 from vlmsweep.pipeline.run_folder import (ResumeMismatch, RunInfo, config_changes, free_memory, rank, resume_config,
                                            run_info, world_size)
-from vlmsweep.pipeline.stages import Pass, datasets, run_pass
+from vlmsweep.pipeline.stages import Pass, one_process_only, prepare_run, run_pass
 
 
 def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
@@ -47,12 +43,10 @@ def run(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
             from vlmsweep.train.loss import check_loss_impl
 
             check_loss_impl(cfg.train.loss_impl)
+        refusal = one_process_only(cfg)
+        if refusal and world_size() > 1:  # a documented limit, recorded in run_info.json like any failure
+            raise ValueError(refusal)
         if cfg.loop.cycles > 0:
-            if world_size() > 1:  # a documented limit, recorded in run_info.json like any failure
-                raise ValueError(
-                    f"loop.cycles={cfg.loop.cycles} cannot run under torchrun/accelerate launch: the loop writes its "
-                    "manifests and state from one process. Run the loop in a single process, or use loop.cycles=0"
-                )
             metrics = loop.run_loop(cfg, out_dir, tracker, info)
         elif cfg.adapters.per_domain:
             from vlmsweep.pipeline.per_domain import run_per_domain
@@ -105,17 +99,9 @@ def check_same_config(cfg: Config, out_dir: Path) -> None:
 
 
 def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:
-    """One pass: the run's own splits (data), then vlmsweep.pipeline.stages.run_pass."""
-    set_seed(cfg.seed)
-    splits = datasets(cfg)  # a bad manifest fails here, before the model is loaded
-    info.update(data=splits.sources)
-    slices = load_slices(cfg) if cfg.eval.enabled else {}  # eval.slices: read and validated before the model loads
-    if cfg.train.enabled and cfg.eval.enabled:
-        data_mod.check_no_leak(splits["train"], {"test": splits["test"]}, where="this run",
-                               near_duplicate_bits=cfg.data.near_duplicate_bits)
-        if slices:  # a slice is held out like the test set: no training page may be one of its pages
-            data_mod.check_no_leak(splits["train"], {f"slice {n}": r for n, r in slices.items()}, where="this run",
-                                   near_duplicate_bits=cfg.data.near_duplicate_bits)
+    """One pass: the run's preamble and its own splits (vlmsweep.pipeline.stages.prepare_run), then run_pass."""
+    data = prepare_run(cfg, info)
+    splits = data.splits
     result = run_pass(cfg, Pass(
         out_dir=out_dir,
         train=splits["train"] if cfg.train.enabled else [],
@@ -123,7 +109,7 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, fl
         tracker=tracker,
         adapter=cfg.model.adapter,
         estimate=cfg.train.enabled,  # the estimate is of a training step: an evaluation-only run has none
-        slices=slices,
+        slices=data.slices,
         data_sources=splits.sources,
     ), info)
     if rank() == 0:

@@ -1,13 +1,12 @@
 """The configuration reference of docs/configuration.md, generated when the manual is built (an mkdocs hook), so it
-cannot drift from the schema: every key of vlmsweep/config/__init__.py's dataclasses with its type, its value in
-`python -m vlmsweep` (conf/config.yaml and the default options, composed by Hydra, interpolations unresolved) and
-the comment beside its field; every config group with its options, read from conf/."""
+cannot drift from the schema: every key of vlmsweep/config/schema.py's dataclasses with its type (a closed choice:
+its values), its value in `python -m vlmsweep` (the schema's defaults, conf/config.yaml's interpolations and the
+default options, composed by Hydra, interpolations unresolved) and the help written on its field; every config group
+with its options, read from conf/."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import re
 import sys
 import typing
 from pathlib import Path
@@ -24,14 +23,16 @@ from vlmsweep.config.resolvers import register_resolvers  # noqa: E402
 sys.path.remove(str(REPO))
 
 
-def _field_comments(cls: type) -> dict[str, str]:
-    """field name -> the `# comment` written beside it in the dataclass."""
-    out = {}
-    for line in inspect.getsource(cls).splitlines():
-        m = re.match(r"\s+(\w+): [^#]*#\s*(.*)$", line)
-        if m:
-            out[m.group(1)] = m.group(2).strip()
-    return out
+def _help(f: dataclasses.Field) -> str:
+    """The help written on the field (vlmsweep.config.schema.knob)."""
+    return f.metadata.get("help", "")
+
+
+def _type_of(f: dataclasses.Field, tp: Any) -> str:
+    """The field's type; a closed choice shows its values."""
+    if f.metadata.get("choices"):
+        return " | ".join(f'"{c}"' for c in f.metadata["choices"])
+    return _type_name(tp)
 
 
 def _type_name(tp: Any) -> str:
@@ -76,7 +77,6 @@ def _options(group: str) -> list[str]:
 def _rows(prefix: str, tp: type, values: Any) -> list[str]:
     """One table row per key of dataclass `tp` under `prefix`; a nested dataclass (eval.perturb) adds its keys."""
     hints = typing.get_type_hints(tp)
-    comments = _field_comments(tp)
     rows = []
     for f in dataclasses.fields(tp):
         value = values.get(f.name) if isinstance(values, dict) else None
@@ -84,7 +84,7 @@ def _rows(prefix: str, tp: type, values: Any) -> list[str]:
             rows += _rows(f"{prefix}.{f.name}", hints[f.name], value)
             continue
         shown = "—" if value == "???" else f"`{_value(value)}`"
-        rows.append(f"| `{prefix}.{f.name}` | `{_type_name(hints[f.name])}` | {shown} | {_cell(comments.get(f.name, ''))} |")
+        rows.append(f"| `{prefix}.{f.name}` | `{_type_of(f, hints[f.name])}` | {shown} | {_cell(_help(f))} |")
     return rows
 
 
@@ -93,7 +93,6 @@ def reference() -> str:
     Config = vlmsweep_config.Config
     defaults = _defaults()
     hints = typing.get_type_hints(Config)
-    comments = _field_comments(Config)
     out = []
     top = []
     for f in dataclasses.fields(Config):
@@ -101,7 +100,7 @@ def reference() -> str:
         if f.name == "choices":
             continue  # filled from Hydra's choices, never set by a user
         if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
-            top.append((f.name, _type_name(tp), _value(defaults.get(f.name)), comments.get(f.name, "")))
+            top.append((f.name, _type_of(f, tp), _value(defaults.get(f.name)), _help(f)))
             continue
         out.append(f"### `{f.name}`\n")
         options = _options(f.name)

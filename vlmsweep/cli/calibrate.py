@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from vlmsweep.files import write_json
 from vlmsweep.report.calibrate import DEFAULT_SPLITS, aa_runs, calibrate, default_metrics, print_calibration
 
 
@@ -32,6 +32,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print_calibration(cal)
     out = args.out or args.dir / "calibration.json"
-    out.write_text(json.dumps(cal.as_dict(), indent=2) + "\n", encoding="utf-8")
+    write_json(out, cal.as_dict(), ensure_ascii=True)
     print(f"calibration: {out}")
     return 0

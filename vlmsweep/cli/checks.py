@@ -2,12 +2,13 @@
 
 Hydra reports these late or obscurely: `max_pixels=1024` is an int where a group option is expected
 (a 27-line traceback), and `+train.lerning_rate=1` composes, then fails in the frozen schema after the
-run folder exists. Checked here against the typed schema (vlmsweep.config.Config), before any folder.
+run folder exists. Checked here against the typed schema (its keys: vlmsweep.config.keys), before any folder;
+Hydra's flags are read by hydra_flags (Hydra's own parser is private, no API).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import difflib
 import math
 import typing
@@ -17,121 +18,76 @@ from typing import Any
 from omegaconf import ValidationError
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
-from vlmsweep.config import CONF_DIR, Config
+from vlmsweep.config import CONF_DIR
+from vlmsweep.config.keys import NOT_CHECKED, key_choices, key_type, unknown_key, unknown_key_message
 
 PACKAGE_CONF = CONF_DIR
 
 
-NOT_CHECKED = ("hydra",)  # Hydra's own config has its own checks
-INTERNAL = ("choices",)  # filled from Hydra, never set by a user
+class _Unparsable(Exception):
+    """argv Hydra's flags do not parse (`--cfg nothing`): Hydra says what is wrong."""
 
 
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+class _HydraFlags(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        raise _Unparsable(message)
 
 
-def _fields(tp: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(tp)
-    return {f.name: hints[f.name] for f in dataclasses.fields(tp) if f.name not in INTERNAL}
-
-
-def schema_keys(tp: type = Config, prefix: str = "", sections: bool = True) -> list[str]:
-    """Every settable dotted key of the schema (`train.lr`, `max_pixels.visual_tokens`, ...), with the
-    sections themselves (`train`) unless sections=False."""
-    out = []
-    for name, hint in _fields(tp).items():
-        key = f"{prefix}{name}"
-        if sections or not _is_dataclass_type(hint):
-            out.append(key)
-        if _is_dataclass_type(hint):
-            out += schema_keys(hint, key + ".", sections)
-    return out
-
-
-def _initials(name: str) -> str:
-    return "".join(word[0] for word in name.split("_") if word)
-
-
-def nearest_keys(key: str, n: int = 3) -> list[str]:
-    """Known keys a typo most likely meant: same-section keys whose name is the typed name's initials
-    (`learning_rate` -> `lr`), then the closest spellings."""
-    section, _, leaf = key.rpartition(".")
-    known = schema_keys(sections=not section)  # train.foo means a value, not the section `train`
-    by_initials = [k for k in known if k.rpartition(".")[0] in (section, section or k.rpartition(".")[0])
-                   and k.rpartition(".")[2] == _initials(leaf)]
-    close = difflib.get_close_matches(key, known, n=n, cutoff=0.6)
-    if not close and section:  # a wrong section name: match the leaf anywhere
-        close = [k for k in known if difflib.get_close_matches(leaf, [k.rpartition(".")[2]], n=1, cutoff=0.75)]
-    return list(dict.fromkeys(by_initials + close))[:n]
-
-
-def _walk(key: str) -> tuple[Any, str | None]:
-    """(the schema's type of a dotted key, the first part of it the schema does not have); (None, None) where the key
-    lies under a free-form mapping such as data_mix.weights."""
-    tp: Any = Config
-    parts = key.split(".")
-    for k, part in enumerate(parts):
-        if not _is_dataclass_type(tp):
-            return None, None  # dict, list, Any: any key below is allowed
-        fields = _fields(tp)
-        if part not in fields:
-            return None, ".".join(parts[: k + 1])
-        tp = fields[part]
-    return tp, None
-
-
-def unknown_key(key: str) -> str | None:
-    """The first part of a dotted key the schema does not have (None: the key exists, or lies under a
-    free-form mapping such as data_mix.weights)."""
-    return _walk(key)[1]
+def hydra_flags() -> argparse.ArgumentParser:
+    """Hydra 1.3's command-line flags (hydra.cc, "Hydra's command line flags"), parsed as Hydra parses them, to find
+    the overrides, --multirun and --config-dir; Hydra then parses them itself and acts on them (--help and --version
+    only store here). tests/test_cli_errors.py checks it against Hydra's own parser."""
+    p = _HydraFlags(add_help=False, description="Hydra")
+    p.add_argument("--help", "-h", action="store_true")
+    p.add_argument("--hydra-help", action="store_true")
+    p.add_argument("--version", action="store_true")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
+    p.add_argument("--resolve", action="store_true")
+    p.add_argument("--package", "-p")
+    p.add_argument("--run", "-r", action="store_true")
+    p.add_argument("--multirun", "-m", action="store_true")
+    p.add_argument("--shell-completion", "-sc", action="store_true")
+    p.add_argument("--config-path", "-cp")
+    p.add_argument("--config-name", "-cn")
+    p.add_argument("--config-dir", "-cd")
+    p.add_argument("--experimental-rerun")
+    p.add_argument("--info", "-i", const="all", nargs="?",
+                   choices=["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"])
+    return p
 
 
 SCALARS = {int: ("an integer", IntegerNode), float: ("a number", FloatNode), bool: ("true or false", BooleanNode)}
 
 
 def type_error(override, key: str) -> str | None:
-    """One line for a value the key's scalar type cannot hold (`train.max_steps=abc`), judged by OmegaConf's own
-    nodes, as composing would; None where every value fits or the type is not a plain int, float or bool (Hydra and
-    the config's own checks judge the rest)."""
-    tp = _walk(key)[0]
+    """One line for a value the key cannot hold: one its scalar type cannot (`train.max_steps=abc`), judged by
+    OmegaConf's own nodes, as composing would, or none of a closed choice's values (`train.loss_impl=fast`); None
+    where every value fits or the type is not a plain int, float, bool or closed choice (Hydra and the config's own
+    checks judge the rest)."""
+    tp = key_type(key)
     args = typing.get_args(tp)
     optional = type(None) in args
     if optional:
         tp = next((a for a in args if a is not type(None)), None) if len(args) == 2 else None
-    if tp not in SCALARS:
+    choices = key_choices(key)
+    if tp not in SCALARS and not choices:
         return None
-    what, node = SCALARS[tp]
+    what, node = SCALARS[tp] if tp in SCALARS else (f"one of {', '.join(choices)}", None)
     for v in _values(override):
         if isinstance(v, str) and "${" in v or not isinstance(v, (str, int, float, bool, type(None))):
             continue  # an interpolation or a sweep (range, interval): resolved later
-        try:
-            node(value=v, is_optional=optional)
-        except ValidationError:
+        if node is None:
+            fits = v in choices
+        else:
+            try:
+                node(value=v, is_optional=optional)
+                fits = True
+            except ValidationError:
+                fits = False
+        if not fits:
             return f"{override.input_line}: {key} takes {what}{' or null' if optional else ''}, not {v!r}"
     return None
-
-
-def unknown_key_message(key: str, how: str) -> str:
-    bad = unknown_key(key) or key
-    near = nearest_keys(bad)
-    hint = f"did you mean {' or '.join(near)}?" if near else "no known key is close"
-    if "." not in bad:
-        hint += " (a config group must be a folder in vlmsweep's conf/ or in your --config-dir)"
-    return f"{how}: unknown config key {bad!r}, {hint}; python -m vlmsweep --cfg job prints every key with its value"
-
-
-def unknown_keys_in(cfg: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys of a composed config (a user's config file included) that the schema does not have."""
-    out = []
-    for name, value in cfg.items():
-        key = f"{prefix}{name}"
-        if key.split(".", 1)[0] in NOT_CHECKED + INTERNAL:
-            continue
-        if unknown_key(key) == key:
-            out.append(key)
-        elif isinstance(value, dict) and unknown_key(key) is None:
-            out += unknown_keys_in(value, key + ".")
-    return out
 
 
 def _config_dirs(config_dir: str | None, overrides: list) -> list[Path]:
@@ -188,11 +144,10 @@ def _sweep_size(override) -> int | None:
 def check_command_line(argv: list[str]) -> tuple[str | None, int | None]:
     """(one-line error or None, number of runs of a plain multirun or None). Anything this cannot parse
     is left to Hydra, whose own message then applies."""
-    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        args, _ = get_args_parser().parse_known_args(argv)
+        args, _ = hydra_flags().parse_known_args(argv)
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except Exception:  # noqa: BLE001 - a syntax error: Hydra says it better
         return None, None

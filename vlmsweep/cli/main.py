@@ -17,8 +17,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vlmsweep.config import CONF_DIR, register_configs, to_config
+from vlmsweep.config.keys import unknown_key_message, unknown_keys_in
 from vlmsweep.metrics import direction_of
-from vlmsweep.cli.checks import check_command_line, unknown_key_message, unknown_keys_in
+from vlmsweep.cli.checks import check_command_line
 from vlmsweep.cli.quiet import quiet_third_party
 from vlmsweep.pipeline.run_folder import LOCK_FILE, ResumeMismatch, RunFolderBusy, hold, release
 from vlmsweep.config.resolvers import register_resolvers

@@ -17,6 +17,7 @@ import PIL
 from PIL import Image
 
 from ..config import DataMixConfig
+from ..files import write_json
 from . import noise as noise_mod
 from . import prescription, receipt
 from .manifest import read_manifest, write_manifest
@@ -117,7 +118,7 @@ def _cached(cache_dir: Path, name: str, key: dict, jobs: list, noise: str) -> li
     try:
         records = render_records(jobs, tmp, noise)
         write_manifest(records, tmp / "manifest.jsonl")
-        (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True), encoding="utf-8")
+        write_json(tmp / "key.json", key, indent=1, sort_keys=True, ensure_ascii=True, end="")
         try:
             os.rename(tmp, final)
         except OSError:

@@ -14,7 +14,6 @@ from typing import Any, Sequence
 from vlmsweep import prompts
 from vlmsweep.evaluate.grounding import add_chance
 from vlmsweep.evaluate.metrics import METRICS, MetricInfo, TAGS, aggregate, metric_info, score_sample
-from vlmsweep.evaluate.outputs import write_outputs
 
 __all__ = [
     "METRICS",
@@ -171,14 +170,13 @@ def evaluate(
     domain_tag: bool,
     max_pixels: int,
     min_pixels: int,
-    out_dir: Path | None,
-    extra_logits_processors=None,
     seed: int = 0,
 ) -> tuple[dict[str, float], list[dict]]:
     """Generate an answer for every record (greedy, batched, left-padded, JSON stop rule, optional
-    xgrammar constraint), score them, and write samples.jsonl, metrics.json and report.md to out_dir (None:
-    write nothing; a run's write stage does). `extra_logits_processors`: run before the grammar's in every
-    generate call (a plugin point for a caller's own penalty or bias). `seed`: the run's, for eval.perturb."""
+    xgrammar constraint) and score them; returns (metrics, samples) and writes nothing (a pass's write stage
+    writes samples.jsonl, metrics.json and report.md: vlmsweep.evaluate.outputs.write_outputs). The logits
+    processors of every generate call: vlmsweep.evaluate.generate.logits_processors. `seed`: the run's, for
+    eval.perturb."""
     from vlmsweep.evaluate.generate import generate_batch
 
     constrained = bool(decoding.constrained)
@@ -216,7 +214,6 @@ def evaluate(
             min_pixels=min_pixels,
             max_pixels=max_pixels,
             schemas=row_schemas,
-            extra_logits_processors=extra_logits_processors,
             token_text=token_text,
             sample_ids=[str(_field(records[i], "id", i)) for i in rows],  # named when a logit is NaN/inf
         )
@@ -236,6 +233,4 @@ def evaluate(
         input_errors=errors,
         perturb=(float(cfg_eval.perturb.digit_flip), float(cfg_eval.perturb.blank), int(seed)),
     )
-    if out_dir is not None:
-        write_outputs(Path(out_dir), metrics, samples, worst_per_tag=int(cfg_eval.worst_per_tag))
     return metrics, samples

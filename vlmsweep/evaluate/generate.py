@@ -225,6 +225,19 @@ def autocast_dtype(model, device: torch.device) -> torch.dtype | None:
     return compute
 
 
+def logits_processors(tokenizer, vocab_size: int, sample_ids: Sequence[str], prompt_len: int,
+                      schemas: Sequence[dict] | None, stops: Sequence[int]) -> LogitsProcessorList:
+    """Every logits processor of one generate call, in order: the NaN/inf check on the raw logits, then xgrammar's
+    constraint (when `schemas` are given, one per row). The one place that chooses them, and the extension point
+    for a caller's own penalty or bias: wrap this function and insert before the grammar's, at index 1 (the tests
+    close JSON strings on random weights so, tests/test_eval_generate.py bias_generation; benchmarks/bench_eval.py
+    ends answers at chosen lengths)."""
+    processors = LogitsProcessorList([FiniteLogitsCheck(sample_ids, prompt_len)])
+    if schemas is not None:
+        processors.append(constrained_processor(tokenizer, vocab_size, schemas, stops))
+    return processors
+
+
 @torch.inference_mode()
 def generate_batch(
     model,
@@ -236,14 +249,12 @@ def generate_batch(
     min_pixels: int | None = None,
     max_pixels: int | None = None,
     schemas: Sequence[dict] | None = None,
-    extra_logits_processors: Sequence[Any] | None = None,
     do_sample: bool = False,
     token_text: dict[int, str] | None = None,
     sample_ids: Sequence[str] | None = None,
 ) -> list[Generation]:
-    """One padded batch through `generate`. `schemas` (one per row) turns on xgrammar constraints;
-    `extra_logits_processors` run before xgrammar's (a plugin point for a caller's own penalty or bias;
-    the tests use it to close JSON strings on random weights). Greedy unless do_sample is asked;
+    """One padded batch through `generate`. `schemas` (one per row) turns on xgrammar constraints; the logits
+    processors are logits_processors'. Greedy unless do_sample is asked;
     the checkpoint's generation config never applies (eval_generation_config). `sample_ids` name the
     rows in the error when a logit is NaN/inf."""
     tokenizer = processor.tokenizer
@@ -267,9 +278,7 @@ def generate_batch(
     gen_config = eval_generation_config(tokenizer, max_new_tokens, do_sample)
     stops = stop_token_ids(tokenizer)
     ids = list(sample_ids) if sample_ids is not None else [f"row {r}" for r in range(batch)]
-    processors = LogitsProcessorList([FiniteLogitsCheck(ids, prompt_len), *(extra_logits_processors or [])])
-    if schemas is not None:
-        processors.append(constrained_processor(tokenizer, vocab_size_of(model), schemas, stops))
+    processors = logits_processors(tokenizer, vocab_size_of(model), ids, prompt_len, schemas, stops)
     json_stop = JsonCompleteStop(tokenizer, prompt_len, batch, token_text)
     dtype = autocast_dtype(model, device)
     with torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext():

@@ -1,4 +1,4 @@
-"""Metric names, their directions, per-sample scoring and aggregation into metrics.json (pure, no torch).
+"""Per-sample scoring and aggregation into metrics.json (pure, no torch).
 
 Every per-sample value lives in the sample's "scores" under the metrics.json name, so any metric is the
 mean of its per-sample values over the samples where it is defined (not null): a report can bootstrap
@@ -10,70 +10,22 @@ sample has one they are absent from metrics.json and `content.coverage` is 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import jiwer
 
 from vlmsweep.evaluate import contract, fields
 from vlmsweep.evaluate.tags import DEFAULT_LEAKAGE_KEYWORDS, TAGS, tag_sample
+from vlmsweep.metrics import EVALUATION, MetricInfo
+from vlmsweep.metrics import metric as metric_info
 from vlmsweep.prompts import schema_name, serialize
 
 
-@dataclass(frozen=True)
-class MetricInfo:
-    name: str
-    higher_is_better: bool
-    description: str
-
-
-def _m(name: str, higher: bool, description: str) -> tuple[str, MetricInfo]:
-    return name, MetricInfo(name, higher, description)
-
-
-METRICS: dict[str, MetricInfo] = dict(
-    [
-        _m("contract.strict_parse_rate", True, "whole trimmed output is one JSON object"),
-        _m("contract.key_set_rate", True, "strict object whose key sets (nested, list items) equal the schema's"),
-        _m("contract.schema_valid_rate", True, "strict object valid against the domain's JSON Schema (jsonschema)"),
-        _m("contract.salvage_rate", True, "first balanced {...} in the text parses to an object (debugging)"),
-        _m("content.coverage", True, "share of samples with an answer object, on which content metrics are scored"),
-        _m("content.field_em", True, "exact match per field slot after normalisation (ids: no casefold, same type)"),
-        _m("content.e2e_field_em", True, "field exact match over every sample, 0 without an answer object (contract x content)"),
-        _m("content.anls", True, "ANLS as the official DocVQA code (similarity >= tau=0.5 kept), over fields with a non-null target"),
-        _m("content.cer", False, "jiwer CER of normalised values over fields with a non-null target"),
-        _m("content.wer", False, "jiwer WER of normalised values over fields with a non-null target"),
-        _m("content.raw_cer", False, "CER of the values as they are (no normalisation, no strip), same fields"),
-        _m("content.field_f1", True, "F1 of non-null field values (aligned lists)"),
-        _m("content.ted_acc", True, "Donut tree-edit-distance accuracy"),
-        _m("content.digit_acc", True, "digit-level accuracy of ids, dates, strengths, doses, amounts"),
-        _m("content.unit_acc", True, "unit accuracy of strengths and doses"),
-        _m("content.field_em_margin", True, "field EM against the page's own target minus its mean against other pages' "
-           "targets of the same domain (vlmsweep/evaluate/grounding.py): 0 when the answer does not depend on the page"),
-        _m("content.digit_acc_margin", True, "digit accuracy against the page's own target minus its mean against other "
-           "pages' targets of the same domain"),
-        _m("text.raw_cer", False, "jiwer CER of the whole output (stripped, nothing else) against the canonical target text"),
-        _m("rate.run_on", False, "share of samples tagged run_on"),
-        _m("rate.repetition_loop", False, "share of samples tagged repetition_loop"),
-        _m("rate.instruction_echo", False, "share of samples tagged instruction_echo"),
-        _m("rate.leakage", False, "share of prescription samples tagged domain_leakage"),
-        *(_m(f"tags.{tag}", False, f"number of samples tagged {tag}") for tag in TAGS),
-        _m("cost.eval_seconds_per_sample", False, "generation wall time per sample (batch time / batch size)"),
-        _m("cost.visual_tokens_per_image", False, "visual tokens per image after the 2x2 merge"),
-        _m("cost.output_tokens_per_sample", False, "generated tokens per sample up to the stop"),
-    ]
-)
-
-
-def metric_info(name: str) -> MetricInfo:
-    """Info for a metrics.json name, by_domain copies included; a clear error for an unknown name."""
-    base = name
-    if name.startswith("by_domain."):
-        parts = name.split(".", 2)
-        base = parts[2] if len(parts) == 3 else ""
-    if base not in METRICS:
-        raise KeyError(f"unknown metric {name!r}: expected one of {sorted(METRICS)} (or by_domain.<domain>.<metric>)")
-    return METRICS[base]
+# Names, directions and descriptions are the registry's (vlmsweep/metrics.py); the failure tags' counts are named here.
+METRICS: dict[str, MetricInfo] = {
+    name: metric_info(name)
+    for family in EVALUATION for name in ([f"tags.{tag}" for tag in TAGS] if family == "tags.*" else [family])
+}
 
 
 def _clean_raw(raw: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from vlmsweep.evaluate.grounding import summary_lines
 from vlmsweep.evaluate.metrics import METRICS, TAGS
 from vlmsweep.files import write_json, write_text
+from vlmsweep.metrics import WORST_SCORE, arrow, worst_first
 
 RAW_CHARS_IN_REPORT = 400
 
@@ -39,12 +40,6 @@ def _code(text: str) -> str:
     short = text[:RAW_CHARS_IN_REPORT].replace("```", "'''")
     more = f"\n… ({len(text) - RAW_CHARS_IN_REPORT} more chars)" if len(text) > RAW_CHARS_IN_REPORT else ""
     return f"```\n{short}{more}\n```"
-
-
-def _severity(sample: dict) -> tuple:
-    # Worst first: lowest field F1 (no answer object counts as 0), then highest raw-text CER.
-    f1 = sample["scores"].get("content.field_f1")
-    return (f1 if f1 is not None else 0.0, -sample["scores"].get("text.raw_cer", 0.0), sample["id"])
 
 
 EMBEDDED_MEANING = (
@@ -132,13 +127,13 @@ def render_report(metrics: dict[str, float], samples: Sequence[dict], worst_per_
         "| metric | better | overall | " + " | ".join(domains) + " |",
         "|---|---|---|" + "---|" * len(domains),
     ]
-    for name, info in METRICS.items():
+    for name in METRICS:
         if name.startswith("tags."):
             continue
         if name not in metrics and not any(f"by_domain.{d}.{name}" in metrics for d in domains):
             continue
         cells = [_fmt(metrics.get(name), name)] + [_fmt(metrics.get(f"by_domain.{d}.{name}"), name) for d in domains]
-        lines.append(f"| {name} | {'↑' if info.higher_is_better else '↓'} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {arrow(name)} | " + " | ".join(cells) + " |")
     lines += ["", *summary_lines(samples)]
     lines += ["## Failure tags (samples)", "", "| tag | overall | " + " | ".join(domains) + " |",
               "|---|---|" + "---|" * len(domains)]
@@ -149,15 +144,15 @@ def render_report(metrics: dict[str, float], samples: Sequence[dict], worst_per_
         lines.append(f"| {tag} | " + " | ".join(cells) + " |")
     lines += ["", "## Worst examples per tag", ""]
     for tag in TAGS:
-        tagged = sorted((s for s in samples if tag in s["tags"]), key=_severity)
+        tagged = sorted((s for s in samples if tag in s["tags"]), key=worst_first)  # the registry's "worst"
         if not tagged:
             continue
         lines += [f"### {tag} ({min(worst_per_tag, len(tagged))} of {len(tagged)})", ""]
         for s in tagged[:worst_per_tag]:
-            f1 = s["scores"].get("content.field_f1")
             lines += [
                 f"- **{s['id']}** ({s['domain']}, image {s.get('image_domain', s['domain'])}) — "
-                f"{s['tag_evidence'].get(tag, '')}; field F1 {_fmt(f1, '')}, stop {s.get('stop_reason') or '–'}",
+                f"{s['tag_evidence'].get(tag, '')}; {WORST_SCORE} {_fmt(s['scores'].get(WORST_SCORE), '')}, "
+                f"stop {s.get('stop_reason') or '–'}",
                 "",
                 "  output:",
                 "",

@@ -1,14 +1,13 @@
-"""Named evaluation slices: each set evaluated apart into slices/<name>/, its metrics as slice/<name>/<metric>."""
+"""Named evaluation slices: each set evaluated apart into slices/<name>/, its metrics as slice/<name>/<metric>.
+
+The evaluator that runs them is vlmsweep.evaluate.evaluators.Slices; here: their names, records and table."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Callable, Sequence
 
 from vlmsweep.evaluate.metrics import METRICS, TAGS
-
-log = logging.getLogger(__name__)
+from vlmsweep.metrics import arrow
 
 PREFIX = "slice/"
 
@@ -25,37 +24,19 @@ def load_slices(cfg) -> dict[str, list]:
     return {name: slice_records(name, cfg.eval, cfg.data, cfg.data_mix, cache) for name in slice_names(cfg.eval)}
 
 
-def evaluate_slices(cfg, slices: dict[str, list], evaluate_fn: Callable[[Sequence, Path], dict[str, float]],
-                    test_metrics: dict[str, float], out_dir: Path) -> dict[str, float]:
-    """slice/<name>/<metric> for every slice; `evaluate_fn(records, folder)` is the run's own evaluation (the
-    model's or the OCR baseline's), writing that slice's samples.jsonl, metrics.json and report.md. The
-    `synthetic` slice of a run whose test set is the synthetic split is that test set: scored once. The caller
-    checked the slices against the training set (vlmsweep.run) and puts slice_table into the run's report."""
-    out: dict[str, float] = {}
-    for name, records in slices.items():
-        if name == "synthetic" and not cfg.data.test_manifest:
-            metrics = test_metrics
-        else:
-            log.info("evaluating slice %s (%d samples)", name, len(records))
-            metrics = evaluate_fn(records, Path(out_dir) / "slices" / name)
-        out |= {slice_metric(name, k): v for k, v in metrics.items() if not k.startswith(PREFIX)}
-        out[slice_metric(name, "samples")] = float(len(records))
-    return out
-
-
 def slice_table(metrics: dict[str, float], names: list[str]) -> str:
     """The slices side by side: one column per slice, one row per metric or failure tag."""
     lines = ["## Slices", "", "Each slice is evaluated apart (its samples and report in `slices/<name>/`; "
              "`synthetic` without data.test_manifest is the test set above).", "",
              "| metric | better | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     lines.append("| samples | | " + " | ".join(f"{metrics.get(slice_metric(n, 'samples'), 0):.0f}" for n in names) + " |")
-    for name, info in METRICS.items():
+    for name in METRICS:
         cells = [metrics.get(slice_metric(n, name)) for n in names]
         if name.startswith("tags.") or all(c is None for c in cells):
             continue
-        lines.append(f"| {name} | {'↑' if info.higher_is_better else '↓'} | "
+        lines.append(f"| {name} | {arrow(name)} | "
                      + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |")
     for tag in TAGS:
         cells = [metrics.get(slice_metric(n, f"tags.{tag}")) for n in names]
-        lines.append(f"| tags.{tag} | ↓ | " + " | ".join("–" if c is None else f"{c:.0f}" for c in cells) + " |")
+        lines.append(f"| tags.{tag} | {arrow(f'tags.{tag}')} | " + " | ".join("–" if c is None else f"{c:.0f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"

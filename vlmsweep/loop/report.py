@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from vlmsweep.config import Config
 from vlmsweep.evaluate.grounding import LEVEL
 from vlmsweep.evaluate.metrics import METRICS, TAGS
 from vlmsweep.metrics import higher_is_better
 from vlmsweep.evaluate.remedies import FOCUS_OF_TAG, MISREADING_TAGS, UNFIXABLE_TAGS, config_fixes, misreading_share
-
-if TYPE_CHECKING:  # the loop imports this module to write its report; the types only
-    from vlmsweep.loop import CycleResult, TargetedChange
+from vlmsweep.loop.noise import TargetedChange
+from vlmsweep.loop.state import CycleResult
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def metrics_table(per_cycle: Sequence[tuple[int, dict[str, float]]]) -> list[str
     return main
 
 
-def targeted_table(changes: Sequence["TargetedChange"], noise_seeds: int) -> list[str]:
+def targeted_table(changes: Sequence[TargetedChange], noise_seeds: int) -> list[str]:
     """Markdown: each targeted tag's regression-set change, cycle over cycle, against cycle 0's seed-noise band."""
     lines = ["## Targeted tags against seed noise", "",
              "Each cycle's hard set targets the failure tags mined for it; this is how their count on the regression set "
@@ -80,7 +79,7 @@ def targeted_table(changes: Sequence["TargetedChange"], noise_seeds: int) -> lis
     return lines + [""]
 
 
-def chance_lines(history: Sequence["CycleResult"]) -> list[str]:
+def chance_lines(history: Sequence[CycleResult]) -> list[str]:
     """Whether each cycle's test answers depend on their page (vlmsweep/evaluate/grounding.py): a tag can be a
     misreading only on a model that reads, so mined tags of a model whose answers do not are guesses."""
     tests = [(h.cycle, h.summary.get("chance_test")) for h in history if h.summary.get("chance_test")]
@@ -96,8 +95,8 @@ def chance_lines(history: Sequence["CycleResult"]) -> list[str]:
     return lines
 
 
-def render_loop_report(history: Sequence["CycleResult"], cfg: Config, stopped: dict | None, plot_name: str | None,
-                       changes: Sequence["TargetedChange"] = ()) -> str:
+def render_loop_report(history: Sequence[CycleResult], cfg: Config, stopped: dict | None, plot_name: str | None,
+                       changes: Sequence[TargetedChange] = ()) -> str:
     loop = cfg.loop
     lines = [
         "# Retrain loop",
@@ -171,7 +170,7 @@ def render_loop_report(history: Sequence["CycleResult"], cfg: Config, stopped: d
     return "\n".join(lines)
 
 
-def plot_tags(history: Sequence["CycleResult"], path: Path) -> Path | None:
+def plot_tags(history: Sequence[CycleResult], path: Path) -> Path | None:
     """Failure-tag counts over cycles, one panel per evaluated set (matplotlib Agg)."""
     try:
         import matplotlib

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from vlmsweep.files import write_json
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "files.json"  # {file name: {"bytes", "mtime_ns", "sha256"}} of a cache folder, written with it
@@ -38,7 +40,7 @@ def record_files(folder: Path) -> None:
         if p.is_file() and p.name != MANIFEST:
             stat = p.stat()
             files[p.name] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256(p)}
-    (folder / MANIFEST).write_text(json.dumps(files, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(folder / MANIFEST, files, indent=1, sort_keys=True, ensure_ascii=True)
 
 
 def safetensors_damage(path: Path) -> str | None:

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vlmsweep import files
+
 # The special-token ids every Qwen2-VL and Qwen2.5-VL release shares (the Qwen2 vocabulary's).
 TOKEN_IDS = {
     "bos_token_id": 151643,
@@ -144,5 +146,6 @@ def release_config(text: dict[str, Any], vision: dict[str, Any], mrope_section: 
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """As the release's files are written: two-space indent, UTF-8 kept, no trailing newline."""
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+    """As the release's files are written: two-space indent, UTF-8 kept, no trailing newline (written aside and
+    renamed, as every JSON file: files.write_json)."""
+    files.write_json(path, obj, end="")

@@ -1,4 +1,7 @@
-"""model=ocr_tesseract's evaluation: OCR + rules answer every record, then the same scoring and files as the VLM's."""
+"""model=ocr_tesseract's evaluation: OCR + rules answer every record, then the same scoring as the VLM's.
+
+evaluate_ocr is a pass's predict function in place of the model's (vlmsweep.pipeline.stages.run_pass): the same
+evaluators (vlmsweep.evaluate.evaluators) run it on the same sets, and the same write stage writes its files."""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from typing import Any, Sequence
 from vlmsweep import prompts
 from vlmsweep.data.images import ImageLoadError, load_image
 from vlmsweep.evaluate import score_outputs
-from vlmsweep.evaluate.outputs import write_outputs
 
 from .engine import check_tesseract, read_text
 from .extract import extract
@@ -22,10 +24,10 @@ log = logging.getLogger(__name__)
 MAX_OCR_PIXELS = 12_000_000
 
 
-def evaluate_ocr(records: Sequence[Any], cfg_eval, out_dir: Path | None, seed: int = 0) -> tuple[dict[str, float], list[dict]]:
+def evaluate_ocr(records: Sequence[Any], cfg_eval, seed: int = 0) -> tuple[dict[str, float], list[dict]]:
     """Answer every record with Tesseract + the domain's rules and score the answers exactly as `evaluate`
-    scores a model's (contract, fields, tags, eval.perturb seeded by `seed`); samples.jsonl also keeps the OCR
-    text of each sample."""
+    scores a model's (contract, fields, tags, eval.perturb seeded by `seed`); each sample also keeps its OCR
+    text (samples.jsonl). Writes nothing."""
     domains = sorted({r.domain for r in records})
     version = check_tesseract(domains)  # a missing engine or language fails before the first image
     n = len(records)
@@ -52,6 +54,4 @@ def evaluate_ocr(records: Sequence[Any], cfg_eval, out_dir: Path | None, seed: i
     )
     for sample, text in zip(samples, texts):
         sample["ocr_text"] = text
-    if out_dir is not None:
-        write_outputs(Path(out_dir), metrics, samples, worst_per_tag=int(cfg_eval.worst_per_tag))
     return metrics, samples

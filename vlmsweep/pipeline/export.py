@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from vlmsweep.files import write_json
 from vlmsweep.model.quant import DTYPES
 
 log = logging.getLogger("vlmsweep.pipeline.export")
@@ -142,7 +143,7 @@ def save_merged(model, opened, out: Path, max_new_tokens: int, dequantised: str 
     info = dict(opened.info)
     info["merged"] = {"adapter": str(opened.folder), "base": info.pop("base"), "dequantised": dequantised,
                       "dtype": dtype_name(model.dtype), "adapter_precision": info.pop("precision", None)}
-    (out / model_adapter.INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(out / model_adapter.INFO_FILE, info)
 
 
 def compared(docs, ref_text, ref_logits, text, logits) -> dict:
@@ -240,7 +241,7 @@ def export_merged(adapter: Path, out: Path, checks: int, max_new_tokens: int, dt
     del reloaded
     if not check["greedy_equal"]:
         check["other_dtypes"] = other_dtypes(adapter, chosen, trained, docs, ref, max_new_tokens)
-    (tmp / CHECK_FILE).write_text(json.dumps(check, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(tmp / CHECK_FILE, check)
     if not check["greedy_equal"]:
         raise ExportMismatch(f"{mismatch_message(chosen, trained, computed, check, check['other_dtypes'])}. The "
                              f"folder is left at {tmp} with {CHECK_FILE}, not at {out}")
@@ -282,7 +283,7 @@ def vllm_lora(adapter: Path, out: Path) -> dict:
     config["target_modules"] = leaves  # a list of layer names, as vLLM expects (not the training regex)
     out.mkdir(parents=True, exist_ok=True)
     save_file(renamed, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "adapter_config.json", config, ensure_ascii=True)  # as peft writes it
     for name in (adapter / "vlmsweep_adapter.json",):
         if name.is_file():
             shutil.copyfile(name, out / name.name)

@@ -1,13 +1,15 @@
 """adapters=per_domain: one LoRA adapter per domain group, each trained on its group's data, evaluated by routing.
 
-The order is run_once's (data -> model -> estimate -> prepare -> train -> evaluate -> write) with one
-train stage per group, through run.py's own stage functions. Evaluation routes every test sample to one
-adapter: by its known domain (adapters.routing=known) or by the router's answer (model); the router
+The run's preamble is every run's (vlmsweep.pipeline.stages.prepare_run); the base model then routes the test pages
+and gives the memory estimate, and each group is one vlmsweep.pipeline.stages.run_pass (the first starting from that
+base): its training on the group's share, then the evaluation of the test pages routed to it. Every test sample goes
+to one adapter: by its known domain (adapters.routing=known) or by the router's answer (model); the router
 (vlmsweep/pipeline/routing.py) is asked about every test page either way, so its accuracy is measured in both modes.
 
 <run>/adapters/<group>/   a normal adapter folder per group (predict and model.adapter take it alone)
 <run>/adapters/routing.json  groups, their domains, the router's question (predict routes with it)
-<run>/groups/<group>/     that group's training checkpoints and the evaluation of the samples routed to it
+<run>/groups/<group>/     that group's training checkpoints and the evaluation of the samples routed to it (its run_pass's
+                          metrics.json, samples.jsonl, report.md; metrics.json alone when none was routed to it)
 <run>/metrics.json, samples.jsonl, report.md   every test sample, by_group.<group>.* and routing.*
 """
 
@@ -18,14 +20,11 @@ import shutil
 import time
 from pathlib import Path
 
-from transformers import set_seed
-
-from vlmsweep import data as data_mod
 from vlmsweep.pipeline import routing
 from vlmsweep.config import Config, pixel_budget
 from vlmsweep.metrics import numeric
-from vlmsweep.pipeline.run_folder import RunInfo, world_size
-from vlmsweep.pipeline.stages import datasets, estimate_stage, eval_stage, load_stage, prepare_model, train_stage, write_stage
+from vlmsweep.pipeline.run_folder import RunInfo
+from vlmsweep.pipeline.stages import Pass, estimate_stage, load_stage, prepare_run, run_pass, write_stage
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +78,12 @@ def route_test_set(cfg: Config, groups: dict[str, list[str]], base, processor, r
 
 
 def run_per_domain(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:
+    """The run's preamble (prepare_run), the router over the test pages, one run_pass per group (its training, and the
+    evaluation of the pages routed to it), then every test sample together in out_dir's files."""
     from vlmsweep.evaluate.metrics import aggregate
     from vlmsweep.files import write_json
 
-    if world_size() > 1:
-        raise ValueError("adapters=per_domain cannot run under torchrun/accelerate launch yet: run it in one process")
-    set_seed(cfg.seed)
-    splits = datasets(cfg)  # a bad manifest fails here, before the model is loaded
-    info.update(data=splits.sources)
+    splits = prepare_run(cfg, info).splits  # a bad manifest or a leak fails here, before the model is loaded
     groups = dict(cfg.adapters.groups)
     adapters = adapters_folder(cfg, out_dir)
     if not cfg.train.enabled:
@@ -95,43 +92,53 @@ def run_per_domain(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[s
             log.warning("evaluating %s with its own grouping %s (adapters.groups is %s)", adapters, groups,
                         dict(cfg.adapters.groups))
     train_by_group = routing.split_by_group(splits["train"], groups, "training") if cfg.train.enabled else {}
-    if cfg.train.enabled and cfg.eval.enabled:
-        data_mod.check_no_leak(splits["train"], {"test": splits["test"]}, where="this run",
-                               near_duplicate_bits=cfg.data.near_duplicate_bits)
     base, processor = load_stage(cfg, check_schemas=cfg.eval.enabled)  # a schema that cannot compile fails now
     metrics: dict[str, float] = estimate_stage(cfg, base, processor, splits["train"]) if cfg.train.enabled else {}
     test = splits["test"] if cfg.eval.enabled else []
     known, routes, route_seconds = route_test_set(cfg, groups, base, processor, test) if test else ([], [], 0.0)
     chosen = [k if (cfg.adapters.routing == "known" or r is None) else r.group for k, r in zip(known, routes)]
+    # The first group's pass starts from this base; LoRA is injected into a base in place, so each later one loads its own.
+    loaded: tuple | None = (base, processor)
+    del base, processor
 
     samples_by_id: dict[str, dict] = {}
     train_metrics: dict[str, dict[str, float]] = {}
     skipped: dict[str, list] = {}
     steps_before = 0
-    for i, group in enumerate(groups):
-        if i > 0:  # LoRA is injected into the base in place: each group starts from a freshly loaded base
-            base, processor = load_stage(cfg, check_schemas=False)
+    for group in groups:
         work = out_dir / "groups" / group
+        routed = [r for r, g in zip(test, chosen) if g == group]
         if cfg.train.enabled:
-            records = train_by_group[group]
-            log.info("adapters=per_domain: training the %s adapter on %d samples (%s)", group, len(records),
-                     ", ".join(groups[group]))
-            model = prepare_model(cfg, base, None, trainable=True)
-            train_metrics[group] = train_stage(cfg, model, processor, records, work, _GroupSink(tracker, group, steps_before),
-                                               info)
+            log.info("adapters=per_domain: training the %s adapter on %d samples (%s)", group,
+                     len(train_by_group[group]), ", ".join(groups[group]))
+        elif not routed:
+            continue  # nothing to train or evaluate with this group's adapter
+
+        def trained(metrics: dict[str, float], group: str = group) -> None:
+            train_metrics[group] = metrics
+
+        result = run_pass(cfg, Pass(
+            out_dir=work,
+            train=train_by_group[group] if cfg.train.enabled else [],
+            evals={group: (routed, work)} if routed else {},
+            tracker=_GroupSink(tracker, group, steps_before),
+            main_set=group,
+            adapter=None if cfg.train.enabled else str(adapters / group),
+            estimate=False,  # estimated once above, for the whole training set
+            samples_table=None,  # the run's table holds every group's samples
+            on_trained=trained,
+            base=loaded,
+        ), info)
+        loaded = None
+        if cfg.train.enabled:
             steps_before += cfg.train.max_steps
             skipped[group] = info.data.get("skipped", [])  # train_stage records one group's skips at a time
             adapters.mkdir(parents=True, exist_ok=True)
             if (adapters / group).exists():
                 shutil.rmtree(adapters / group)
             shutil.move(str(work / "adapter"), str(adapters / group))
-        else:
-            model = prepare_model(cfg, base, str(adapters / group), trainable=False)
-        routed = [r for r, g in zip(test, chosen) if g == group]
         if routed:
-            _, group_samples = eval_stage(cfg, model, processor, routed)
-            samples_by_id |= {s["id"]: s | {"adapter": group} for s in group_samples}
-        del model, base
+            samples_by_id |= {s["id"]: s | {"adapter": group} for s in result.sets[group][1]}
     if cfg.train.enabled:
         routing.write_routing(adapters, groups)
         info.update(skipped=skipped)  # group -> the samples train.on_truncation=skip left out

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from vlmsweep.files import write_json
+
 log = logging.getLogger(__name__)
 
 ROUTING_FILE = "routing.json"  # in a per-domain run's adapters/ folder: groups, their domains and the question
@@ -61,7 +63,7 @@ def write_routing(folder: Path, groups: Mapping[str, Sequence[str]]) -> None:
     """adapters/routing.json: which subfolder answers which domains, and the router's question."""
     info = {"groups": {g: list(d) for g, d in groups.items()}, "question": QUESTION,
             "adapters": {g: g for g in groups}}  # group -> its adapter folder, relative to this one
-    (folder / ROUTING_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(folder / ROUTING_FILE, info)
 
 
 def read_routing(folder: Path) -> dict | None:

@@ -1,22 +1,32 @@
 """The stages of one train -> evaluate pass and the one function that orders them; a run and a loop cycle both call it.
 
-Order (run_pass): data (the caller's records: a run's splits, a cycle's training set) -> load -> estimate ->
-prepare -> train -> evaluate -> write. The data come first so a bad manifest fails before a model loads.
-Every file a pass writes has one writer here: metrics.json, samples.jsonl and report.md per evaluated set
-(write_stage), adapter/ (train_stage); run_info.json is RunInfo's.
+Before any pass, a run's preamble (prepare_run: seed, splits, slices, leakage checks), once for a single run,
+a per-domain run and the loop. Order (run_pass): data (the caller's records: a run's splits, a cycle's training
+set, a group's share) -> load -> estimate -> prepare -> train -> evaluate -> write. The data come first so a bad
+manifest fails before a model loads. Evaluation runs the pass's evaluators in order (vlmsweep.evaluate.evaluators:
+its sets, then eval.slices and eval.perturb beside the main set) with one predict function: the model's, or the
+OCR baseline's in its place. Every file a pass writes has one writer here: metrics.json, samples.jsonl and
+report.md per evaluated set (write_evaluations, through write_stage), adapter/ (train_stage); run_info.json is
+RunInfo's.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from transformers import set_seed
+
 from vlmsweep import data as data_mod
 from vlmsweep import prompts
 from vlmsweep.config import Config, pixel_budget
 from vlmsweep.data import Record
+from vlmsweep.evaluate import evaluators as evaluators_mod
+from vlmsweep.evaluate.evaluators import Evaluation, Evaluator, Predict
+from vlmsweep.evaluate.slices import load_slices
 from vlmsweep.files import write_json
 from vlmsweep.metrics import numeric
 from vlmsweep.model import adapter as model_adapter
@@ -66,6 +76,48 @@ def data_notes(sources: dict[str, dict[str, Any]]) -> tuple[dict[str, float], st
                          f"Unicode NFC (decomposed Hangul, say) and was normalised to NFC for training and scoring: "
                          f"line(s) {shown}{' ...' if len(s['nfc_normalized']) > 10 else ''}")
     return metrics, ("## Data\n\n" + "\n".join(lines) + "\n") if lines else ""
+
+
+@dataclass
+class RunData:
+    splits: data_mod.Splits  # train / test (and mining / regression for a loop), with their sources
+    slices: dict[str, list[Record]]  # eval.slices: name -> records
+
+
+def prepare_run(cfg: Config, info: RunInfo) -> RunData:
+    """The preamble of every run (one pass, per-domain, the loop), before any model loads: the seed, the splits
+    (manifests validated), run_info.json's `data`, eval.slices, and that no page the run trains on is a page it holds
+    out. A single or per-domain run checks its training set against the test set and each slice; a loop checks its
+    mining pool against the test and regression sets (what is mined from it is trained on next) and each cycle's
+    training set in the cycle."""
+    set_seed(cfg.seed)
+    splits = datasets(cfg)  # a bad manifest fails here, before the model is loaded
+    info.update(data=splits.sources)
+    slices = load_slices(cfg) if cfg.eval.enabled else {}  # eval.slices: read and validated before the model loads
+    near = cfg.data.near_duplicate_bits
+    if cfg.loop.cycles > 0:
+        for name in ("mining", "regression"):
+            if not splits[name]:
+                raise ValueError(f"loop.cycles={cfg.loop.cycles}: the loop needs a {name} set; set data.{name}_size > 0 "
+                                 f"or data.{name}_manifest")
+        data_mod.check_no_leak(splits["mining"], {"test": splits["test"], "regression": splits["regression"]},
+                               "the mining pool", near)
+    elif cfg.train.enabled and cfg.eval.enabled:
+        data_mod.check_no_leak(splits["train"], {"test": splits["test"]}, where="this run", near_duplicate_bits=near)
+        if slices:  # a slice is held out like the test set: no training page may be one of its pages
+            data_mod.check_no_leak(splits["train"], {f"slice {n}": r for n, r in slices.items()}, where="this run",
+                                   near_duplicate_bits=near)
+    return RunData(splits, slices)
+
+
+def one_process_only(cfg: Config) -> str | None:
+    """Why this config cannot run under torchrun/accelerate launch (several processes), or None when it can."""
+    if cfg.loop.cycles > 0:
+        return (f"loop.cycles={cfg.loop.cycles} cannot run under torchrun/accelerate launch: the loop writes its "
+                "manifests and state from one process. Run the loop in a single process, or use loop.cycles=0")
+    if cfg.adapters.per_domain:
+        return "adapters=per_domain cannot run under torchrun/accelerate launch yet: run it in one process"
+    return None
 
 
 # ----------------------------------------------------------------------------- the stages
@@ -129,7 +181,7 @@ def train_stage(cfg: Config, model, processor, records: list[Record], out_dir: P
 
 
 def eval_stage(cfg: Config, model, processor, records: list[Record]) -> tuple[dict[str, float], list[dict]]:
-    """Generates and scores one set; writes nothing (write_stage does)."""
+    """The model's predict function: generates and scores one set; writes nothing (write_stage does)."""
     from vlmsweep.evaluate import evaluate
 
     min_pixels, max_pixels = pixel_budget(cfg)
@@ -143,7 +195,6 @@ def eval_stage(cfg: Config, model, processor, records: list[Record]) -> tuple[di
         domain_tag=cfg.domain_tag.in_prompt,
         max_pixels=max_pixels,
         min_pixels=min_pixels,
-        out_dir=None,
         seed=cfg.seed,
     )
 
@@ -165,7 +216,7 @@ def write_stage(cfg: Config, folder: Path, metrics: dict[str, float], samples: l
 
 @dataclass
 class Pass:
-    """What one pass of the stages works on: a run, or one loop cycle."""
+    """What one pass of the stages works on: a run, one loop cycle, or one per-domain group."""
 
     out_dir: Path  # adapter/ goes here
     train: list[Record]  # the training set; empty: no training
@@ -179,69 +230,80 @@ class Pass:
     on_trained: Callable[[dict[str, float]], None] | None = None  # after training, before evaluation (loop state)
     slices: dict[str, list[Record]] = field(default_factory=dict)  # eval.slices: scored apart, beside the main set
     data_sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # data.Splits.sources: notes on manifests
+    base: tuple[Any, Any] | None = None  # (base model, processor) the caller loaded already (schemas checked); None: load
 
 
 @dataclass
 class PassResult:
     metrics: dict[str, float]  # what the main set's metrics.json holds (training metrics included)
-    sets: dict[str, tuple[dict[str, float], list[dict]]] = field(default_factory=dict)  # name -> (metrics, samples)
+    sets: dict[str, tuple[dict[str, float], list[dict]]] = field(default_factory=dict)  # set name -> (metrics, samples)
 
 
 def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
-    """load -> estimate -> prepare -> train -> evaluate -> write, for the records the caller chose (data)."""
-    if cfg.model.source == "ocr":  # the OCR baseline: nothing to load or train; the same scoring and files
+    """load -> estimate -> prepare -> train -> evaluate -> write, for the records the caller chose (data). The OCR
+    baseline answers in the model's place: nothing to load or train, the same evaluators and files."""
+    evaluators = evaluators_mod.for_pass(cfg, p.evals, p.main_set, p.slices, p.out_dir)
+    metrics: dict[str, float] = {}
+    predict: Predict
+    if cfg.model.source == "ocr":
         from vlmsweep.ocr.baseline import evaluate_ocr
 
-        return evaluate_and_write(cfg, p, lambda records: evaluate_ocr(records, cfg.eval, None, seed=cfg.seed), {}, info)
-    base, processor = load_stage(cfg, check_schemas=bool(p.evals))
-    metrics: dict[str, float] = {}
-    if p.estimate:
-        metrics |= estimate_stage(cfg, base, processor, p.train or next(iter(p.evals.values()))[0])
-    trains = bool(p.train) and p.trained_metrics is None
-    model = prepare_model(cfg, base, p.adapter, trainable=trains)
-    if trains:
-        trained = numeric(train_stage(cfg, model, processor, p.train, p.out_dir, p.tracker, info))
+        predict = functools.partial(evaluate_ocr, cfg_eval=cfg.eval, seed=cfg.seed)
     else:
-        trained = dict(p.trained_metrics or {})
-    metrics |= trained
-    if p.on_trained is not None and trains:
-        p.on_trained(trained)
-    if rank() != 0:
-        # Data-parallel training is over; evaluation, metrics and reports belong to rank 0 alone.
-        return PassResult({})
-    return evaluate_and_write(cfg, p, lambda records: eval_stage(cfg, model, processor, records), metrics, info)
+        base, processor = p.base or load_stage(cfg, check_schemas=bool(p.evals))
+        if p.estimate:
+            metrics |= estimate_stage(cfg, base, processor, p.train or next(iter(p.evals.values()))[0])
+        trains = bool(p.train) and p.trained_metrics is None
+        model = prepare_model(cfg, base, p.adapter, trainable=trains)
+        if trains:
+            trained = numeric(train_stage(cfg, model, processor, p.train, p.out_dir, p.tracker, info))
+        else:
+            trained = dict(p.trained_metrics or {})
+        metrics |= trained
+        if p.on_trained is not None and trains:
+            p.on_trained(trained)
+        if rank() != 0:
+            # Data-parallel training is over; evaluation, metrics and reports belong to rank 0 alone.
+            return PassResult({})
+        predict = functools.partial(eval_stage, cfg, model, processor)
+    return write_evaluations(cfg, p, evaluate_stage(evaluators, predict), metrics, info)
 
 
-def evaluate_and_write(cfg: Config, p: Pass, evaluate_fn: Callable[[list[Record]], tuple[dict[str, float], list[dict]]],
-                       metrics: dict[str, float], info: RunInfo) -> PassResult:
-    """Every set of the pass, then its slices, scored by `evaluate_fn` (the model's generation or the OCR
-    baseline); each folder's files are written once, the main set's last with the slices' metrics and table.
-    With eval.perturb, run_info.json records the main set's injected change (perturbed minus clean scoring)."""
-    from vlmsweep.evaluate.slices import evaluate_slices, slice_table
+def evaluate_stage(evaluators: list[Evaluator], predict: Predict) -> dict[str, Evaluation]:
+    """Each evaluator in order, each seeing the evaluations before it (name -> Evaluation); writes nothing."""
+    done: dict[str, Evaluation] = {}
+    for evaluator in evaluators:
+        done[evaluator.name] = evaluator.run(predict, done)
+    return done
 
+
+def write_evaluations(cfg: Config, p: Pass, done: dict[str, Evaluation], metrics: dict[str, float],
+                      info: RunInfo) -> PassResult:
+    """Each evaluation's folder written once (write_stage), the main set's last: its metrics.json also holds the
+    pass's training, estimate and data metrics and what the other evaluators add (slice/<name>/<metric>), its
+    report.md their sections (the slices table) and the data notes. run_info.json gets what they record (eval.perturb:
+    the main set's injected change). Without a main set (training only), metrics.json holds the pass's metrics."""
     noted, data_section = data_notes(p.data_sources)
     metrics = noted | metrics
-    sets = {name: evaluate_fn(records) for name, (records, _) in p.evals.items()}
-    slice_metrics: dict[str, float] = {}
-    if p.slices and p.main_set in sets:
-        slice_metrics = evaluate_slices(
-            cfg, p.slices, lambda records, folder: write_stage(cfg, folder, *evaluate_fn(records)), sets[p.main_set][0],
-            p.out_dir)
-    result = PassResult(numeric(metrics), sets)
-    for name, (_, folder) in p.evals.items():
-        set_metrics, samples = sets[name]
-        if name != p.main_set:
-            write_stage(cfg, folder, set_metrics, samples)
-            continue
-        slice_section = slice_table(slice_metrics, list(p.slices)) if p.slices else ""
-        appendix = "\n".join(x for x in (slice_section, data_section) if x)
-        result.metrics = write_stage(cfg, folder, set_metrics, samples, metrics | slice_metrics, appendix=appendix)
-        if cfg.eval.perturb.digit_flip > 0 or cfg.eval.perturb.blank > 0:
-            from vlmsweep.evaluate.perturb import summary
-
-            info.update(perturb=summary(samples, cfg.eval.perturb.digit_flip, cfg.eval.perturb.blank, cfg.seed))
-        if p.samples_table and cfg.tracker.log_samples:
-            p.tracker.table(p.samples_table, samples)
-    if p.main_set not in p.evals:  # training only: metrics.json holds the training and estimate metrics
+    result = PassResult(numeric(metrics), {name: (e.metrics, e.samples) for name, e in done.items() if e.folder})
+    added: dict[str, float] = {}
+    sections: list[str] = []
+    for e in done.values():
+        added |= e.main_metrics
+        sections += [e.main_section] if e.main_section else []
+        for part in e.parts:
+            write_stage(cfg, part.folder, part.metrics, part.samples)
+        if e.folder is not None and e.name != p.main_set:
+            write_stage(cfg, e.folder, e.metrics, e.samples)
+    main = done.get(p.main_set)
+    if main is None:
         write_json(p.out_dir / "metrics.json", result.metrics)
+        return result
+    appendix = "\n".join(sections + ([data_section] if data_section else []))
+    result.metrics = write_stage(cfg, main.folder, main.metrics, main.samples, metrics | added, appendix=appendix)
+    for e in done.values():
+        if e.info:
+            info.update(**e.info)
+    if p.samples_table and cfg.tracker.log_samples:
+        p.tracker.table(p.samples_table, main.samples)
     return result

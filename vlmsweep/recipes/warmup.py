@@ -45,6 +45,7 @@ from vlmsweep.config import (
 from vlmsweep.data import DOMAINS, Record
 from vlmsweep.data.build import render_records
 from vlmsweep.data.mix import sample_seed
+from vlmsweep.files import write_json
 from vlmsweep.model.cache import MANIFEST
 from vlmsweep.train.collator import IGNORE, Collator, MaskError
 
@@ -385,7 +386,6 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
         domain_tag=False,
         max_pixels=visual_tokens_to_pixels(recipe.heldout_visual_tokens),
         min_pixels=visual_tokens_to_pixels(cfg.max_pixels.min_visual_tokens),
-        out_dir=None,
     )
     eval_seconds = time.perf_counter() - t
     figures = {
@@ -405,10 +405,9 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
         **{f"heldout.{k}": float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
     }
     write_weights(model, raw_dir, out_dir)
-    (out_dir / "warmup.json").write_text(
-        json.dumps({"recipe": recipe.key(), "figures": figures, "machine": machine(), "answer_vocab": vocab.tolist(),
-                    "input_vocab": inputs.tolist()}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
-    )
+    write_json(out_dir / "warmup.json", {"recipe": recipe.key(), "figures": figures, "machine": machine(),
+                                         "answer_vocab": vocab.tolist(), "input_vocab": inputs.tolist()},
+               indent=1, sort_keys=True, ensure_ascii=True)
     if work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return figures

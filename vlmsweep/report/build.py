@@ -19,10 +19,9 @@ from vlmsweep.report.effects import (
     factorial_effects,
     find_comparisons,
     find_factorials,
-    higher_is_better,
     verdict,
 )
-from vlmsweep.metrics import is_wall_clock
+from vlmsweep.metrics import arrow, higher_is_better, is_known, is_wall_clock
 from vlmsweep.report.runs import HEADLINE_METRICS, RunResult, load_sweep, read_optuna_results, sweep_axes
 from vlmsweep.report.study import StudyRecord
 
@@ -43,7 +42,7 @@ class Analysis:
 def headline_metrics(runs: list[RunResult]) -> list[str]:
     present = {k for r in runs for k in r.metrics}
     out = [m for m in HEADLINE_METRICS if m in present]
-    out += sorted(k for k in present if k.startswith("cost."))
+    out += sorted(k for k in present if k.startswith("cost.") and is_known(k))  # an older run's unknown cost: left out
     return out
 
 
@@ -125,12 +124,8 @@ def write_csv(a: Analysis, path: Path) -> None:
                         *(_cell(r.metrics.get(m)) for m in a.metrics)])
 
 
-def _arrow(metric: str) -> str:
-    return "↑" if higher_is_better(metric) else "↓"
-
-
 def _column(metric: str) -> str:
-    return f"{metric} {_arrow(metric)}" + (" (batch avg)" if is_wall_clock(metric) else "")
+    return f"{metric} {arrow(metric)}".rstrip() + (" (batch avg)" if is_wall_clock(metric) else "")
 
 
 def summary_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
@@ -239,7 +234,7 @@ def write_markdown(a: Analysis, path: Path) -> None:
         if averaged_over:
             out += [f"Averaged over the other varying axes: {', '.join(averaged_over)}.", ""]
         out += [CONVENTION, ""]
-        out += [f"- **{m}** {_arrow(m)}: {verdict(es)}" for m, es in effects.items()] + [""]
+        out += [f"- **{m}** {arrow(m)}: {verdict(es)}" for m, es in effects.items()] + [""]
         out += [_md_table(*_effect_rows(effects)), ""]
     for title, fig in a.figures:
         out += [f"![{title}](plots/{fig.name})" if fig.parent.name == "plots" else f"![{title}]({fig})"]
@@ -294,7 +289,7 @@ def write_html(a: Analysis, path: Path) -> None:
         if averaged_over:
             parts.append(f"<p>Averaged over the other varying axes: {html.escape(', '.join(averaged_over))}.</p>")
         parts.append(f"<p><small>{html.escape(CONVENTION)}</small></p><ul>")
-        parts += [f"<li><b>{html.escape(m)}</b> {_arrow(m)}: {html.escape(verdict(es))}</li>" for m, es in effects.items()]
+        parts += [f"<li><b>{html.escape(m)}</b> {arrow(m)}: {html.escape(verdict(es))}</li>" for m, es in effects.items()]
         parts.append("</ul>" + _html_table(*_effect_rows(effects)))
     for title, fig in a.figures:
         data = base64.b64encode(fig.read_bytes()).decode("ascii")
@@ -335,7 +330,7 @@ def print_rich(a: Analysis, out_dir: Path) -> None:
     for title, _, _, effects in _sections(a):
         console.print(f"[bold]{title}[/bold]")
         for m, es in effects.items():
-            console.print(f"  {m} {_arrow(m)}: {verdict(es)}", markup=False)
+            console.print(f"  {m} {arrow(m)}: {verdict(es)}", markup=False)
     console.print(f"report: {out_dir / 'report.html'}")
 
 

@@ -1,4 +1,5 @@
-"""Effects of a 2x2 and of two-level axes, with intervals over test samples and training seeds; metric direction; Pareto fronts."""
+"""Effects of a 2x2 and of two-level axes, with intervals over test samples and training seeds; Pareto fronts.
+Which way is better is the metric registry's (vlmsweep.metrics)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from vlmsweep.metrics import higher_is_better as registry_direction
-from vlmsweep.metrics import is_wall_clock
+from vlmsweep.metrics import is_wall_clock, metric
 from vlmsweep.report.runs import SEED_AXIS, RunResult, same_partition
-
-def higher_is_better(metric: str) -> bool:
-    """The registry's direction (vlmsweep.metrics); a name it does not know (loop.*, memory.*, an
-    older run's metric) is guessed from its family so a report never fails on it."""
-    try:
-        return registry_direction(metric)
-    except KeyError:
-        base = metric.split(".", 2)[2] if metric.startswith("by_domain.") and metric.count(".") >= 2 else metric
-        if base.startswith("contract."):
-            return True
-        return not any(token in base for token in ("cer", "rate.", "tags.", "cost."))
 
 
 @dataclass
@@ -453,9 +442,12 @@ def describe(effect: Effect) -> str:
     if effect.within_noise:
         return (f"{subject} is not distinguishable from seed noise ({interval_s}, {effect.contrast}; "
                 f"detectable at this size: {effect.mde:.2g})")
-    better = (effect.estimate > 0) == higher_is_better(effect.metric)
     if " x " in effect.name:
         return f"the interaction {effect.name} is {interval_s} ({effect.contrast})"
+    direction = metric(effect.metric).direction  # the registry's (vlmsweep.metrics); unknown: KeyError naming it
+    if direction == "none":  # a count: it moved, neither better nor worse
+        return f"{effect.name} moves {effect.metric} by {interval_s} ({effect.contrast})"
+    better = (effect.estimate > 0) == (direction == "higher")
     return f"{effect.name} moves {effect.metric} by {interval_s} ({effect.contrast}: {'better' if better else 'worse'})"
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from vlmsweep.files import write_json
 from vlmsweep.model.cache import build_once, sha256
 from vlmsweep.model.tiny import TINY_VERSION, config_json, write_release_files
 
@@ -57,7 +58,7 @@ def pack(build: Path, rows: torch.Tensor, out: Path = SHIPPED_DIR) -> dict[str, 
     (out / "README.md").write_text(card.rstrip("\n") + "\n\n" + shipped_section(len(rows), out / WEIGHTS), encoding="utf-8")
     recorded = json.loads((build / "warmup.json").read_text(encoding="utf-8"))
     recorded["input_vocab"] = rows.tolist()  # the rows that ship (a build from before warm() recorded them lacks them)
-    (out / "warmup.json").write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(out / "warmup.json", recorded, indent=1, sort_keys=True, ensure_ascii=True)
     (out / SUMS).write_text("".join(f"{sha256(out / n)}  {n}\n" for n in (WEIGHTS, *CARD_FILES)), encoding="utf-8")
 
     with tempfile.TemporaryDirectory(prefix="vlmsweep-shipped-check-") as check:
