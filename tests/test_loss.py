@@ -120,6 +120,6 @@ def test_a_run_with_a_cuda_loss_on_the_cpu_fails_before_loading_and_bad_options_
         compose(["train.loss_chunk=0"])
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: liger/cce may run here")
-    monkeypatch.setattr(run_module, "datasets", lambda cfg: pytest.fail("the run went past the loss check"))
+    monkeypatch.setattr(run_module, "prepare_run", lambda *a: pytest.fail("the run went past the loss check"))
     with pytest.raises(ValueError, match=r"^train.loss_impl=cce (needs the cut-cross-entropy package|runs on CUDA only)"):
         run_module.run(compose(FAST + ["train.loss_impl=cce"], tmp_path / "run"))

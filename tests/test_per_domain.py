@@ -41,7 +41,7 @@ def test_grouping_and_option_errors_at_composition():
         "unknown domain 'recipt'": ["adapters.groups.receipts=[recipt]"],
         "loop.cycles>0": ["loop.cycles=1"],
         "needs model.adapter=RUN_DIR/adapters": ["train.enabled=false"],
-        "expected known or model": ["adapters.routing=guess"],
+        "adapters.routing='guess': expected one of known, model": ["adapters.routing=guess"],
         "at least two": ["~adapters.groups.receipts"],
     }
     for message, overrides in cases.items():
