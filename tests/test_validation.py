@@ -113,7 +113,8 @@ def test_the_validation_split_is_read_only_when_evaluating_during_training():
     (["train.eval_every=5", "train.early_stop=3"], r"train.early_stop=3 stops on the selected metric"),
     (["train.eval_every=5", "data.val_size=0"], r"needs a validation set: data.val_size > 0 or data.val_manifest"),
     (["train.eval_every=-1"], r"train.eval_every=-1: expected steps between"),
-    (["train.eval_every=5", "loop.cycles=1"], r"loop.cycles > 0 is not supported yet"),
+    (["train.eval_every=5", "adapters=per_domain"], r"adapters=per_domain is not supported yet"),
+    (["train.eval_every=5", "train.enabled=false"], r"this run trains nothing"),
 ])
 def test_evaluation_during_training_options_are_checked(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -159,3 +160,30 @@ def test_eval_every_and_select_keep_the_adapter_of_the_recorded_step_and_test_it
     assert same == {10: step == 10, 20: step == 20}  # the two checkpoints differ: only the selected one matches
     assert f"adapter of **step {step}**" in (out / "report.md").read_text()
     assert "contract.strict_parse_rate" in metrics and (out / "samples.jsonl").is_file()  # the test set, scored
+
+
+def test_the_loop_report_says_which_step_each_cycle_kept():
+    from vlmsweep.loop.report import selection_lines
+    from vlmsweep.loop.state import CycleResult
+
+    history = [CycleResult(c, {"train.selected_value": v}, {}, {}, {"selected_step": s, "steps": 30})
+               for c, s, v in ((0, 20, 0.25), (1, 30, float("nan")))]
+    md = "\n".join(selection_lines(history, compose(["loop.cycles=1", "train.eval_every=10",
+                                                     "train.select=content.field_em"])))
+    assert "## Selected steps" in md and "| 0 | 20 | 30 | 0.250 |" in md and "| 1 | 30 | 30 | – |" in md
+    assert selection_lines(history, compose(["loop.cycles=1"])) == []
+
+
+def test_each_loop_cycle_selects_its_step_on_the_validation_set(tmp_path, offline_env):
+    proc = vlmsweep(["loop.cycles=1", "loop.noise_seeds=0", "loop.mine_per_tag=1", "loop.synth_per_tag=1",
+                     "train.eval_every=1", "train.select=text.raw_cer", "train.max_steps=2", "train.batch_size=2",
+                     "data.train_size=2", "data.test_size=2", "data.mining_size=2", "data.regression_size=2",
+                     "data.val_size=2", "max_pixels=64tok", "eval.batch_size=2", "eval.max_new_tokens=8", "tracker=none",
+                     "hydra.run.dir=runs/loop"], tmp_path)
+    out = tmp_path / "runs" / "loop"
+    for c in (0, 1):
+        assert [p["step"] for p in read_history(out / f"cycle_{c}" / "metrics_history.jsonl")] == [1, 2]
+        summary = json.loads((out / f"cycle_{c}" / "cycle.json").read_text())
+        assert summary["selected_step"] in (1, 2) and summary["steps"] == 2
+    assert (out / "splits" / "validation.jsonl").is_file()  # fixed at cycle 0 like the other splits
+    assert "## Selected steps" in (out / "report.md").read_text() and proc.returncode == 0

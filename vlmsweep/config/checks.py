@@ -160,8 +160,6 @@ def validation_errors(c: Config) -> list[str]:
                        "data.val_manifest (never the test set)")
         if c.adapters.per_domain:
             out.append("train.eval_every with adapters=per_domain is not supported yet: use adapters=single")
-        if c.loop.cycles > 0:
-            out.append("train.eval_every with loop.cycles > 0 is not supported yet: use loop.cycles=0")
     return out
 
 

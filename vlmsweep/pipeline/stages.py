@@ -139,8 +139,8 @@ def prepare_run(cfg: Config, info: RunInfo) -> RunData:
             if not splits[name]:
                 raise ValueError(f"loop.cycles={cfg.loop.cycles}: the loop needs a {name} set; set data.{name}_size > 0 "
                                  f"or data.{name}_manifest")
-        data_mod.check_no_leak(splits["mining"], {"test": splits["test"], "regression": splits["regression"]},
-                               "the mining pool", near)
+        held = {n: splits[n] for n in ("test", "regression", "validation") if splits[n]}
+        data_mod.check_no_leak(splits["mining"], held, "the mining pool", near)
     elif cfg.train.enabled and cfg.eval.enabled:
         data_mod.check_no_leak(splits["train"], {"test": splits["test"]}, where="this run", near_duplicate_bits=near)
         if slices:  # a slice is held out like the test set: no training page may be one of its pages
