@@ -17,8 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storage", default=None,
                     help="Optuna storage URL of the sweep's study (default: DIR/optuna.db, else the trials' sweep.storage)")
     ap.add_argument("--wandb", choices=("offline", "online"), default=None,
-                    help="also log the summary table and the plots to a W&B run in the sweep's group")
-    ap.add_argument("--wandb-project", default="vlmsweep")
+                    help="also log the effects and summary tables, the plots and report.html to a W&B run named "
+                         "'report' in the experiment's group (docs/wandb.md)")
+    ap.add_argument("--wandb-project", default=None, help="W&B project (default: the runs' tracker.project)")
+    ap.add_argument("--wandb-entity", default=None, help="W&B entity (default: the runs' tracker.entity)")
     args = ap.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
@@ -27,5 +29,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.wandb:
-        log_to_wandb(args.dir, html_path.parent, mode=args.wandb, project=args.wandb_project)
+        log_to_wandb(args.dir, html_path.parent, mode=args.wandb, project=args.wandb_project, entity=args.wandb_entity,
+                     metrics=metrics, storage=args.storage)
     return 0

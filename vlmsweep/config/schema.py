@@ -157,8 +157,10 @@ class TrackerConfig:
     mode: str = knob("offline", "offline | online | disabled (W&B)")
     project: str = knob("vlmsweep", "W&B project")
     entity: Optional[str] = knob(None, "W&B entity")
-    group: Optional[str] = knob(None, "defaults to the sweep folder's name in a multirun")
+    group: Optional[str] = knob(None, "default: the multirun or sweep folder with its date (2026-12-07/12-00-00); "
+                                      "a single run: its date folder")
     log_samples: bool = knob(True, "per-sample table")
+    tags: list[str] = knob([], "extra W&B tags, beside the choices, seed and job number (tracker.tags=[baseline,ablation])")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from vlmsweep.report.effects import (
     find_factorials,
     verdict,
 )
-from vlmsweep.metrics import arrow, is_known, is_wall_clock
+from vlmsweep.metrics import arrow, higher_is_better, is_known, is_wall_clock
 from vlmsweep.report.runs import HEADLINE_METRICS, RunResult, load_sweep, read_optuna_results, sweep_axes
 from vlmsweep.report.study import StudyRecord
 
@@ -377,25 +377,47 @@ def build_report(
     return html_path
 
 
-def log_to_wandb(sweep_dir: Path, report_dir: Path, mode: str, project: str) -> None:
-    """The report's table and plots as one W&B run named "report" in the sweep's group (the runs of a
-    multirun are grouped by their folder's name, which is the sweep folder). Never fatal."""
-    import csv
+def effect_records(a: Analysis) -> list[dict[str, Any]]:
+    """Every effect of the report as one flat row (what the W&B report run logs as its effects table)."""
+    return [
+        {"comparison": title, "averaged_over": ", ".join(averaged_over), "metric": m,
+         "higher_is_better": higher_is_better(m), "effect": e.name, "contrast": e.contrast, "estimate": e.estimate,
+         "low": None if e.no_interval else e.low, "high": None if e.no_interval else e.high,
+         "interval": e.interval_text, "verdict": e.verdict_text, "mde": None if e.mde != e.mde else e.mde,
+         "n_samples": e.n_samples, "seeds_per_cell": e.n_seeds, "noise": e.noise}
+        for title, _, averaged_over, effects in _sections(a)
+        for m, es in effects.items()
+        for e in es
+    ]
 
-    from vlmsweep.pipeline.tracking import Tracker
+
+def log_to_wandb(sweep_dir: Path, report_dir: Path, mode: str, project: str | None = None, entity: str | None = None,
+                 metrics: list[str] | None = None, storage: str | None = None) -> None:
+    """The report as data in one W&B run named "report" (job_type report) in the experiment's group, in the
+    runs' tracker.project / tracker.entity unless given: the effects table (a W&B panel plots it beside the
+    runs), the summary table, the plots, and report.html as an artifact. Never fatal."""
+    import re
+
+    from vlmsweep.pipeline.tracking import Tracker, experiment_group
 
     sweep_dir = Path(sweep_dir)
     try:
         import wandb
 
-        run = wandb.init(project=project, group=sweep_dir.name, name="report", job_type="report",
+        a = analyse(sweep_dir, metrics, storage=storage)
+        tracker_cfg = next((r.config.get("tracker") for r in a.runs if r.config.get("tracker")), None) or {}
+        group = experiment_group(sweep_dir, tracker_cfg.get("group"))
+        run = wandb.init(project=project or tracker_cfg.get("project") or "vlmsweep",
+                         entity=entity or tracker_cfg.get("entity"), group=group, name="report", job_type="report",
                          dir=str(report_dir), mode=mode, reinit="finish_previous")
     except Exception as err:  # noqa: BLE001 - the files on disk are the report; W&B is a copy
         print(f"warning: W&B report run could not start ({err}); the report files are written", file=sys.stderr)
         return
     tracker = Tracker(run)
+    tracker.table("report/effects", effect_records(a))
     with open(report_dir / "summary.csv", newline="", encoding="utf-8") as f:
         tracker.table("report/summary", list(csv.DictReader(f)))
     for png in sorted((report_dir / "plots").glob("*.png")):
         tracker.image(f"report/{png.stem}", png)
+    tracker.artifact(f"report-{re.sub(r'[^A-Za-z0-9_.-]+', '-', group)}", "report", [report_dir / "report.html"])
     tracker.finish()
