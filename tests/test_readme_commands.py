@@ -98,6 +98,10 @@ STEPS: dict[str, Step | str] = {
     "python -m pytest -q -n 0": "the test command in one process: this suite is what it runs",
     "python -m pytest -q --shuffle SEED": "the test command in a shuffled order: this suite is what it runs",
     "python -m vlmsweep": Step(extra=QUICK + ["hydra.run.dir={ws}/runs/default"], check="run_ok"),
+    "python -m vlmsweep train.eval_every=10 train.select=content.field_em":
+        "made small (20 steps, 2 validation pages) in tests/test_validation.py::"
+        "test_eval_every_and_select_keep_the_adapter_of_the_recorded_step_and_test_it, which checks its history and "
+        "that the kept adapter is the selected step's checkpoint",
     "python -m vlmsweep.data check my_data/train.jsonl": Step(check="check_ok"),
     "python -m vlmsweep.data check MANIFEST": Step(replace={"MANIFEST": "my_data/test.jsonl"}, check="check_ok"),
     "python -m vlmsweep data.train_manifest=my_data/train.jsonl data.test_manifest=my_data/test.jsonl":

@@ -96,6 +96,13 @@ RUN: dict[str, MetricInfo] = dict([
     _m("routing.samples", "none", "pages the router judged (a count, not an outcome)"),
     _m("cost.routing_seconds_per_sample", "lower", "routing wall time per test page", wall_clock=True),
     _m("slice.samples", "none", "pages of an evaluation slice (written as slice/<name>/samples)"),
+    _m("train.eval_points", "none", "validation evaluations made during training (train.eval_every)"),
+    _m("train.selected_step", "none", "train.select: the step of the kept adapter (its best validation point)"),
+    _m("train.selected_value", "none", "train.select: the selected metric on the validation set at that step (its "
+       "direction is that metric's)"),
+    _m("train.stopped_early", "none", "1 when train.early_stop ended training before train.max_steps"),
+    _m("cost.eval_during_train_seconds", "lower", "wall time of the validation evaluations during training (not in "
+       "train.seconds)", wall_clock=True),
     _m("loop.cycles_done", "none", "cycles the loop finished"),
     _m("loop.last_cycle", "none", "the last finished cycle"),
     _m("loop.hard_set_size", "none", "hard-set records the last cycle trained on"),
@@ -107,6 +114,11 @@ RUN: dict[str, MetricInfo] = dict([
     _m("loop.targeted.*.band", "none", "the seed-noise band of that change (95%)"),
     _m("loop.mined_misreading_share", "none", "share of mined records tagged as misreadings"),
 ])
+
+# The families of evaluation metrics a validation point during training records (metrics_history.jsonl, the tracker's
+# val/ curves), and so the metrics train.select may name: the contract, the content (chance margins included), the
+# whole-text CER and the failure rates; not per-domain, tag counts or costs.
+VALIDATION_PREFIXES = ("contract.", "content.", "text.", "rate.")
 
 # Scoped names: a prefix before the metric it measures (tried in this order, and again on what is left, so
 # slice/<s>/by_domain.<d>.<m> is <m>). `slice/<s>/samples` is slice.samples.

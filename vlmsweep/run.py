@@ -111,6 +111,7 @@ def run_once(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, fl
         estimate=cfg.train.enabled,  # the estimate is of a training step: an evaluation-only run has none
         slices=data.slices,
         data_sources=splits.sources,
+        validation=splits["validation"],
     ), info)
     if rank() == 0:
         info.update(cost={k: v for k, v in result.metrics.items() if k.startswith(("cost.", "memory."))})

@@ -96,6 +96,9 @@ def _ranges(c: Config) -> list[tuple[str, float, float, bool, str]]:
         ("data.test_size", c.data.test_size, 0, False, "samples"),
         ("data.mining_size", c.data.mining_size, 0, False, "samples"),
         ("data.regression_size", c.data.regression_size, 0, False, "samples"),
+        ("data.val_size", c.data.val_size, 0, False, "samples"),
+        ("train.eval_every", c.train.eval_every, 0, False, "steps between validation evaluations (0: off)"),
+        ("train.early_stop", c.train.early_stop, 0, False, "evaluations without improvement (0: never stop)"),
         ("lora.r", c.lora.r, 1, False, "the adapters' rank"),
         ("lora.alpha", c.lora.alpha, 0, True, "a positive scaling numerator"),
         ("scope.vision_last_n", c.scope.vision_last_n, 0, False, "vision blocks (0: all)"),
@@ -126,6 +129,37 @@ def range_errors(c: Config) -> list[str]:
     if c.scope.vision_last_n > 0 and "vision" not in c.scope.parts:
         out.append(f"scope.vision_last_n={c.scope.vision_last_n} applies to the vision part, which scope.parts="
                    f"{list(c.scope.parts)} does not train: add vision to scope.parts (or use scope=vision_last_n)")
+    return out
+
+
+def validation_errors(c: Config) -> list[str]:
+    """Evaluation during training (train.eval_every, train.select, train.early_stop) and its validation split."""
+    t, out = c.train, []
+    if t.select is not None:
+        from vlmsweep.metrics import VALIDATION_PREFIXES, NoDirection, higher_is_better
+
+        try:
+            higher_is_better(t.select)
+            if not t.select.startswith(VALIDATION_PREFIXES):
+                raise KeyError(f"{t.select!r} is not scored on the validation set")
+        except NoDirection:
+            out.append(f"train.select={t.select}: a count has no better side; choose a metric such as "
+                       "content.field_em or contract.schema_valid_rate")
+        except KeyError:
+            out.append(f"train.select={t.select}: expected a validation metric with a direction, one of "
+                       f"{', '.join(p + '*' for p in VALIDATION_PREFIXES)} (e.g. content.field_em, text.raw_cer)")
+        if t.eval_every == 0:
+            out.append(f"train.select={t.select} needs evaluations to select from: set train.eval_every=N")
+    if t.early_stop > 0 and t.select is None:
+        out.append(f"train.early_stop={t.early_stop} stops on the selected metric: set train.select=<metric>")
+    if t.eval_every > 0:
+        if not t.enabled or c.model.source == "ocr":
+            out.append(f"train.eval_every={t.eval_every} evaluates during training: this run trains nothing")
+        if c.data.val_size == 0 and not c.data.val_manifest:
+            out.append(f"train.eval_every={t.eval_every} needs a validation set: data.val_size > 0 or "
+                       "data.val_manifest (never the test set)")
+        if c.adapters.per_domain:
+            out.append("train.eval_every with adapters=per_domain is not supported yet: use adapters=single")
     return out
 
 
@@ -166,6 +200,7 @@ def check(c: Config) -> None:
         errors.append("eval.slices / eval.slice_manifests: the retrain loop does not evaluate slices yet; "
                       "use them with loop.cycles=0")
     errors += adapters_errors(c)
+    errors += validation_errors(c)
     if c.sweep.objective.startswith("slice/"):  # slice/<name>/<metric>: the slice must be one this run evaluates
         name = c.sweep.objective.split("/")[1]
         if name not in c.eval.slices and name not in c.eval.slice_manifests:

@@ -176,6 +176,10 @@ class DataConfig:
     mining_manifest: Optional[str] = knob(None, "... replaces the loop's synthetic mining pool")
     regression_manifest: Optional[str] = knob(None, "... replaces the loop's synthetic regression set "
                                               "(fixed at cycle 0)")
+    val_size: int = knob(16, "validation pages scored during training (train.eval_every > 0 only; drawn from their "
+                         "own seed stream, never the test or regression set)")
+    val_manifest: Optional[str] = knob(None, "... replaces the synthetic validation set (train.eval_every > 0); "
+                                       "a page it shares with the test, regression or training set is refused")
     add_synthetic: bool = knob(False, "with a manifest: also draw <split>_size synthetic samples from data_mix")
     skip_bad_lines: bool = knob(False, "count and report bad manifest lines (and unusable images) instead of failing")
     near_duplicate_bits: int = knob(8, "leakage guard: a training image within this many of 256 perceptual-hash bits "
@@ -207,6 +211,13 @@ class TrainConfig:
     resume: bool = knob(True, "resume from the last checkpoint in the run folder if one exists")
     logging_steps: int = knob(5, "steps between log lines")
     num_workers: int = knob(0, "DataLoader workers")
+    eval_every: int = knob(0, "score the validation set (data.val_size / data.val_manifest) every N optimizer steps "
+                           "and at the last, with the run's decoding: metrics_history.jsonl and tracker curves "
+                           "(0: off, the run's wall time unchanged)")
+    select: Optional[str] = knob(None, "a validation metric (e.g. content.field_em; its direction is the registry's): "
+                                 "keep the adapter of its best evaluation, not the last; the test set is scored with "
+                                 "it and train.selected_step says which (needs train.eval_every > 0)")
+    early_stop: int = knob(0, "stop when train.select has not improved for this many evaluations (0: never)")
     allow_cpu: bool = knob(False, "true: train a real checkpoint (>= 1 GiB of weights) even where torch sees no CUDA "
                            "device (days instead of hours); false: such a run fails at start-up saying why CUDA is "
                            "unusable")

@@ -50,10 +50,11 @@ def fingerprints(path: Path) -> tuple[str, imagehash.ImageHash] | None:
 
 
 def check_no_leak(train: Sequence[Record], held_out: dict[str, Sequence[Record]], where: str,
-                  near_duplicate_bits: int = 8) -> None:
+                  near_duplicate_bits: int = 8, role: str = "training") -> None:
     """Raise LeakageError naming every training record that shares an id, a generator seed, an image file,
     the image's bytes or a near-duplicate image (perceptual hashes at most `near_duplicate_bits` apart; -1: no
-    near-duplicate check) with a held-out record (test, regression). `where` starts the message (e.g. "cycle 2")."""
+    near-duplicate check) with a held-out record (test, regression). `where` starts the message (e.g. "cycle 2").
+    `role` names what `train` is: "validation" for the set that selects checkpoints, held out from the test set."""
     by_id, by_seed, by_image, by_bytes, phashes = {}, {}, {}, {}, []
     for split, records in held_out.items():
         for r in records:
@@ -85,8 +86,9 @@ def check_no_leak(train: Sequence[Record], held_out: dict[str, Sequence[Record]]
     if offending:
         shown = "; ".join(offending[:10]) + (f"; ... {len(offending) - 10} more" if len(offending) > 10 else "")
         raise LeakageError(
-            f"{where}: {len(offending)} training sample(s) would leak a held-out set into training: {shown}. "
-            "Test and regression samples are never trained on: remove them from data.train_manifest (or the mining "
-            "pool), or use disjoint data.test_manifest / data.regression_manifest (data.near_duplicate_bits sets how alike two "
-            "images must be to count as one document)."
+            f"{where}: {len(offending)} {role} sample(s) would leak a held-out set into {role}: {shown}. "
+            "Test and regression samples are never trained on nor used to select a checkpoint: remove them from "
+            "data.train_manifest, data.val_manifest (or the mining pool), or use disjoint data.test_manifest / "
+            "data.regression_manifest (data.near_duplicate_bits sets how alike two images must be to count as one "
+            "document)."
         )

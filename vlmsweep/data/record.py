@@ -9,7 +9,7 @@ from pathlib import Path
 # labelled; receipt_ko / receipt_zh are Korean and Chinese ones. All three answer the receipt schema.
 DOMAINS = ("prescription_ko", "prescription_zh", "receipt", "receipt_ko", "receipt_zh")
 RECEIPT_DOMAINS = ("receipt", "receipt_ko", "receipt_zh")
-SPLITS = ("train", "mining", "test", "regression")
+SPLITS = ("train", "mining", "test", "regression", "validation")
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@ from .record import Record
 
 log = logging.getLogger(__name__)
 
-SPLIT_NAMES = ("train", "test", "mining", "regression")
+SPLIT_NAMES = ("train", "test", "mining", "regression", "validation")
 
 
-def needed_splits(train: bool, evaluate: bool, loop: bool) -> tuple[str, ...]:
-    """The splits a run reads: a loop also needs its mining pool and regression set; nothing else is built."""
+def needed_splits(train: bool, evaluate: bool, loop: bool, validate: bool = False) -> tuple[str, ...]:
+    """The splits a run reads: a loop also needs its mining pool and regression set, evaluation during training
+    (train.eval_every) its validation set; nothing else is built."""
     names = [n for n, used in (("train", train or loop), ("test", evaluate or loop)) if used]
-    return tuple(names + (["mining", "regression"] if loop else []))
+    return tuple(names + (["mining", "regression"] if loop else []) + (["validation"] if validate else []))
 
 
 @dataclass
@@ -47,6 +48,7 @@ def load_splits(data: DataConfig, mix: DataMixConfig, cache_dir: Path, names: tu
         "test": (data.test_manifest, data.test_size),
         "mining": (data.mining_manifest, data.mining_size),
         "regression": (data.regression_manifest, data.regression_size),
+        "validation": (data.val_manifest, data.val_size),
     }
     splits = Splits(records={})
     for split in SPLIT_NAMES:

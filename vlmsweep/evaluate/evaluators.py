@@ -13,8 +13,10 @@ write stage (vlmsweep.pipeline.stages.write_evaluations) writes each folder once
   set's metrics.json and the slices side by side in its report.
 - PerturbControl: eval.perturb, the positive control: run_info.json's `perturb` records the change injected into the
   main set's scores (the perturbation itself is scoring's: vlmsweep/evaluate/perturb.py).
-- Validation during training (issue #41, not built): an EvalSet over a validation split, run by a trainer callback
-  every so many steps with the model of the moment as `predict`; the same interface, outside the pass's final list.
+- Validation during training (train.eval_every): an EvalSet over the validation split, built by
+  vlmsweep.pipeline.stages.train_stage and run by a trainer callback (vlmsweep.train.validation) every so many steps
+  with the model of the moment as `predict`; the same interface, outside the pass's final list: its points are
+  metrics_history.jsonl and the tracker's val/ curves, not a folder of files.
 
 Adding an evaluation is a class here and one line in `for_pass`, not a branch in the pass.
 """
@@ -121,5 +123,5 @@ def for_pass(cfg, sets: dict[str, tuple[Sequence[Any], Path]], main_set: str, sl
         out.append(Slices(slices, out_dir, main_set, reuse_synthetic=not cfg.data.test_manifest))
     if cfg.eval.perturb.digit_flip > 0 or cfg.eval.perturb.blank > 0:
         out.append(PerturbControl(cfg.eval.perturb.digit_flip, cfg.eval.perturb.blank, cfg.seed, main_set))
-    # Validation during training (issue #41) is an EvalSet too, run during training: see the module's docstring.
+    # Validation during training is an EvalSet too, run by the trainer (stages.train_stage): see the module's docstring.
     return out

@@ -51,8 +51,7 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
     d.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)  # same numbers whether the cycle runs straight through or after a resume
     train = training_set(splits["train"], hard, cfg.loop.oversample) if cycle > 0 else list(splits["train"])
-    check_no_leak(train, {"test": splits["test"], "regression": splits["regression"]}, f"cycle {cycle}",
-                  cfg.data.near_duplicate_bits)
+    check_no_leak(train, held_out(splits), f"cycle {cycle}", cfg.data.near_duplicate_bits)
     data_mod.write_manifest(train, d / "train.jsonl")
 
     trained_before = None
@@ -80,6 +79,7 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
         estimate=cycle == 0,
         samples_table=f"cycle_{cycle}/samples",
         on_trained=trained,
+        validation=splits.get("validation", []),  # train.eval_every: each cycle's points in cycle_N/metrics_history.jsonl
     ), info)
     free_memory()
     mining_metrics, mining_samples = result.sets["mining"]
@@ -87,8 +87,7 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
 
     hard_next = build_hard_set(mining_samples, splits["mining"], cycle, cfg.loop.mine_per_tag, cfg.loop.synth_per_tag,
                                cfg.data.seed, Path(cfg.cache_dir).expanduser() / "data", cfg.data.noise)
-    check_no_leak(hard_next.records, {"test": splits["test"], "regression": splits["regression"]}, f"cycle {cycle}",
-                  cfg.data.near_duplicate_bits)
+    check_no_leak(hard_next.records, held_out(splits), f"cycle {cycle}", cfg.data.near_duplicate_bits)
     data_mod.write_manifest(hard_next.records, d / "hard_set.jsonl")
     if not hard_next.records:
         if cycle == cfg.loop.cycles:  # the last cycle: there is no next one to announce
@@ -107,8 +106,16 @@ def run_cycle(cfg: Config, out_dir: Path, cycle: int, splits: dict[str, list[Rec
         "hard_set_next": hard_next.summary(),
         # whether this cycle's test answers depend on their page: whether its tags can be misreadings at all
         "chance_test": chance_summary(result.sets["test"][1]),
+        # train.select: the step whose adapter this cycle kept, tested and handed on (None: the last step, no selection)
+        "selected_step": int(result.metrics["train.selected_step"]) if "train.selected_step" in result.metrics else None,
+        "steps": int(result.metrics.get("train.steps", 0)),
     }
     return CycleResult(cycle, result.metrics, numeric(regression_metrics), numeric(mining_metrics), summary)
+
+
+def held_out(splits: dict[str, list[Record]]) -> dict[str, list[Record]]:
+    """The sets no cycle trains on: test, regression, and the validation set that selects each cycle's step."""
+    return {n: splits[n] for n in ("test", "regression", "validation") if splits.get(n)}
 
 
 def run_loop(cfg: Config, out_dir: Path, tracker, info: RunInfo) -> dict[str, float]:

@@ -95,6 +95,26 @@ def chance_lines(history: Sequence[CycleResult]) -> list[str]:
     return lines
 
 
+def selection_lines(history: Sequence[CycleResult], cfg: Config) -> list[str]:
+    """Which step's adapter each cycle kept, tested and handed on (train.select), with its validation value."""
+    if cfg.train.eval_every <= 0:
+        return []
+    if not cfg.train.select:
+        return ["", f"Each cycle scored the validation set every {cfg.train.eval_every} steps "
+                    "(cycle_N/metrics_history.jsonl) and kept its last step (no train.select)."]
+    lines = ["", "## Selected steps", "",
+             f"Each cycle kept the adapter of its best `{cfg.train.select}` on the validation set (train.select; "
+             "cycle_N/metrics_history.jsonl): that adapter is the one its test, regression and mining sets scored "
+             "and the next cycle continued from.", "", f"| cycle | selected step | of steps | validation `{cfg.train.select}` |",
+             "|---|---|---|---|"]
+    for h in history:
+        step = h.summary.get("selected_step")
+        value = h.test.get("train.selected_value")
+        lines.append(f"| {h.cycle} | {'–' if step is None else step} | {h.summary.get('steps', '–')} | "
+                     f"{'–' if value is None or value != value else f'{value:.3f}'} |")
+    return lines
+
+
 def render_loop_report(history: Sequence[CycleResult], cfg: Config, stopped: dict | None, plot_name: str | None,
                        changes: Sequence[TargetedChange] = ()) -> str:
     loop = cfg.loop
@@ -132,6 +152,7 @@ def render_loop_report(history: Sequence[CycleResult], cfg: Config, stopped: dic
         base = h.summary["train_size"] - o.get("mined", 0) - o.get("synth", 0)  # base, or "manifest" for user data
         lines.append(f"| {h.cycle} | {h.summary['train_size']} | {base} | {o.get('mined', 0)} | "
                      f"{o.get('synth', 0)} | {h.summary['hard_set_trained']} | {h.summary['adapter_from']} |")
+    lines += selection_lines(history, cfg)
     lines += ["", "## Hard sets built (for the next cycle)", "",
               "| cycle | tag | in mining pool | mined | synthesised | generator focus |", "|---|---|---|---|---|---|"]
     for h in history:

@@ -78,12 +78,13 @@ def load_cycle(out_dir: Path, cycle: int) -> CycleResult:
 
 
 def fixed_splits(cfg: Config, out_dir: Path, info: RunInfo) -> dict[str, list[Record]]:
-    """train / test / mining / regression, fixed at cycle 0 in out_dir/splits/ and read back on resume.
+    """train / test / mining / regression (and validation with train.eval_every), fixed at cycle 0 in out_dir/splits/
+    and read back on resume.
 
     Each comes from the user's manifest (data.<split>_manifest) or the synthetic mix. The mining pool is
     checked against the held-out sets here too: whatever is mined from it is trained on next."""
     folder = out_dir / "splits"
-    names = ("train", "test", "mining", "regression")
+    names = ("train", "test", "mining", "regression") + (("validation",) if cfg.train.eval_every > 0 else ())
     if all((folder / f"{n}.jsonl").is_file() for n in names):
         return {n: read_records(folder / f"{n}.jsonl") for n in names}
     splits = stages.prepare_run(cfg, info).splits  # seed, splits, run_info's data, the mining pool's leakage check

@@ -37,6 +37,7 @@ from vlmsweep.pipeline.run_folder import RunInfo, rank
 from vlmsweep.train.collator import make_collator
 from vlmsweep.train.peak import measure
 from vlmsweep.train.trainer import check_lengths, train
+from vlmsweep.train.validation import HISTORY, read_history
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,15 @@ log = logging.getLogger(__name__)
 def datasets(cfg: Config) -> data_mod.Splits:
     """The splits this run reads (train / test, and mining / regression for a loop): the user's manifests
     or synthetic samples from the mix. Manifests are validated here, before any model is loaded."""
-    names = data_mod.needed_splits(cfg.train.enabled, cfg.eval.enabled, cfg.loop.cycles > 0)
+    names = data_mod.needed_splits(cfg.train.enabled, cfg.eval.enabled, cfg.loop.cycles > 0,
+                                   validate=cfg.train.enabled and cfg.train.eval_every > 0)
     splits = data_mod.load_splits(cfg.data, cfg.data_mix, Path(cfg.cache_dir).expanduser() / "data", names)
     if cfg.train.enabled and not splits["train"]:
         raise ValueError("the training set is empty: set data.train_size > 0 or data.train_manifest")
     if cfg.eval.enabled and not splits["test"]:
         raise ValueError("the test set is empty: set data.test_size > 0 or data.test_manifest")
+    if "validation" in names and not splits["validation"]:
+        raise ValueError("the validation set is empty: set data.val_size > 0 or data.val_manifest")
     return splits
 
 
@@ -78,6 +82,40 @@ def data_notes(sources: dict[str, dict[str, Any]]) -> tuple[dict[str, float], st
     return metrics, ("## Data\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
+def validation_section(cfg: Config, out_dir: Path, metrics: dict[str, float]) -> str:
+    """report.md's section on evaluation during training: which adapter the test set scored (the selected step, or
+    the last) and the validation curve, metric against step (out_dir/metrics_history.jsonl); empty without one."""
+    points = read_history(out_dir / HISTORY) if cfg.train.eval_every > 0 else []
+    if not points:
+        return ""
+    select = cfg.train.select
+    shown = list(dict.fromkeys([select] if select else []) | dict.fromkeys(
+        m for m in ("contract.strict_parse_rate", "contract.schema_valid_rate", "content.field_em",
+                    "content.field_em_margin") if any(m in p for p in points)))
+    if select and "train.selected_step" in metrics:
+        step = int(metrics["train.selected_step"])
+        head = (f"The test set was scored with the adapter of **step {step}**, the best `{select}` on the validation "
+                f"set ({_value(metrics.get('train.selected_value'))}; train.select), not the last step "
+                f"({int(metrics.get('train.steps', step))})." if step != int(metrics.get("train.steps", step)) else
+                f"The test set was scored with the adapter of **step {step}**, the best `{select}` on the validation "
+                "set (train.select), which is the last step.")
+        if metrics.get("train.stopped_early"):
+            head += f" Training stopped early (train.early_stop={cfg.train.early_stop})."
+    else:
+        step, head = -1, "The test set was scored with the adapter of the last step (no train.select)."
+    rows = [f"| {'**' if p['step'] == step else ''}{p['step']}{'**' if p['step'] == step else ''} | "
+            + " | ".join(_value(p.get(m)) for m in shown) + f" | {p['seconds']:.1f} |" for p in points]
+    return (f"## Validation during training\n\n{head} "
+            f"Validation every {cfg.train.eval_every} steps (`{HISTORY}`):\n\n"
+            f"| step | {' | '.join(f'`{m}`' for m in shown)} | seconds |\n|---|{'---|' * len(shown)}---|\n"
+            + "\n".join(rows) + "\n")
+
+
+def _value(x: float | None) -> str:
+    """A validation figure in report.md: 4 decimals, or `n/a` where no page had an answer object to score."""
+    return "n/a" if x is None or x != x else f"{x:.4f}"
+
+
 @dataclass
 class RunData:
     splits: data_mod.Splits  # train / test (and mining / regression for a loop), with their sources
@@ -89,7 +127,8 @@ def prepare_run(cfg: Config, info: RunInfo) -> RunData:
     (manifests validated), run_info.json's `data`, eval.slices, and that no page the run trains on is a page it holds
     out. A single or per-domain run checks its training set against the test set and each slice; a loop checks its
     mining pool against the test and regression sets (what is mined from it is trained on next) and each cycle's
-    training set in the cycle."""
+    training set in the cycle. A validation set (train.eval_every) selects checkpoints: it shares no page with the
+    test or regression set (selecting on the test set is not allowed), and no training page is one of its pages."""
     set_seed(cfg.seed)
     splits = datasets(cfg)  # a bad manifest fails here, before the model is loaded
     info.update(data=splits.sources)
@@ -100,13 +139,17 @@ def prepare_run(cfg: Config, info: RunInfo) -> RunData:
             if not splits[name]:
                 raise ValueError(f"loop.cycles={cfg.loop.cycles}: the loop needs a {name} set; set data.{name}_size > 0 "
                                  f"or data.{name}_manifest")
-        data_mod.check_no_leak(splits["mining"], {"test": splits["test"], "regression": splits["regression"]},
-                               "the mining pool", near)
+        held = {n: splits[n] for n in ("test", "regression", "validation") if splits[n]}
+        data_mod.check_no_leak(splits["mining"], held, "the mining pool", near)
     elif cfg.train.enabled and cfg.eval.enabled:
         data_mod.check_no_leak(splits["train"], {"test": splits["test"]}, where="this run", near_duplicate_bits=near)
         if slices:  # a slice is held out like the test set: no training page may be one of its pages
             data_mod.check_no_leak(splits["train"], {f"slice {n}": r for n, r in slices.items()}, where="this run",
                                    near_duplicate_bits=near)
+    if splits["validation"]:
+        held = {n: splits[n] for n in ("test", "regression") if splits[n]}
+        data_mod.check_no_leak(splits["validation"], held, "the validation set", near, role="validation")
+        data_mod.check_no_leak(splits["train"], {"validation": splits["validation"]}, "this run", near)
     return RunData(splits, slices)
 
 
@@ -117,6 +160,9 @@ def one_process_only(cfg: Config) -> str | None:
                 "manifests and state from one process. Run the loop in a single process, or use loop.cycles=0")
     if cfg.adapters.per_domain:
         return "adapters=per_domain cannot run under torchrun/accelerate launch yet: run it in one process"
+    if cfg.train.eval_every > 0:
+        return (f"train.eval_every={cfg.train.eval_every} cannot run under torchrun/accelerate launch yet: one process "
+                "generates on the validation set while the others would wait at the next step; run it in one process")
     return None
 
 
@@ -160,15 +206,22 @@ def prepare_model(cfg: Config, base, adapter: str | None, trainable: bool):
     return base
 
 
-def train_stage(cfg: Config, model, processor, records: list[Record], out_dir: Path, tracker, info: RunInfo):
-    """Trains on `records` and writes out_dir/adapter/ (with the run's processor, budget, prompt and schema)."""
+def train_stage(cfg: Config, model, processor, records: list[Record], out_dir: Path, tracker, info: RunInfo,
+                validation: list[Record] | None = None):
+    """Trains on `records` and writes out_dir/adapter/ (with the run's processor, budget, prompt and schema). With
+    train.eval_every > 0, `validation` is scored during training (an EvalSet, predicted like the test set: the run's
+    generation and decoding; vlmsweep.train.validation) and with train.select the adapter written is the selected one."""
     collator = make_collator(cfg, processor)
     lengths = check_lengths(records, collator, cfg.train.on_truncation)
     parts = trainable_by_part(model)
     log.info("trainable parameters by part: %s", parts)
+    validate = None
+    if validation and cfg.train.eval_every > 0:
+        val_set = evaluators_mod.EvalSet("validation", validation, out_dir)  # writes nothing: its points are history
+        validate = lambda: val_set.run(functools.partial(eval_stage, cfg, model, processor), {}).metrics  # noqa: E731
     with measure() as peak:
         trainer, metrics = train(model, collator, lengths.kept, cfg, out_dir, sink=tracker.log,
-                                 memory_probe=lambda: peak.peak_bytes)
+                                 memory_probe=lambda: peak.peak_bytes, validate=validate)
     metrics.update({f"train.trainable_params.{k}": float(v) for k, v in parts.items()})
     metrics["train.skipped_too_long"] = float(len(lengths.skipped))
     # CUDA: peak allocated; CPU: peak RSS growth during training (vlmsweep.train.peak.measure)
@@ -231,6 +284,7 @@ class Pass:
     slices: dict[str, list[Record]] = field(default_factory=dict)  # eval.slices: scored apart, beside the main set
     data_sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # data.Splits.sources: notes on manifests
     base: tuple[Any, Any] | None = None  # (base model, processor) the caller loaded already (schemas checked); None: load
+    validation: list[Record] = field(default_factory=list)  # scored during training (train.eval_every); empty: none
 
 
 @dataclass
@@ -256,7 +310,7 @@ def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
         trains = bool(p.train) and p.trained_metrics is None
         model = prepare_model(cfg, base, p.adapter, trainable=trains)
         if trains:
-            trained = numeric(train_stage(cfg, model, processor, p.train, p.out_dir, p.tracker, info))
+            trained = numeric(train_stage(cfg, model, processor, p.train, p.out_dir, p.tracker, info, p.validation))
         else:
             trained = dict(p.trained_metrics or {})
         metrics |= trained
@@ -285,6 +339,7 @@ def write_evaluations(cfg: Config, p: Pass, done: dict[str, Evaluation], metrics
     the main set's injected change). Without a main set (training only), metrics.json holds the pass's metrics."""
     noted, data_section = data_notes(p.data_sources)
     metrics = noted | metrics
+    curve = validation_section(cfg, p.out_dir, metrics)
     result = PassResult(numeric(metrics), {name: (e.metrics, e.samples) for name, e in done.items() if e.folder})
     added: dict[str, float] = {}
     sections: list[str] = []
@@ -299,7 +354,7 @@ def write_evaluations(cfg: Config, p: Pass, done: dict[str, Evaluation], metrics
     if main is None:
         write_json(p.out_dir / "metrics.json", result.metrics)
         return result
-    appendix = "\n".join(sections + ([data_section] if data_section else []))
+    appendix = "\n".join(sections + [x for x in (curve, data_section) if x])
     result.metrics = write_stage(cfg, main.folder, main.metrics, main.samples, metrics | added, appendix=appendix)
     for e in done.values():
         if e.info:

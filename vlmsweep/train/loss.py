@@ -153,6 +153,8 @@ class OutputLayerLoss:
     chunk: int = 128  # chunked: rows of logits computed at once (train.loss_chunk)
     _hidden: list[torch.Tensor] = field(default_factory=list)
     _head: torch.nn.Module | None = None
+    _handle: Any = None  # the output layer's pre-hook while attached
+    _keep_input: Callable | None = None
 
     def __post_init__(self) -> None:
         check_loss_impl(self.impl)
@@ -173,14 +175,29 @@ class OutputLayerLoss:
             self._hidden.append(hidden)
             return (hidden[..., :0, :],)  # the layer computes (.., 0, vocab) logits: nothing
 
-        handle = head.register_forward_pre_hook(keep_input)
+        self._keep_input = keep_input
+        self._handle = head.register_forward_pre_hook(keep_input)
         self._head = head
         try:
             yield self
         finally:
-            handle.remove()
-            self._head = None
+            self._handle.remove()
+            self._head = self._handle = None
             self._hidden.clear()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Inside `attached`, for the enclosed block: the output layer computes its logits (generation during
+        training, vlmsweep.train.validation); outside `attached`, or eager, nothing changes."""
+        if self._head is None or self._handle is None:
+            yield
+            return
+        self._handle.remove()
+        try:
+            yield
+        finally:
+            self._hidden.clear()
+            self._handle = self._head.register_forward_pre_hook(self._keep_input)
 
     def __call__(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None):
         if self.impl == "eager":

@@ -20,7 +20,9 @@ from vlmsweep.data import Record
 from vlmsweep.train.checkpoints import (StagedCheckpointTrainer, discard_checkpoints, last_complete_checkpoint,
                                         loss_over_all_steps, resumed_at)
 from vlmsweep.train.collator import Collator, MaskError
+from vlmsweep.metrics import higher_is_better
 from vlmsweep.train.loss import OutputLayerLoss
+from vlmsweep.train.validation import HISTORY, ValidationCallback
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +218,12 @@ def check_unsharded_output_layer(trainer: Trainer, impl: str) -> None:
                          "train.loss_impl=eager there, or data parallelism (DDP) / ZeRO-1/2")
 
 
-def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir: Path, sink=None, memory_probe=None):
-    """Train `model` in place; returns training metrics (loss, steps, seconds, samples/s)."""
+def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir: Path, sink=None, memory_probe=None,
+          validate: Callable[[], dict[str, float]] | None = None):
+    """Train `model` in place; returns training metrics (loss, steps, seconds, samples/s). With `validate` (the
+    validation set's metrics for the model as it is) and train.eval_every > 0, a ValidationCallback scores it during
+    training (out_dir/metrics_history.jsonl, the sink's val/ curves) and, with train.select, the model ends with the
+    selected point's tensors; the validation's wall time is cost.eval_during_train_seconds, not train.seconds."""
     args = training_arguments(cfg, out_dir)
     loss_fn = OutputLayerLoss(cfg.train.loss_impl, cfg.train.loss_chunk)
     if args.n_gpu > 1:  # the Trainer would wrap the model in torch.nn.DataParallel, which splits a batch's flat
@@ -226,13 +232,21 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
                          f"process per GPU with torchrun --nproc_per_node={args.n_gpu} -m vlmsweep ... or accelerate "
                          "launch -m vlmsweep ..., or use one GPU (CUDA_VISIBLE_DEVICES=0)")
     counts, finite = TokenCounts(), StopOnNonFiniteLoss(loss_fn, cfg.quant.dtype)
+    callbacks: list[TrainerCallback] = [LogCallback(counts, sink, memory_probe), finite]
+    validation = None
+    if validate is not None and cfg.train.eval_every > 0:
+        select = cfg.train.select
+        validation = ValidationCallback(model, validate, cfg.train.eval_every, out_dir / HISTORY, sink, select,
+                                        higher=higher_is_better(select) if select else True,
+                                        patience=cfg.train.early_stop, paused=loss_fn.paused)
+        callbacks.append(validation)
     trainer = StagedCheckpointTrainer(
         model=model,
         args=args,
         train_dataset=Records(records),
         data_collator=collator,
         compute_loss_func=finite,
-        callbacks=[LogCallback(counts, sink, memory_probe), finite],
+        callbacks=callbacks,
     )
     # The collator's labels are the targets of the kept positions, already shifted: the Trainer's count of a micro-
     # batch's targets (num_items_in_batch, the loss's denominator) must not drop one more, as it does for causal LMs.
@@ -253,6 +267,11 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
     finally:
         counting.remove()
     seconds = time.perf_counter() - start
+    validated: dict[str, float] = {}
+    if validation is not None:
+        validation.restore_best()  # train.select: the adapter saved and tested is the selected point's
+        validated = validation.metrics()
+        seconds -= validation.seconds
     # after a resume, the seconds and samples are this call's steps; the loss is over all steps (loss_over_all_steps)
     began = resumed_at(resume)
     steps_run = result.global_step - began
@@ -268,4 +287,5 @@ def train(model, collator: Collator, records: list[Record], cfg: Config, out_dir
         "train.samples_per_second": samples / seconds if seconds > 0 else float("nan"),
         "train.supervised_fraction": counts.supervised_fraction(),
         "cost.train_seconds_per_sample": seconds / max(1, samples),
+        **validated,
     }
