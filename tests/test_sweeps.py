@@ -166,6 +166,8 @@ def test_a_sweep_through_the_command_line_then_its_report_and_a_resumed_invocati
     assert "is_gradient_checkpointing" not in proc.stderr  # a library FutureWarning the user cannot act on
     folder = tmp_path / "outputs" / "sweeps" / "max_pixels"
     results = read_json_yaml(folder / "optimization_results.yaml")
+    # each trial's folder names its trial by the study's number (passed in the job's environment, not the job number)
+    assert sorted(read_json(p)["trial"] for p in folder.glob("*/run_info.json")) == [0, 1]
     # the random tiny model scores 0 everywhere: a tie, not a best picked by trial order
     values = [read_json(p)["content.e2e_field_em"] for p in folder.glob("*/metrics.json")]
     if len(set(values)) == 1:
@@ -179,6 +181,8 @@ def test_a_sweep_through_the_command_line_then_its_report_and_a_resumed_invocati
 
     vlmsweep(*sweep, "sweep.trials=3", cwd=tmp_path, timeout=900)  # resumed: one more trial, its own timestamped folder
     assert len([p for p in folder.iterdir() if (p / "run_info.json").exists()]) == 3
+    # the resumed invocation's one job is Hydra's job 0 of its own multirun, and the study's trial 2
+    assert sorted(read_json(p)["trial"] for p in folder.glob("*/run_info.json")) == [0, 1, 2]
     vlmsweep(str(folder), module="vlmsweep.report", cwd=tmp_path)
     md = (folder / "report" / "summary.md").read_text()
     assert "Optuna study max_pixels: 3 trials" in md and "| trial 2 |" in md and "3 COMPLETE" in md

@@ -158,7 +158,9 @@ def test_eval_every_and_select_keep_the_adapter_of_the_recorded_step_and_test_it
     at = {s: load_file(out / "checkpoints" / f"checkpoint-{s}" / "adapter_model.safetensors") for s in (10, 20)}
     same = {s: all(torch.equal(kept[k], t[k]) for k in kept) and set(kept) == set(t) for s, t in at.items()}
     assert same == {10: step == 10, 20: step == 20}  # the two checkpoints differ: only the selected one matches
-    assert f"adapter of **step {step}**" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert f"adapter of **step {step}**" in report
+    assert "![validation curve](metrics_history.png)" in report and (out / "metrics_history.png").stat().st_size > 1000
     assert "contract.strict_parse_rate" in metrics and (out / "samples.jsonl").is_file()  # the test set, scored
 
 

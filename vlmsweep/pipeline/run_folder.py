@@ -26,6 +26,9 @@ from vlmsweep.files import write_json
 if TYPE_CHECKING:
     from vlmsweep.config import Config
 
+# An Optuna trial's number, set in its job's environment by the sweeper (hydra.job.env_set): run_info.json and the
+# tracker name the trial by the study's own number, which the Hydra job number is not once workers share a study.
+TRIAL_ENV = "VLMSWEEP_TRIAL"
 LOCK_FILE = ".vlmsweep.lock"  # holds the holder's pid, host and start; the lock dies with the process (kill -9 too)
 
 # Config keys that may change between a run and its resume: where things go, how they are logged, how many
@@ -180,6 +183,12 @@ def git_revision() -> str:
         return "unknown"
 
 
+def optuna_trial() -> int | None:
+    """This job's Optuna trial number (vlmsweep.sweep.sweeper sets it), None outside an Optuna sweep."""
+    value = os.environ.get(TRIAL_ENV)
+    return int(value) if value else None
+
+
 class RunInfo:
     """run_info.json: status, error, choices, versions, revision and cost; rewritten as the run goes."""
 
@@ -199,6 +208,7 @@ class RunInfo:
             "versions": versions(),
             "git": git_revision(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "trial": optuna_trial(),
             "cost": {},
         }
         self.save()

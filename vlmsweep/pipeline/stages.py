@@ -37,7 +37,7 @@ from vlmsweep.pipeline.run_folder import RunInfo, rank
 from vlmsweep.train.collator import make_collator
 from vlmsweep.train.peak import measure
 from vlmsweep.train.trainer import check_lengths, train
-from vlmsweep.train.validation import HISTORY, read_history
+from vlmsweep.train.validation import CURVE, HISTORY, plot_history, read_history
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,10 @@ def validation_section(cfg: Config, out_dir: Path, metrics: dict[str, float]) ->
         step, head = -1, "The test set was scored with the adapter of the last step (no train.select)."
     rows = [f"| {'**' if p['step'] == step else ''}{p['step']}{'**' if p['step'] == step else ''} | "
             + " | ".join(_value(p.get(m)) for m in shown) + f" | {p['seconds']:.1f} |" for p in points]
+    drawn = plot_history(points, shown, out_dir / CURVE, step if step >= 0 else None)
     return (f"## Validation during training\n\n{head} "
             f"Validation every {cfg.train.eval_every} steps (`{HISTORY}`):\n\n"
+            + (f"![validation curve]({CURVE})\n\n" if drawn else "") +
             f"| step | {' | '.join(f'`{m}`' for m in shown)} | seconds |\n|---|{'---|' * len(shown)}---|\n"
             + "\n".join(rows) + "\n")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmsweep.config import Config
+from vlmsweep.pipeline.run_folder import optuna_trial
 
 log = logging.getLogger(__name__)
 
@@ -284,10 +285,13 @@ def identity(cfg: Config, name: str, group: str | None) -> dict[str, Any]:
             swept = _swept_keys(hc)
             named = {k: v for k, v in task.items() if k in swept and k != "seed"}
             out["group"] = experiment_group(Path(hc.sweep.dir), t.group)
-            # The Hydra job number: an Optuna trial's number only for one worker's fresh sweep (the sweeper does
-            # not pass the trial's number to its job); the sweep's name is the `sweep` choice's tag.
+            # The Hydra job number, and in an Optuna sweep the study's trial number (the sweeper passes it in the
+            # job's environment: with several workers the two differ); the sweep's name is the `sweep` choice's tag.
             out["trial"] = {"job": int(hc.job.num), "params": named}
             tags.append(f"job={hc.job.num}")
+            if (number := optuna_trial()) is not None:
+                out["trial"]["number"] = number
+                tags.append(f"trial={number}")
         else:
             named = {k: v for k, v in task.items() if k in cfg.choices and k != "tracker"}  # where it logs, not what it tests
             out["group"] = experiment_group(Path(hc.runtime.output_dir), t.group)

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from vlmsweep.pipeline.run_folder import TRIAL_ENV
 from vlmsweep.sweep.summaries import best_or_tie, pareto_summary, params_text
 
 log = logging.getLogger(__name__)
@@ -471,7 +472,9 @@ class SharedStudySweeperImpl(Sweeper):
         overlap = trial.params.keys() & fixed_params.keys()
         if overlap:
             raise ValueError(f"hydra.sweeper.params: {sorted(overlap)} are both fixed and searched")
-        return tuple(f"{name}={value}" for name, value in {**trial.params, **fixed_params}.items()) + tuple(deletions)
+        # the trial's number reaches its job through the job's environment (Hydra restores it after the job)
+        return (tuple(f"{name}={value}" for name, value in {**trial.params, **fixed_params}.items()) + tuple(deletions)
+                + (f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",))
 
     def _reserve(self, study: optuna.Study) -> list[Trial]:
         """Under the lock: declare dead workers' trials interrupted, then ask for what is left of the total."""

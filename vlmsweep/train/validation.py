@@ -49,6 +49,43 @@ def read_history(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+CURVE = "metrics_history.png"
+
+
+def plot_history(points: list[dict], metrics: list[str], path: Path, selected_step: int | None = None) -> Path | None:
+    """The validation curve, metric against step (matplotlib Agg), the selected step marked; None when nothing is drawn
+    (a missing plot never fails a run that trained and evaluated)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        log.warning("no validation curve (%s)", err)
+        return None
+    steps = [p["step"] for p in points]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    drawn = 0
+    for m in metrics:
+        ys = [p.get(m, float("nan")) for p in points]
+        if any(y == y for y in ys):  # not all NaN
+            ax.plot(steps, ys, marker="o", label=m)
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    if selected_step is not None:
+        ax.axvline(selected_step, color="grey", linestyle="--", linewidth=1, label=f"selected: step {selected_step}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation set")
+    ax.set_title("Validation during training")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def better(value: float, best: float | None, higher: bool) -> bool:
     """Whether `value` improves on `best` (None: nothing yet); a NaN never improves, and is beaten by any number."""
     if best is None:
