@@ -15,7 +15,7 @@ def measure_training_step(
 ) -> tuple[int, int]:
     """(estimate, measured) bytes of two forward+backward+AdamW steps of a random model of this config on
     the CPU (LoRA r on the LLM, or lora_r=0: full fine-tune of the LLM). measured = exact tensor bytes of
-    the built model + peak RSS growth during the steps (building is outside: it has its own transient).
+    the built model + peak growth of the heap (anonymous RSS: vlmsweep.train.peak) during the steps (building is outside: it has its own transient).
     loss_impl: eager (logits of every supervised position at once) or chunked (vlmsweep.train.loss).
     A 16-bit step runs with oneDNN off: on a CPU with native bf16 (AVX512-BF16, AMX) oneDNN's bf16 kernels keep
     fp32 or reordered copies of their operands, which an accelerator's kernels do not hold (with them the tiny bf16
@@ -77,7 +77,7 @@ def _measure(
     pixels = torch.randn(batch_size * grid * grid, 3 * 2 * 14 * 14, dtype=dtype)
     thw = torch.tensor([[1, grid, grid]] * batch_size)
     _gc.collect()
-    with measure("cpu") as m:
+    with measure("cpu", exact=True) as m:  # a fresh process that measures nothing else
         for _ in range(2):  # step 2 runs with the optimizer states alive
             hidden = base.model(input_ids=ids, pixel_values=pixels, image_grid_thw=thw,
                                 mm_token_type_ids=(ids == config_hf.image_token_id).long()).last_hidden_state  # fmt: skip

@@ -152,7 +152,7 @@ def test_measure_cuda_reads_the_peak_while_the_block_runs(monkeypatch):
 
 
 def _in_fresh_process(config: str, dtype, **kwargs) -> tuple[int, int]:
-    """measure_training_step(CONFIG, dtype, **kwargs) in a fresh process: peak RSS growth in a test worker that
+    """measure_training_step(CONFIG, dtype, **kwargs) in a fresh process: peak heap growth in a test worker that
     earlier tests left with freed heap is not the step's own (the step reuses that memory, or the worker's allocator
     keeps what an earlier test freed): fp32-lora once measured 0.78x its estimate in a worker, and bf16-eager 1.45x
     in one suite's worker, where alone it measured within 25% in each of four runs. `config` is an expression: mid_config()
@@ -186,6 +186,8 @@ def _train_two_steps(dtype, lora: bool, batch: int) -> tuple[int, int]:
 )
 def test_estimate_within_25_percent_of_measured_cpu_step(dtype, lora, batch):
     est, measured = _train_two_steps(dtype, lora, batch)
+    # the heap on the 2-core Intel Xeon, two fresh processes each: fp32-lora 298-299 MiB against 363 (the estimate
+    # 1.22x: |est - measured| / measured 0.22), bf16-full 557 against 477 (0.86x)
     assert abs(est - measured) / measured < 0.25, f"estimate {est / 2**20:.0f} MiB vs measured {measured / 2**20:.0f} MiB"
 
 
@@ -200,12 +202,11 @@ def test_estimate_within_40_percent_for_the_tiny_model(dtype, loss_impl, batch, 
     est, measured = _in_fresh_process("tiny_config()", dtype, lora_r=16, batch_size=batch, visual_tokens=64,
                                       text_tokens=supervised + 32, supervised_tokens=supervised, loss_impl=loss_impl,
                                       loss_chunk=64)
-    # On the Intel Xeon CI machine (since Dec 2026) both cases measure about 55 MiB above the estimate, old code and new
-    # alike: fp32-chunked 220-224 MiB against 166 in five fresh processes, bf16-eager 226 against 168 (1.32-1.35x;
-    # within 25% on the AMD EPYC before). Not MKL's fast memory manager, glibc's arenas or oneDNN's primitive cache
-    # (each switched off: 1.31-1.35x); with chunks of 32/64/128 rows the excess is +75/+55/+48 MiB. CPU working memory
-    # the estimate does not model, a third of this 166 MiB model and nothing at the 2B's GiB: bounded here at 1.40x,
-    # not hidden (the GPU figures are benchmarks/gpu_check.py's).
+    # Measured is the heap (anonymous RSS, vlmsweep.train.peak): the whole RSS also held the 30-50 MiB of torch's
+    # library code the first backward pass pages in, which put both cases 1.33-1.45x above the estimate on the 2-core
+    # Intel Xeon (CI failed once at 1.42x, 239 against 168 MiB). The heap alone, fresh processes on the quiet machine:
+    # fp32-chunked 171-175 MiB against 166 (1.03-1.05x), bf16-eager 156-212 against 168 (0.93-1.26x, the allocator's
+    # run-to-run spread; the kernel's peak counter agrees with the sampler). The bound keeps room for that spread.
     high = 1.40
     assert 0.8 < measured / est < high, f"estimate {est / 2**20:.0f} MiB vs measured {measured / 2**20:.0f} MiB"
 
