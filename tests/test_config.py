@@ -183,7 +183,7 @@ def test_every_option_file_sets_every_field_of_its_group():
                 missing[f"{group}/{path.name}"] = sorted(fields - set(yaml.safe_load(path.read_text())))
     assert missing == {}
     assert set(C.GROUPS) == {"model", "quant", "scope", "max_pixels", "data_mix", "domain_tag", "loss", "decoding",
-                             "tracker", "adapters"}
+                             "tracker", "adapters", "ocr_hint"}
 
 
 @pytest.mark.parametrize("override, valid", [

@@ -214,6 +214,18 @@ STEPS: dict[str, Step | str] = {
     "+eval.slice_manifests.real_receipts=data/sroie/manifest.jsonl":
         Step(needs=(SROIE,), extra=QUICK + ["eval.slice_size=1", "hydra.run.dir={ws}/runs/real_receipts"], check="real_receipts",
              needs_tesseract=True),
+    "python -m vlmsweep -m ocr_hint=none,tesseract max_pixels=256tok,1024tok":
+        Step(replace={"max_pixels=256tok,1024tok": "max_pixels=64tok"}, extra=QUICK + ["hydra.sweep.dir={ws}/multirun/hint"],
+             check="hint_ab", needs_tesseract=True,
+             why="one budget of the two (a 1024-token page costs minutes here): the hint axis through the command line "
+                 "into one comparison report; tests/test_ocr_hint.py checks the budget resolution and its cache key"),
+    "python -m vlmsweep ocr_hint=tesseract":
+        "tests/test_ocr_hint.py::test_an_unreadable_page_and_hints_over_the_limit_cost_hints_not_the_run runs it "
+        "through the command line (small sets, a short sequence limit, a Tesseract that fails on one page) and predicts "
+        "with its adapter; the hint A/B step here runs it beside ocr_hint=none",
+    "python -m vlmsweep +experiment=exp3 model.path=DIR ocr_hint=tesseract":
+        "needs the downloaded release; tests/test_run.py runs +experiment=exp1..exp4 on the embedded model and "
+        "tests/test_ocr_hint.py::test_the_budget_leaves_room_for_image_prompt_and_answer composes exp3 with the hint",
     "python -m vlmsweep.memory +experiment=exp2 max_pixels=1024tok": Step(check="memory_exp2"),
     "python -m vlmsweep.memory model=qwen2_5_vl_3b": Step(check="memory_qwen2_5"),
     "python -m vlmsweep.memory OVERRIDES": "a placeholder for any run's overrides: the two steps above and tests/test_memory.py run it",
@@ -557,6 +569,20 @@ def _ocr_report(proc, ws):
     assert "| tiny |" in summary and "| ocr_tesseract |" in summary
 
 
+def _hint_ab(proc, ws):
+    """The hint A/B: the hinted run's prompts held each page's OCR text, the other's none; one comparison report."""
+    runs = {json.loads((d / "run_info.json").read_text())["choices"]["ocr_hint"]: d
+            for d in (ws / "multirun" / "hint").iterdir() if (d / "run_info.json").is_file()}
+    assert set(runs) == {"none", "tesseract"}
+    hinted = json.loads((runs["tesseract"] / "metrics.json").read_text())
+    assert hinted["ocr_hint.pages"] == 3 and hinted["ocr_hint.failed_pages"] == 0  # QUICK's 2 training + 1 test page
+    assert all(s["ocr_hint"] for s in samples(runs["tesseract"])) and not any("ocr_hint" in s for s in samples(runs["none"]))
+    assert "ocr_hint.pages" not in json.loads((runs["none"] / "metrics.json").read_text())
+    vlmsweep(["multirun/hint"], ws, module="vlmsweep.report")
+    summary = (ws / "multirun" / "hint" / "report" / "summary.md").read_text(encoding="utf-8")
+    assert "tesseract" in summary and "none" in summary
+
+
 def _slices(proc, ws):
     metrics = json.loads((run_dir(proc) / "metrics.json").read_text())
     assert metrics["slice/synthetic/samples"] == metrics["slice/numeric_challenge/samples"] == 1
@@ -634,7 +660,7 @@ def _routed_predict(proc, ws):
 
 PER_DOMAIN_CHECKS = {"per_domain_multirun": _per_domain_multirun, "routed_eval": _routed_eval,
                      "routed_predict": _routed_predict}  # joined to CHECKS below
-OCR_CHECKS = {"ocr_report": _ocr_report, "slices": _slices, "real_receipts": _real_receipts}  # joined to CHECKS below
+OCR_CHECKS = {"ocr_report": _ocr_report, "slices": _slices, "real_receipts": _real_receipts, "hint_ab": _hint_ab}  # joined to CHECKS below
 
 
 def _memory(model: str, family: str, *more: str):

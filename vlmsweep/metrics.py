@@ -88,7 +88,7 @@ RUN: dict[str, MetricInfo] = dict([
     _m("train.skipped_too_long", "lower", "training samples left out: longer than train.max_seq_len"),
     _m("train.template_identity_checked", "none", "1 when the chat template was checked against the processor's"),
     _m("cost.train_seconds_per_sample", "lower", "training wall time per sample", wall_clock=True),
-    _m("cost.train_peak_memory_mb", "lower", "peak accelerator memory in training (CPU: peak RSS growth)"),
+    _m("cost.train_peak_memory_mb", "lower", "peak accelerator memory in training (CPU: peak heap growth, anonymous RSS)"),
     _m("memory.estimate.*", "lower", "estimated peak accelerator memory of the config: one component (bytes, params)"),
     _m("data.skipped_lines", "lower", "manifest lines skipped as bad (data.skip_bad_lines=true)"),
     _m("data.nfc_normalized", "none", "manifest targets normalised to Unicode NFC"),
@@ -103,6 +103,11 @@ RUN: dict[str, MetricInfo] = dict([
     _m("train.stopped_early", "none", "1 when train.early_stop ended training before train.max_steps"),
     _m("cost.eval_during_train_seconds", "lower", "wall time of the validation evaluations during training (not in "
        "train.seconds)", wall_clock=True),
+    _m("ocr_hint.pages", "none", "ocr_hint: pages whose prompt held their OCR text"),
+    _m("ocr_hint.failed_pages", "lower", "ocr_hint: pages the engine could not read (prompted without a hint)"),
+    _m("ocr_hint.cut_pages", "lower", "ocr_hint: hints cut at a line boundary to their token budget"),
+    _m("cost.ocr_seconds_per_image", "lower", "ocr_hint: the engine's seconds per page (a cached page: what its OCR "
+       "took)", wall_clock=True),
     _m("loop.cycles_done", "none", "cycles the loop finished"),
     _m("loop.last_cycle", "none", "the last finished cycle"),
     _m("loop.hard_set_size", "none", "hard-set records the last cycle trained on"),

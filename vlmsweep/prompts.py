@@ -45,13 +45,22 @@ def instruction(domain: str, domain_tag: bool) -> str:
     return f"{DOMAIN_TAGS[schema]} {text}" if domain_tag else text
 
 
-def messages(domain: str, domain_tag: bool, answer: dict[str, Any] | None = None, text: str | None = None) -> list[dict]:
+# What introduces the page's OCR text (ocr_hint) after the instruction: the model is told where the text came from.
+HINT_HEADER = "OCR text of the page (may contain errors):"
+
+
+def with_hint(text: str, hint: str | None) -> str:
+    """The user turn's text: the instruction, then the page's OCR text (ocr_hint) when there is one."""
+    return text if hint is None else f"{text}\n{HINT_HEADER}\n{hint}"
+
+
+def messages(domain: str, domain_tag: bool, answer: dict[str, Any] | None = None, text: str | None = None,
+             hint: str | None = None) -> list[dict]:
     """Chat messages for one image; with `answer`, the assistant turn to train on. `text`: the instruction a
-    trained folder recorded (predict asks what training taught), instead of today's wording."""
-    user = {
-        "role": "user",
-        "content": [{"type": "image"}, {"type": "text", "text": text if text is not None else instruction(domain, domain_tag)}],
-    }
+    trained folder recorded (predict asks what training taught), instead of today's wording. `hint`: the page's OCR
+    text (ocr_hint), after the instruction."""
+    asked = text if text is not None else instruction(domain, domain_tag)
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": with_hint(asked, hint)}]}
     if answer is None:
         return [user]
     return [user, {"role": "assistant", "content": [{"type": "text", "text": serialize(answer)}]}]

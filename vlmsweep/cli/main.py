@@ -57,11 +57,13 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from vlmsweep.files import WriteError
     from vlmsweep.model.adapter import AdapterNotFound
     from vlmsweep.model.load import CheckpointNotFound
+    from vlmsweep.ocr.engine import OcrUnavailable
+    from vlmsweep.ocr.hint import NoRoomForHint
     from vlmsweep.train.template import TemplateMismatch
 
     # WriteError is no mistake of the user's, but its one line (the path, a full disk) says all there is to say
     return (ManifestError, LeakageError, CheckpointNotFound, AdapterNotFound, TemplateMismatch, RunFolderBusy,
-            WriteError)
+            WriteError, OcrUnavailable, NoRoomForHint)
 
 
 class BadConfig(ValueError):

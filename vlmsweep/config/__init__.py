@@ -25,6 +25,7 @@ from vlmsweep.config.schema import (
     LossConfig,
     MaxPixelsConfig,
     ModelConfig,
+    OcrHintConfig,
     PerturbConfig,
     QuantConfig,
     ScopeConfig,
@@ -43,7 +44,7 @@ from vlmsweep.config.schema import (
 __all__ = [
     "CONF_DIR", "GROUPS", "LOSS_IMPLS", "PIXELS_PER_VISUAL_TOKEN", "AdaptersConfig", "Config", "DataConfig",
     "DataMixConfig", "DecodingConfig", "DomainTagConfig", "EvalConfig", "LoopConfig", "LoraConfig", "LossConfig",
-    "MaxPixelsConfig", "ModelConfig", "PerturbConfig", "QuantConfig", "ScopeConfig", "SweepConfig", "TrackerConfig",
+    "MaxPixelsConfig", "ModelConfig", "OcrHintConfig", "PerturbConfig", "QuantConfig", "ScopeConfig", "SweepConfig", "TrackerConfig",
     "TrainConfig", "adapters_errors", "check", "choice_errors", "choices_of", "config_dict", "knob", "pixel_budget",
     "range_errors", "register_configs", "schema", "to_config", "visual_tokens_to_pixels",
 ]

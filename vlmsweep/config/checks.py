@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vlmsweep.config.schema import AdaptersConfig, Config, choices_of, schema
+from vlmsweep.config.schema import HINT_PROMPT_TOKENS, AdaptersConfig, Config, choices_of, hint_token_budget, schema
 
 
 def to_config(cfg: DictConfig | dict[str, Any], choices: dict[str, str] | None = None) -> Config:
@@ -163,6 +163,25 @@ def validation_errors(c: Config) -> list[str]:
     return out
 
 
+def ocr_hint_errors(c: Config) -> list[str]:
+    """ocr_hint: an engine's text in the prompt of a model that answers from a prompt."""
+    h, out = c.ocr_hint, []
+    if h.max_tokens < 1:
+        out.append(f"ocr_hint.max_tokens={h.max_tokens}: expected a positive number of hint tokens")
+    if h.engine != "none" and c.model.source == "ocr":
+        out.append(f"ocr_hint={h.name} with model={c.model.name}: the OCR baseline reads the page itself and has no "
+                   "prompt; use ocr_hint=none")
+    if h.engine != "none" and h.max_tokens >= 1 and hint_token_budget(c) < 1:
+        out.append(f"ocr_hint={h.name} leaves no room for the hint: train.max_seq_len={c.train.max_seq_len} holds "
+                   f"{c.max_pixels.visual_tokens} visual tokens (max_pixels={c.max_pixels.name}), an answer of "
+                   f"eval.max_new_tokens={c.eval.max_new_tokens} and about {HINT_PROMPT_TOKENS} prompt tokens; raise "
+                   "train.max_seq_len or lower max_pixels")
+    if h.engine == "none" and h.resolution != "page":
+        out.append(f"ocr_hint.resolution={h.resolution} with ocr_hint={h.name}: there is no hint to resize for; "
+                   "choose an engine (ocr_hint=tesseract or ocr_hint=rapidocr)")
+    return out
+
+
 def check(c: Config) -> None:
     errors = choice_errors(c) + range_errors(c)
     if c.model.source == "ocr":  # the OCR baseline (vlmsweep/ocr/) only evaluates
@@ -201,6 +220,7 @@ def check(c: Config) -> None:
                       "use them with loop.cycles=0")
     errors += adapters_errors(c)
     errors += validation_errors(c)
+    errors += ocr_hint_errors(c)
     if c.sweep.objective.startswith("slice/"):  # slice/<name>/<metric>: the slice must be one this run evaluates
         name = c.sweep.objective.split("/")[1]
         if name not in c.eval.slices and name not in c.eval.slice_manifests:

@@ -150,6 +150,33 @@ class AdaptersConfig:
     groups: dict[str, list[str]] = knob({}, "group name -> its domains (per_domain)")
 
 
+# ocr_hint: the tokens of a prompt besides the hint and the answer (the chat template's turns and the instruction: the
+# longest, the receipt one with a domain tag, is 33 Qwen2 tokens; the template's system and user turns add about 20).
+HINT_PROMPT_TOKENS = 96
+
+
+def hint_token_budget(c: "Config", answer_tokens: int = 0) -> int:
+    """The hint's tokens at most: ocr_hint.max_tokens, lowered so that a page's visual tokens, the prompt, the hint and
+    an answer of max(eval.max_new_tokens, `answer_tokens`: the longest training answer) fit train.max_seq_len (below
+    1: no room, which the config check and the hint stage refuse)."""
+    answer = max(c.eval.max_new_tokens, answer_tokens)
+    room = c.train.max_seq_len - c.max_pixels.visual_tokens - answer - HINT_PROMPT_TOKENS
+    return min(c.ocr_hint.max_tokens, room)
+
+
+@dataclass(frozen=True)
+class OcrHintConfig:
+    name: str = knob(MISSING, "none | tesseract | rapidocr")
+    engine: str = knob("none", "none | tesseract (Debian's tesseract-ocr, kor + chi_sim + eng) | rapidocr (PP-OCRv4 "
+                       "from the rapidocr-onnxruntime wheel: Chinese, Latin and digits, no Hangul)",
+                       choices=("none", "tesseract", "rapidocr"))
+    resolution: str = knob("page", "page: OCR of the full scan (what a real pipeline does) | budget: of the image as "
+                           "resized to max_pixels (ties the hint to the visual-token budget)", choices=("page", "budget"))
+    max_tokens: int = knob(1024, "hint tokens at most, further capped so that image, instruction, hint and "
+                           "eval.max_new_tokens fit train.max_seq_len; a longer hint is cut at a line boundary "
+                           "(counted: ocr_hint.cut_pages)")
+
+
 @dataclass(frozen=True)
 class TrackerConfig:
     name: str = knob(MISSING, "wandb | none")
@@ -288,6 +315,7 @@ class Config:
     decoding: DecodingConfig = knob(MISSING, "free or grammar-constrained decoding (a config group)")
     tracker: TrackerConfig = knob(MISSING, "the experiment tracker (a config group)")
     adapters: AdaptersConfig = knob(MISSING, "one adapter or one per domain group (a config group)")
+    ocr_hint: OcrHintConfig = knob(MISSING, "the page's OCR text in the prompt (a config group)")
     lora: LoraConfig = knob(LoraConfig, "the adapters")
     data: DataConfig = knob(DataConfig, "the splits")
     train: TrainConfig = knob(TrainConfig, "training")

@@ -23,3 +23,4 @@ class Record:
     seed: int | None = None  # generator seed (near-duplicate guard); None for real data
     unannotated: tuple[str, ...] = ()  # top-level target keys the source does not label (e.g. SROIE items): not scorable
     parents: tuple[str, ...] = ()  # synth:<cycle>:<tag> records: ids of the mined records whose failure they target
+    hint: str | None = None  # the page's OCR text for the prompt (ocr_hint; set by vlmsweep.ocr.hint), None: no hint

@@ -116,6 +116,8 @@ def score_outputs(
             "scores": scored["scores"],
             "stop_reason": stop,
         }
+        if _field(rec, "hint") is not None:  # ocr_hint: the page's OCR text the prompt held after the instruction
+            sample["ocr_hint"] = _field(rec, "hint")
         if input_errors is not None and input_errors[i] is not None:
             sample["input_error"] = input_errors[i]
         if unannotated:
@@ -200,7 +202,9 @@ def evaluate(
                 continue
             domain = _field(records[i], "domain")
             rows.append(i)
-            texts.append(processor.apply_chat_template(prompts.messages(domain, domain_tag), add_generation_prompt=True, tokenize=False))
+            hint = _field(records[i], "hint")  # ocr_hint: the page's OCR text after the instruction
+            texts.append(processor.apply_chat_template(prompts.messages(domain, domain_tag, hint=hint),
+                                                       add_generation_prompt=True, tokenize=False))
             images.append(image)
         if not rows:
             continue

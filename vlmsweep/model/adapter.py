@@ -19,6 +19,7 @@ from peft import PeftModel
 
 from vlmsweep import prompts
 from vlmsweep.config import Config
+from vlmsweep.config.schema import hint_token_budget
 from vlmsweep.files import folder_aside, write_json
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,17 @@ def precision(model, cfg: Config) -> dict:
     return {"compute": name(torch_dtype(cfg.quant)), "weights": name(weights), "four_bit": bool(cfg.quant.load_in_4bit)}
 
 
-def save_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int, max_pixels: int) -> None:
+def save_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int, max_pixels: int,
+                 hint_tokens: int | None = None) -> None:
     """peft's adapter files plus everything evaluation or inference needs besides the base weights, written
-    aside and renamed into `folder`: a crash or a full disk leaves the old folder or none, never half of one."""
+    aside and renamed into `folder`: a crash or a full disk leaves the old folder or none, never half of one.
+    `hint_tokens`: with ocr_hint, the hints' token budget the run trained with (default: the config's)."""
     with folder_aside(Path(folder)) as tmp:
-        _write_adapter(model, processor, cfg, tmp, min_pixels, max_pixels)
+        _write_adapter(model, processor, cfg, tmp, min_pixels, max_pixels, hint_tokens)
 
 
-def _write_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int, max_pixels: int) -> None:
+def _write_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int, max_pixels: int,
+                   hint_tokens: int | None = None) -> None:
     from vlmsweep.data.schema import SCHEMA_NAMES, load_schema
 
     model.save_pretrained(folder)
@@ -90,6 +94,10 @@ def _write_adapter(model, processor, cfg: Config, folder: Path, min_pixels: int,
             "instructions": {d: prompts.instruction(d, tag) for d in prompts.SCHEMA_OF_DOMAIN},
         },
         "pixels": {"min_pixels": int(min_pixels), "max_pixels": int(max_pixels)},
+        # ocr_hint: the page's OCR text was in every trained prompt; predict and export give it the same way
+        "ocr_hint": None if cfg.ocr_hint.engine == "none" else {
+            "engine": cfg.ocr_hint.engine, "resolution": cfg.ocr_hint.resolution,
+            "max_tokens": hint_tokens if hint_tokens is not None else hint_token_budget(cfg)},
         "precision": precision(model, cfg),
         "loss": cfg.loss.name,
         "schemas": {name: load_schema(name) for name in SCHEMA_NAMES},
@@ -124,6 +132,10 @@ def check_base(info: dict, base, cfg: Config, adapter: str) -> None:
     if computed and computed != computes:
         log.warning("model.adapter=%s was trained and evaluated computing in %s, this run computes in %s: greedy answers "
                     "can differ from the run's (quant.dtype=%s computes as it did)", adapter, computed, computes, computed)
+    trained_hint = (info.get("ocr_hint") or {}).get("engine", "none")
+    if trained_hint != cfg.ocr_hint.engine:
+        log.warning("model.adapter=%s was trained with ocr_hint=%s, this run prompts with ocr_hint=%s: the prompt "
+                    "differs from the trained one", adapter, trained_hint, cfg.ocr_hint.engine)
     if info["prompt"]["domain_tag"] != cfg.domain_tag.in_prompt:
         log.warning(
             "model.adapter=%s was trained with domain_tag.in_prompt=%s, this run prompts with %s: the instruction differs "

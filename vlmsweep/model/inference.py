@@ -37,6 +37,7 @@ class Settings:
     max_pixels: int
     schemas: dict[str, dict]  # schema name -> JSON schema
     source: str  # where they came from: the folder's vlmsweep_adapter.json, or the project's defaults
+    ocr_hint: dict | None = None  # {engine, resolution, max_tokens} when trained with the page's OCR text in the prompt
 
     def schema_for(self, domain: str) -> dict:
         return self.schemas[prompts.schema_name(domain)]
@@ -45,9 +46,10 @@ class Settings:
         prompts.schema_name(domain)  # an unknown domain is a ValueError that lists the known ones
         return self.instructions.get(domain) or prompts.instruction(domain, self.domain_tag)
 
-    def chat_text(self, processor, domain: str) -> str:
-        """The prompt for one image of `domain`, through the folder's chat template, ready to generate."""
-        messages = prompts.messages(domain, self.domain_tag, text=self.instruction(domain))
+    def chat_text(self, processor, domain: str, hint: str | None = None) -> str:
+        """The prompt for one image of `domain` (and its OCR text when the folder was trained with ocr_hint), through
+        the folder's chat template, ready to generate."""
+        messages = prompts.messages(domain, self.domain_tag, text=self.instruction(domain), hint=hint)
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
@@ -84,6 +86,7 @@ def settings_of(folder: Path, info: dict | None, processor) -> Settings:
             max_pixels=int(info["pixels"]["max_pixels"]),
             schemas=dict(info["schemas"]),
             source=f"{folder / model_adapter.INFO_FILE}",
+            ocr_hint=info.get("ocr_hint"),
         )
     from vlmsweep.data.schema import SCHEMA_NAMES, load_schema
 

@@ -40,18 +40,19 @@ def languages_for(domain: str) -> str:
                          f"{sorted(LANGS_OF_DOMAIN)}") from None
 
 
-def check_tesseract(domains=tuple(LANGS_OF_DOMAIN)) -> str:
-    """Tesseract's version if it and every language the domains need are installed, else OcrUnavailable."""
+def check_tesseract(domains=tuple(LANGS_OF_DOMAIN), who: str = "model=ocr_tesseract") -> str:
+    """Tesseract's version if it and every language the domains need are installed, else OcrUnavailable (its message
+    starts with `who`, the option that needs the engine)."""
     try:
         import pytesseract
     except ImportError:
-        raise OcrUnavailable("model=ocr_tesseract needs the Python package pytesseract: pip install pytesseract "
+        raise OcrUnavailable(f"{who} needs the Python package pytesseract: pip install pytesseract "
                              f"(and the engine: apt-get install {DEBIAN_PACKAGES})") from None
     try:
         version = str(pytesseract.get_tesseract_version())
         installed = set(pytesseract.get_languages(config=""))
     except (pytesseract.TesseractNotFoundError, OSError):
-        raise OcrUnavailable(f"model=ocr_tesseract needs the tesseract program, which is not on PATH: "
+        raise OcrUnavailable(f"{who} needs the tesseract program, which is not on PATH: "
                              f"apt-get install {DEBIAN_PACKAGES} (Debian/Ubuntu)") from None
     needed = {lang for d in domains for lang in languages_for(d).split("+")}
     missing = sorted(needed - installed)

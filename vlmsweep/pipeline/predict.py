@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from vlmsweep import prompts
+from vlmsweep.data.record import Record
 
 log = logging.getLogger("vlmsweep.pipeline.predict")
 # bitsandbytes' CPU import logs a kernel-download warning a user can do nothing about (see vlmsweep/cli/main.py)
@@ -179,6 +180,14 @@ def predict(opened, items: Sequence[Item], *, domain: str | None, constrained: b
     s = opened.settings
     processor = opened.processor
     counts = {"lines": 0, "errors": 0, "schema_valid": 0}
+    hinter = None
+    if s.ocr_hint:  # trained with the page's OCR text in the prompt: asked the same way (vlmsweep.ocr.hint)
+        from vlmsweep.ocr.hint import Hinter, engine_version
+
+        asked = {it.domain or domain for it in items} - {None} or set(prompts.SCHEMA_OF_DOMAIN)
+        hinter = Hinter(s.ocr_hint["engine"], s.ocr_hint["resolution"], Path(opened.cfg.cache_dir).expanduser(),
+                        int(s.ocr_hint["max_tokens"]), lambda text: len(processor.tokenizer(text)["input_ids"]),
+                        (s.min_pixels, s.max_pixels), engine_version(s.ocr_hint["engine"], asked))
     token_text: dict[int, str] = {}
     routes = list(routes) if routes is not None else [None] * len(items)
     bar = tqdm(total=len(items), unit="image", file=sys.stderr, disable=not progress or None)
@@ -201,7 +210,11 @@ def predict(opened, items: Sequence[Item], *, domain: str | None, constrained: b
                 log.warning("%s", image)
                 continue
             rows.append(line)
-            texts.append(s.chat_text(processor, used))
+            hint = None
+            if hinter is not None:
+                hint = hinter.text(Record(id=item.id, image=Path(item.image), domain=used, target={}, image_domain=used))
+                line["ocr_hint"] = hint  # what the model read beside the image (None: the engine could not read it)
+            texts.append(s.chat_text(processor, used, hint))
             images.append(image)
             schemas.append(s.schema_for(used))
         if rows:

@@ -12,6 +12,7 @@ RunInfo's.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from transformers import set_seed
 from vlmsweep import data as data_mod
 from vlmsweep import prompts
 from vlmsweep.config import Config, pixel_budget
+from vlmsweep.config.schema import HINT_PROMPT_TOKENS, hint_token_budget
 from vlmsweep.data import Record
 from vlmsweep.evaluate import evaluators as evaluators_mod
 from vlmsweep.evaluate.evaluators import Evaluation, Evaluator, Predict
@@ -152,6 +154,12 @@ def prepare_run(cfg: Config, info: RunInfo) -> RunData:
         held = {n: splits[n] for n in ("test", "regression") if splits[n]}
         data_mod.check_no_leak(splits["validation"], held, "the validation set", near, role="validation")
         data_mod.check_no_leak(splits["train"], {"validation": splits["validation"]}, "this run", near)
+    if cfg.ocr_hint.engine != "none":  # a missing engine (or Tesseract language) fails here, before a model loads
+        from vlmsweep.ocr.hint import engine_version
+
+        pages = [r for rs in splits.records.values() for r in rs] + [r for rs in slices.values() for r in rs]
+        info.update(ocr_hint={"engine": engine_version(cfg.ocr_hint.engine, {r.image_domain or r.domain for r in pages}),
+                              "resolution": cfg.ocr_hint.resolution})
     return RunData(splits, slices)
 
 
@@ -181,6 +189,50 @@ def load_stage(cfg: Config, check_schemas: bool):
     return base, processor
 
 
+@dataclass
+class Hints:
+    """What the hint stage adds to a pass: its metrics (ocr_hint.*, cost.ocr_seconds_per_image), report.md's section
+    and run_info.json's record (the pages cut or left without a hint)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    section: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def hint_stage(cfg: Config, p: "Pass", tokenizer) -> tuple["Pass", Hints]:
+    """ocr_hint: every record of the pass (training, validation, each evaluated set and slice) with its page's OCR
+    text, which the collator and evaluation put after the instruction (vlmsweep.ocr.hint). ocr_hint=none: the pass
+    as it is."""
+    h = cfg.ocr_hint
+    if h.engine == "none":
+        return p, Hints()
+    from vlmsweep.ocr import hint as hint_mod
+
+    every = p.train + p.validation + [r for rs, _ in p.evals.values() for r in rs] + [r for rs in p.slices.values() for r in rs]
+    # the longest training answer (and <|im_end|>) must fit beside the hint as well as eval.max_new_tokens
+    answers = [len(tokenizer(prompts.serialize(r.target))["input_ids"]) + 1 for r in p.train]
+    budget = hint_token_budget(cfg, max(answers, default=0))
+    if budget < 1:
+        raise hint_mod.NoRoomForHint(
+            f"ocr_hint={h.name} leaves no room for the hint: train.max_seq_len={cfg.train.max_seq_len} holds "
+            f"{cfg.max_pixels.visual_tokens} visual tokens, the longest answer ({max([cfg.eval.max_new_tokens, *answers])} "
+            f"tokens: the training set's or eval.max_new_tokens) and about {HINT_PROMPT_TOKENS} prompt tokens; raise "
+            "train.max_seq_len or lower max_pixels")
+    hinter = hint_mod.Hinter(h.engine, h.resolution, Path(cfg.cache_dir).expanduser(), budget,
+                             lambda text: len(tokenizer(text)["input_ids"]), pixel_budget(cfg),
+                             hint_mod.engine_version(h.engine, {r.image_domain or r.domain for r in every}))
+    p = dataclasses.replace(p, train=hinter.attach(p.train), validation=hinter.attach(p.validation),
+                            evals={n: (hinter.attach(rs), f) for n, (rs, f) in p.evals.items()},
+                            slices={n: hinter.attach(rs) for n, rs in p.slices.items()})
+    st = hinter.stats
+    p = dataclasses.replace(p, hint_tokens=budget)
+    log.info("ocr_hint=%s: %d page(s) with a hint (%d OCR'd now, %.2f s a page), %d cut to %d tokens, %d unreadable",
+             h.name, st.pages, st.read, st.seconds / max(1, st.pages), len(st.cut), budget, len(st.failed))
+    info = {"ocr_hint_pages": {"budget_tokens": budget, "cut": st.cut,
+                               "failed": [{"id": i, "reason": why} for i, why in st.failed]}}
+    return p, Hints(st.metrics(), hint_mod.section(st, h.name, h.resolution, budget), info)
+
+
 def estimate_stage(cfg: Config, base, processor, records: list[Record]) -> dict[str, float]:
     """Estimated peak accelerator memory for this config, before training (logged, not enforced). A failed
     estimate is a warning that says why: it must never stop a run."""
@@ -188,7 +240,8 @@ def estimate_stage(cfg: Config, base, processor, records: list[Record]) -> dict[
         tok = processor.tokenizer
         sample = records[: min(16, len(records))]
         answers = [len(tok(prompts.serialize(r.target))["input_ids"]) + 1 for r in sample]
-        prompt = len(tok(prompts.instruction(sample[0].domain, cfg.domain_tag.in_prompt))["input_ids"]) + 20
+        asked = prompts.instruction(sample[0].domain, cfg.domain_tag.in_prompt)
+        prompt = max(len(tok(prompts.with_hint(asked, r.hint))["input_ids"]) for r in sample) + 20  # ocr_hint: its text
         est = memory.estimate_from_config(
             cfg, base.config, text_tokens=prompt + max(answers), supervised_tokens=max(answers)
         )
@@ -209,7 +262,7 @@ def prepare_model(cfg: Config, base, adapter: str | None, trainable: bool):
 
 
 def train_stage(cfg: Config, model, processor, records: list[Record], out_dir: Path, tracker, info: RunInfo,
-                validation: list[Record] | None = None):
+                validation: list[Record] | None = None, hint_tokens: int | None = None):
     """Trains on `records` and writes out_dir/adapter/ (with the run's processor, budget, prompt and schema). With
     train.eval_every > 0, `validation` is scored during training (an EvalSet, predicted like the test set: the run's
     generation and decoding; vlmsweep.train.validation) and with train.select the adapter written is the selected one."""
@@ -226,12 +279,12 @@ def train_stage(cfg: Config, model, processor, records: list[Record], out_dir: P
                                  memory_probe=lambda: peak.peak_bytes, validate=validate)
     metrics.update({f"train.trainable_params.{k}": float(v) for k, v in parts.items()})
     metrics["train.skipped_too_long"] = float(len(lengths.skipped))
-    # CUDA: peak allocated; CPU: peak RSS growth during training (vlmsweep.train.peak.measure)
+    # CUDA: peak allocated; CPU: peak heap (anonymous RSS) growth during training (vlmsweep.train.peak.measure)
     metrics["cost.train_peak_memory_mb"] = peak.peak_bytes / 2**20
     info.update(skipped=[{"id": i, "reason": r} for i, r in lengths.skipped], chat_template=collator.template_check.as_dict())
     metrics["train.template_identity_checked"] = float(collator.template_check.checked)
     if trainer.is_world_process_zero():
-        model_adapter.save_adapter(model, processor, cfg, out_dir / "adapter", *pixel_budget(cfg))
+        model_adapter.save_adapter(model, processor, cfg, out_dir / "adapter", *pixel_budget(cfg), hint_tokens=hint_tokens)
     return metrics
 
 
@@ -287,6 +340,7 @@ class Pass:
     data_sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # data.Splits.sources: notes on manifests
     base: tuple[Any, Any] | None = None  # (base model, processor) the caller loaded already (schemas checked); None: load
     validation: list[Record] = field(default_factory=list)  # scored during training (train.eval_every); empty: none
+    hint_tokens: int | None = None  # ocr_hint: the hints' token budget (the hint stage's), recorded in adapter/
 
 
 @dataclass
@@ -298,8 +352,8 @@ class PassResult:
 def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
     """load -> estimate -> prepare -> train -> evaluate -> write, for the records the caller chose (data). The OCR
     baseline answers in the model's place: nothing to load or train, the same evaluators and files."""
-    evaluators = evaluators_mod.for_pass(cfg, p.evals, p.main_set, p.slices, p.out_dir)
     metrics: dict[str, float] = {}
+    hints = Hints()
     predict: Predict
     if cfg.model.source == "ocr":
         from vlmsweep.ocr.baseline import evaluate_ocr
@@ -307,12 +361,17 @@ def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
         predict = functools.partial(evaluate_ocr, cfg_eval=cfg.eval, seed=cfg.seed)
     else:
         base, processor = p.base or load_stage(cfg, check_schemas=bool(p.evals))
+        p, hints = hint_stage(cfg, p, processor.tokenizer)
+        metrics |= hints.metrics
+        if hints.info:
+            info.update(**hints.info)
         if p.estimate:
             metrics |= estimate_stage(cfg, base, processor, p.train or next(iter(p.evals.values()))[0])
         trains = bool(p.train) and p.trained_metrics is None
         model = prepare_model(cfg, base, p.adapter, trainable=trains)
         if trains:
-            trained = numeric(train_stage(cfg, model, processor, p.train, p.out_dir, p.tracker, info, p.validation))
+            trained = numeric(train_stage(cfg, model, processor, p.train, p.out_dir, p.tracker, info, p.validation,
+                                          hint_tokens=p.hint_tokens))
         else:
             trained = dict(p.trained_metrics or {})
         metrics |= trained
@@ -322,7 +381,8 @@ def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
             # Data-parallel training is over; evaluation, metrics and reports belong to rank 0 alone.
             return PassResult({})
         predict = functools.partial(eval_stage, cfg, model, processor)
-    return write_evaluations(cfg, p, evaluate_stage(evaluators, predict), metrics, info)
+    evaluators = evaluators_mod.for_pass(cfg, p.evals, p.main_set, p.slices, p.out_dir)
+    return write_evaluations(cfg, p, evaluate_stage(evaluators, predict), metrics, info, hints.section)
 
 
 def evaluate_stage(evaluators: list[Evaluator], predict: Predict) -> dict[str, Evaluation]:
@@ -334,7 +394,7 @@ def evaluate_stage(evaluators: list[Evaluator], predict: Predict) -> dict[str, E
 
 
 def write_evaluations(cfg: Config, p: Pass, done: dict[str, Evaluation], metrics: dict[str, float],
-                      info: RunInfo) -> PassResult:
+                      info: RunInfo, hint_section: str = "") -> PassResult:
     """Each evaluation's folder written once (write_stage), the main set's last: its metrics.json also holds the
     pass's training, estimate and data metrics and what the other evaluators add (slice/<name>/<metric>), its
     report.md their sections (the slices table) and the data notes. run_info.json gets what they record (eval.perturb:
@@ -356,7 +416,7 @@ def write_evaluations(cfg: Config, p: Pass, done: dict[str, Evaluation], metrics
     if main is None:
         write_json(p.out_dir / "metrics.json", result.metrics)
         return result
-    appendix = "\n".join(sections + [x for x in (curve, data_section) if x])
+    appendix = "\n".join(sections + [x for x in (hint_section, curve, data_section) if x])
     result.metrics = write_stage(cfg, main.folder, main.metrics, main.samples, metrics | added, appendix=appendix)
     for e in done.values():
         if e.info:

@@ -98,17 +98,18 @@ class Tracker:
 
     def _samples_table(self, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
         """One row per page, ordered by id (W&B's table comparison joins runs on it): the page, the prediction
-        (raw: the answer as generated) and the target side by side, every per-sample score as a number, one
-        boolean column per failure tag (tag/<name>, every tag in every run)."""
+        (raw: the answer as generated) and the target side by side, the page's OCR text the prompt held (ocr_hint;
+        empty without one), every per-sample score as a number, one boolean column per failure tag (tag/<name>, every
+        tag in every run)."""
         from vlmsweep.evaluate.tags import TAGS
 
         scores = sorted({k for r in rows for k in r["scores"]})
-        columns = ["id", "domain", "page", "raw", "target", *scores, *(f"tag/{t}" for t in TAGS)]
+        columns = ["id", "domain", "page", "raw", "target", "ocr_hint", *scores, *(f"tag/{t}" for t in TAGS)]
         data = []
         for r in sorted(rows, key=lambda r: str(r["id"])):
             tags = set(r.get("tags") or ())
             data.append([str(r["id"]), r.get("domain"), self._page(str(r["id"])), r.get("raw"),
-                         json.dumps(r.get("target"), ensure_ascii=False),
+                         json.dumps(r.get("target"), ensure_ascii=False), r.get("ocr_hint") or "",
                          *(_number(r["scores"].get(s)) for s in scores), *(t in tags for t in TAGS)])
         return columns, data
 

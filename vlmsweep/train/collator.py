@@ -79,7 +79,7 @@ class Collator:
     def encode(self, record: Record) -> Encoded:
         tok = self.processor.tokenizer
         image = load_image(record.image, max_pixels=4 * self.max_pixels)
-        conversation = prompts.messages(record.domain, self.domain_tag, answer=record.target)
+        conversation = prompts.messages(record.domain, self.domain_tag, answer=record.target, hint=record.hint)
         self.check_template(record.id, conversation)
         out = self.processor.apply_chat_template(
             [conversation],
