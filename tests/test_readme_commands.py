@@ -580,7 +580,7 @@ def _hint_ab(proc, ws):
     assert "ocr_hint.pages" not in json.loads((runs["none"] / "metrics.json").read_text())
     vlmsweep(["multirun/hint"], ws, module="vlmsweep.report")
     summary = (ws / "multirun" / "hint" / "report" / "summary.md").read_text(encoding="utf-8")
-    assert "tesseract" in summary and "none" in summary
+    assert "- OCR hint: 1 run(s) prompted with the page's tesseract text (ocr_hint.resolution=page)" in summary
 
 
 def _slices(proc, ws):

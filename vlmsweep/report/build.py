@@ -85,6 +85,25 @@ def design_lines(a: Analysis) -> list[str]:
         mdes = ", ".join(f"{e.metric} {e.mde:.2g}" for e in first if e.mde == e.mde)
         out.append(f"{title}: n = {n} test samples (paired across runs), {seeds} seed(s) per cell; {noise}. "
                    f"Minimum detectable effect (80% power, 5% two-sided): {mdes}.")
+    return out + hint_lines(a)
+
+
+def hint_lines(a: Analysis) -> list[str]:
+    """What an OCR hint (ocr_hint) makes of the runs' effects: the mechanism named, and a budget effect under
+    ocr_hint.resolution=budget named as the OCR engine's too."""
+    hinted = {}
+    for r in a.runs:
+        h = r.config.get("ocr_hint") or {}
+        if h.get("engine", "none") != "none":
+            hinted.setdefault((h["engine"], h.get("resolution", "page")), []).append(r.label or r.name)
+    out = []
+    for (engine, resolution), runs in sorted(hinted.items()):
+        out.append(f"OCR hint: {len(runs)} run(s) prompted with the page's {engine} text (ocr_hint.resolution="
+                   f"{resolution}): their answers come from the image and that text, so a content effect involving "
+                   "them is the OCR engine's as much as the model's"
+                   + ("; with resolution=budget the engine read each page at the run's max_pixels, so a visual-token "
+                      "budget effect among them includes the OCR engine's, not Qwen2-VL's alone" if resolution == "budget"
+                      else ""))
     return out
 
 
