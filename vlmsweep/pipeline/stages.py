@@ -2,12 +2,12 @@
 
 Before any pass, a run's preamble (prepare_run: seed, splits, slices, leakage checks), once for a single run,
 a per-domain run and the loop. Order (run_pass): data (the caller's records: a run's splits, a cycle's training
-set, a group's share) -> load -> estimate -> prepare -> train -> evaluate -> write. The data come first so a bad
-manifest fails before a model loads. Evaluation runs the pass's evaluators in order (vlmsweep.evaluate.evaluators:
-its sets, then eval.slices and eval.perturb beside the main set) with one predict function: the model's, or the
-OCR baseline's in its place. Every file a pass writes has one writer here: metrics.json, samples.jsonl and
-report.md per evaluated set (write_evaluations, through write_stage), adapter/ (train_stage); run_info.json is
-RunInfo's.
+set, a group's share) -> load -> hints (ocr_hint: each page's OCR text) -> estimate -> prepare -> train ->
+evaluate -> write. The data come first so a bad manifest fails before a model loads. Evaluation runs the pass's
+evaluators in order (vlmsweep.evaluate.evaluators: its sets, then eval.slices and eval.perturb beside the main set)
+with one predict function: the model's, or the OCR baseline's in its place. Every file a pass writes has one writer
+here: metrics.json, samples.jsonl and report.md per evaluated set (write_evaluations, through write_stage), adapter/
+(train_stage); run_info.json is RunInfo's.
 """
 
 from __future__ import annotations
@@ -350,7 +350,7 @@ class PassResult:
 
 
 def run_pass(cfg: Config, p: Pass, info: RunInfo) -> PassResult:
-    """load -> estimate -> prepare -> train -> evaluate -> write, for the records the caller chose (data). The OCR
+    """load -> hints -> estimate -> prepare -> train -> evaluate -> write, for the records the caller chose (data). The OCR
     baseline answers in the model's place: nothing to load or train, the same evaluators and files."""
     metrics: dict[str, float] = {}
     hints = Hints()

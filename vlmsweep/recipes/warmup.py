@@ -36,6 +36,7 @@ from vlmsweep.config import (
     LossConfig,
     MaxPixelsConfig,
     ModelConfig,
+    OcrHintConfig,
     QuantConfig,
     ScopeConfig,
     TrackerConfig,
@@ -87,10 +88,16 @@ class Recipe:
     seed: int = 0
     threads: int = 2  # torch compute threads while building: a reduction split over another number of threads sums
     #                   in another order, so the same seed gives the same bytes only at the same thread count
+    ocr_hint: str = "none"  # none | tesseract | rapidocr: every training and held-out prompt holds the page's OCR text
+    #                         (of the full page, before it is scaled to its budget): a reader's recipe (docs/ocr-hint.md)
 
     def key(self) -> dict:
-        """The recipe as warmup.json records it (JSON types: a tuple reads back as a list)."""
-        return json.loads(json.dumps({"version": WARMUP_VERSION, **dataclasses.asdict(self)}))
+        """The recipe as warmup.json records it (JSON types: a tuple reads back as a list). A recipe without a hint
+        keeps the key it had before `ocr_hint` existed, so its build is found where it was."""
+        fields = dataclasses.asdict(self)
+        if fields["ocr_hint"] == "none":
+            del fields["ocr_hint"]
+        return json.loads(json.dumps({"version": WARMUP_VERSION, **fields}))
 
 
 def _jobs(stream: str, n: int, seed: int, hard_negatives: float, sparse: float, short: float) -> list[tuple]:
@@ -111,12 +118,15 @@ def _jobs(stream: str, n: int, seed: int, hard_negatives: float, sparse: float, 
     return jobs
 
 
-def documents(stream: str, n: int, folder: Path, recipe: Recipe) -> list[Record]:
+def documents(stream: str, n: int, folder: Path, recipe: Recipe, hint=None) -> list[Record]:
     """Training documents follow the recipe's mix, each page scaled to its own visual-token budget; held-out ones
-    are plain (a run's documents, scaled by the processor to the check's budget)."""
+    are plain (a run's documents, scaled by the processor to the check's budget). `hint` (records -> records, with
+    recipe.ocr_hint): each page's OCR text, read from the full page before it is scaled."""
     train = stream == TRAIN_STREAM
     jobs = _jobs(stream, n, recipe.seed, recipe.hard_negatives, recipe.sparse if train else 0.0, recipe.short if train else 0.0)
     records = render_records(jobs, folder, recipe.noise, origin="warmup")
+    if hint is not None:
+        records = hint(records)
     if train:
         for record in records:
             budget = random.Random(f"budget/{record.seed}").choice(recipe.visual_tokens)
@@ -147,6 +157,7 @@ def warm_config(recipe: Recipe, out_dir: Path) -> Config:
         loss=LossConfig(name="assistant_only", assistant_only=True),
         decoding=DecodingConfig(name="free", constrained=False),
         tracker=TrackerConfig(name="none"),
+        ocr_hint=OcrHintConfig(name=recipe.ocr_hint, engine=recipe.ocr_hint),
         train=TrainConfig(
             max_steps=recipe.steps,
             batch_size=recipe.batch_size,
@@ -340,8 +351,10 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
     model.requires_grad_(True)
 
     t = time.perf_counter()
-    train_docs = documents(TRAIN_STREAM, recipe.documents, work / "train", recipe)
-    heldout_docs = documents(HELDOUT_STREAM, recipe.heldout, work / "heldout", recipe)
+    hinter = _hinter(recipe, cfg, processor)
+    hint = hinter.attach if hinter is not None else None
+    train_docs = documents(TRAIN_STREAM, recipe.documents, work / "train", recipe, hint)
+    heldout_docs = documents(HELDOUT_STREAM, recipe.heldout, work / "heldout", recipe, hint)
     render_seconds = time.perf_counter() - t
 
     collator = CachedCollator.like(make_collator(cfg, processor))
@@ -377,7 +390,7 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
 
     model.eval()
     t = time.perf_counter()
-    eval_metrics, _ = evaluate(
+    eval_metrics, eval_samples = evaluate(
         model,
         processor,
         heldout_docs,
@@ -403,6 +416,7 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
         "warmup.final_loss": (full_losses or losses or [math.nan])[-1],
         "warmup.supervised_tokens": float(supervised),
         **{f"heldout.{k}": float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
+        **(_reading(eval_samples, heldout_docs, hinter) if hinter is not None else {}),
     }
     write_weights(model, raw_dir, out_dir)
     write_json(out_dir / "warmup.json", {"recipe": recipe.key(), "figures": figures, "machine": machine(),
@@ -411,6 +425,47 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
     if work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return figures
+
+
+def _hinter(recipe: Recipe, cfg: Config, processor):
+    """The recipe's OCR hints (vlmsweep.ocr.hint), cached in the user's cache folder like a run's; None without."""
+    if recipe.ocr_hint == "none":
+        return None
+    from vlmsweep.config.schema import hint_token_budget
+    from vlmsweep.config import pixel_budget
+    from vlmsweep.data import DOMAINS
+    from vlmsweep.ocr.hint import Hinter, engine_version
+
+    cache = Path(os.path.expanduser(os.environ.get("VLMSWEEP_CACHE", "~/.cache/vlmsweep")))
+    tok = processor.tokenizer
+    return Hinter(recipe.ocr_hint, "page", cache, hint_token_budget(cfg), lambda text: len(tok(text)["input_ids"]),
+                  pixel_budget(cfg), engine_version(recipe.ocr_hint, DOMAINS))
+
+
+def _reading(samples: list[dict], docs: list[Record], hinter) -> dict[str, float]:
+    """What a reader's held-out check adds: the chance baseline's margin and p, and per id field (patient_id,
+    store) the exact match on the pages whose hint holds the value (what a copy can reach) and on the others."""
+    from vlmsweep.evaluate.grounding import randomization_test
+
+    out = {"heldout.ocr_seconds_per_image": hinter.stats.seconds / max(1, hinter.stats.pages),
+           "heldout.hint_cut_pages": float(len(hinter.stats.cut))}
+    test = randomization_test(samples)
+    if test is not None:
+        out |= {"heldout.field_em_margin_p": test.p_value}
+    hints = {d.id: d.hint or "" for d in docs}
+    for name in ("patient_id", "store", "total"):
+        held = {True: [], False: []}
+        for s in samples:
+            value = (s.get("target") or {}).get(name)
+            if value in (None, "") or name not in (s.get("field_scores") or {}):
+                continue
+            held[str(value) in hints.get(s["id"], "")].append(s["field_scores"][name])
+        for inside, scores in held.items():
+            if scores:
+                where = "in_hint" if inside else "not_in_hint"
+                out[f"heldout.{name}_em.{where}"] = sum(scores) / len(scores)
+                out[f"heldout.{name}_pages.{where}"] = float(len(scores))
+    return out
 
 
 def _margin(f: dict[str, float]) -> str:
