@@ -95,6 +95,30 @@ def test_warm_up_mix_has_its_shares_and_plain_held_out_documents():
     assert {j[4] for j in warmup._jobs(HELDOUT_STREAM, 40, 0, 0.1, 0.0, 0.0)} == {None}
 
 
+def test_a_reader_recipe_hints_each_page_before_it_is_scaled_and_keeps_other_keys(tmp_path):
+    """Recipe.ocr_hint: the hint reads the full page (the training page is scaled to its budget afterwards); a recipe
+    without a hint has the cache key it had before the option existed."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    assert "ocr_hint" not in warmup.Recipe().key() and warmup.Recipe(ocr_hint="tesseract").key()["ocr_hint"] == "tesseract"
+    seen = {}
+
+    def hint(records):
+        for r in records:
+            with Image.open(r.image) as im:
+                seen[r.id] = im.width * im.height
+        return [replace(r, hint=f"text of {r.id}") for r in records]
+
+    recipe = warmup.Recipe(ocr_hint="tesseract", visual_tokens=(16,))
+    docs = warmup.documents(TRAIN_STREAM, 3, tmp_path, recipe, hint)
+    assert [d.hint for d in docs] == [f"text of {d.id}" for d in docs]
+    for d in docs:
+        with Image.open(d.image) as im:  # scaled to 16 visual tokens (16 x 784 pixels), after the hint read it whole
+            assert im.width * im.height <= 2 * 16 * 784 < seen[d.id] / 10
+
+
 @pytest.fixture(scope="module")
 def warmed(cache_dir, tiny_path):
     return warmup.ensure_built_model(cache_dir, SHORT, raw_dir=tiny_path)
