@@ -44,9 +44,11 @@ def test_a_cross_field_error_after_composition_is_one_line_and_removes_hydras_fo
     proc = _cli("data_mix.receipt_ratio=2", "tracker=none", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "data_mix.receipt_ratio=2.0: expected a value in [0, 1]" in proc.stderr
-    # Hydra had made outputs/DATE/TIME/.hydra; nothing is left that lacks a run_info.json
-    left = [p for p in (tmp_path / "outputs").rglob("*")] if (tmp_path / "outputs").exists() else []
-    assert left == []
+    # Hydra had made outputs/DATE/TIME/.hydra; nothing is left, outputs/ included (made for this run alone)
+    assert not (tmp_path / "outputs").exists()
+    (tmp_path / "outputs" / "earlier").mkdir(parents=True)  # a folder with other runs in it stays
+    assert _cli("data_mix.receipt_ratio=2", "tracker=none", cwd=tmp_path).returncode == 2
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["earlier"]
 
 
 def test_help_names_the_tool_its_commands_and_every_config_group(tmp_path):

@@ -190,6 +190,15 @@ def test_rapidocr_reads_a_chinese_prescription_in_reading_order(tmp_path):
     assert any(t["patient_name"] in line for line in lines[institution + 1:])  # top to bottom
 
 
+def test_korean_pages_under_rapidocr_are_counted_and_named_in_the_report(tmp_path):
+    page = tmp_path / "p.png"
+    Image.new("RGB", (112, 112), "white").save(page)
+    hinter = hint_mod.Hinter("rapidocr", "page", tmp_path / "cache", 64, words, (3136, 200704), "rapidocr-test")
+    hinter.attach([Record("ko", page, "prescription_ko", {}, "prescription_ko"), Record("zh", page, "receipt_zh", {}, "receipt_zh")])
+    assert hinter.stats.unread_script == ["ko"] and hinter.stats.pages == 2
+    assert "1 page(s) are Korean, which rapidocr does not read" in hint_mod.section(hinter.stats, "rapidocr", "page", 64)
+
+
 def test_a_missing_rapidocr_names_the_package_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)  # what `import` sees where it is not installed
     with pytest.raises(hint_mod.OcrUnavailable, match=r"pip install 'vlmsweep\[rapidocr\]'"):

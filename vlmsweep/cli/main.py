@@ -108,8 +108,11 @@ def checked_config(cfg: DictConfig, hc, out_dir: Path):
     except (ValueError, KeyError, TypeError) as err:
         if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= HYDRA_FILES:
             shutil.rmtree(out_dir, ignore_errors=True)
-            if hc.mode == RunMode.RUN and out_dir.parent.is_dir() and not any(out_dir.parent.iterdir()):
-                out_dir.parent.rmdir()  # outputs/DATE/ made for this run alone
+            if hc.mode == RunMode.RUN:  # outputs/DATE/ and outputs/ when made for this run alone
+                for parent in out_dir.parents[:2]:
+                    if not parent.is_dir() or any(parent.iterdir()) or parent.resolve() == Path.cwd().resolve():
+                        break
+                    parent.rmdir()
         raise BadConfig(err.args[0] if err.args else str(err)) from err
 
 

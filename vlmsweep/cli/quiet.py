@@ -15,3 +15,5 @@ def quiet_third_party() -> None:
     # CPUs with AVX512-BF16 its import tries to fetch a kernel from the Hugging Face hub and logs a warning when it
     # cannot (no network, or the `kernels` package absent). 4-bit runs work without it.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # ... and `kernels` itself (0.12) warns that offline it skips the publisher trust check of that same download
+    logging.getLogger("kernels").setLevel(logging.ERROR)

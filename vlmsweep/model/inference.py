@@ -112,7 +112,9 @@ def base_config(info: dict, tag: bool) -> tuple[Config, str | None]:
     # The prompt it was trained with, and the dtype it was trained and evaluated in (an adapter folder written
     # before that was recorded computes in its quant option's dtype)
     computed = (info.get("precision") or {}).get("compute")
-    trained = [f"domain_tag={'prompt' if tag else 'none'}"] + ([f"quant.dtype={computed}"] if computed else [])
+    hint = (info.get("ocr_hint") or {}).get("engine", "none")  # predict OCRs as training did (Settings.ocr_hint)
+    trained = [f"domain_tag={'prompt' if tag else 'none'}", f"ocr_hint={hint}"] + (
+        [f"quant.dtype={computed}"] if computed else [])
     recorded = base.get("path") if base.get("path") and Path(base["path"]).is_dir() else None
     from hydra.errors import MissingConfigException
 

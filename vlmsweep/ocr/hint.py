@@ -31,6 +31,8 @@ from vlmsweep.ocr.engine import OcrUnavailable, check_tesseract, languages_for, 
 log = logging.getLogger(__name__)
 
 ENGINES = ("tesseract", "rapidocr")
+# The domains whose script an engine does not read: their hints hold the digits and Latin text only
+UNREAD_DOMAINS = {"rapidocr": ("prescription_ko", "receipt_ko")}  # PP-OCRv4's recognizer has no Hangul
 RAPIDOCR_INSTALL = "pip install 'vlmsweep[rapidocr]' (the rapidocr-onnxruntime wheel, its PP-OCRv4 models inside)"
 
 
@@ -126,6 +128,7 @@ class HintStats:
     seconds: float = 0.0  # the engine's seconds over every hinted page (a cached page: what its OCR took)
     cut: list[str] = field(default_factory=list)  # ids of pages whose hint was cut to the budget
     failed: list[tuple[str, str]] = field(default_factory=list)  # (id, why) of pages the engine could not read
+    unread_script: list[str] = field(default_factory=list)  # ids of pages in a script the engine does not read
 
     def metrics(self) -> dict[str, float]:
         out = {"ocr_hint.pages": float(self.pages), "ocr_hint.failed_pages": float(len(self.failed)),
@@ -198,6 +201,8 @@ class Hinter:
                 self.stats.cut.append(record.id)
             self.stats.pages += 1
             self.stats.seconds += seconds
+            if (record.image_domain or record.domain) in UNREAD_DOMAINS.get(self.engine, ()):
+                self.stats.unread_script.append(record.id)
         self._memo[key] = hint
         return hint
 
@@ -216,6 +221,9 @@ def section(stats: HintStats, engine: str, resolution: str, budget: int) -> str:
     if resolution == "budget":
         lines.append("With `ocr_hint.resolution=budget` the engine read each page as resized to `max_pixels`: a "
                      "visual-token budget effect in this run includes the OCR engine's, not Qwen2-VL's alone.")
+    if stats.unread_script:
+        lines.append(f"{len(stats.unread_script)} page(s) are Korean, which {engine} does not read (no Hangul): their "
+                     "hints hold the digits and Latin text only (ocr_hint=tesseract reads Hangul).")
     if stats.cut:
         shown = ", ".join(stats.cut[:10]) + (" ..." if len(stats.cut) > 10 else "")
         lines.append(f"{len(stats.cut)} hint(s) were cut at a line boundary to {budget} tokens (ocr_hint.max_tokens, "

@@ -228,7 +228,10 @@ def hint_stage(cfg: Config, p: "Pass", tokenizer) -> tuple["Pass", Hints]:
     p = dataclasses.replace(p, hint_tokens=budget)
     log.info("ocr_hint=%s: %d page(s) with a hint (%d OCR'd now, %.2f s a page), %d cut to %d tokens, %d unreadable",
              h.name, st.pages, st.read, st.seconds / max(1, st.pages), len(st.cut), budget, len(st.failed))
-    info = {"ocr_hint_pages": {"budget_tokens": budget, "cut": st.cut,
+    if st.unread_script:
+        log.warning("ocr_hint=%s reads no Hangul: %d Korean page(s) get hints of their digits and Latin text only "
+                    "(ocr_hint=tesseract reads Korean)", h.name, len(st.unread_script))
+    info = {"ocr_hint_pages": {"budget_tokens": budget, "cut": st.cut, "unread_script": st.unread_script,
                                "failed": [{"id": i, "reason": why} for i, why in st.failed]}}
     return p, Hints(st.metrics(), hint_mod.section(st, h.name, h.resolution, budget), info)
 
