@@ -111,6 +111,14 @@ def test_a_reader_recipe_hints_each_page_before_it_is_scaled_and_keeps_other_key
                 seen[r.id] = im.width * im.height
         return [replace(r, hint=f"text of {r.id}") for r in records]
 
+    from vlmsweep.cli.warmup import main
+
+    with pytest.raises(SystemExit) as refused:  # the shipped model is the default recipe's, never a reader's
+        main(["--ocr-hint", "tesseract", "--ship"])
+    assert refused.value.code == 2
+    card = warmup.card(warmup.Recipe(ocr_hint="tesseract"), {"heldout.patient_id_em.in_hint": 0.5,
+                                                              "heldout.patient_id_pages.in_hint": 8.0}, "tiny-x")
+    assert "`ocr_hint=tesseract`" in card and "patient_id 0.50 on 8 page(s)" in card and "It does not read" not in card
     recipe = warmup.Recipe(ocr_hint="tesseract", visual_tokens=(16,))
     docs = warmup.documents(TRAIN_STREAM, 3, tmp_path, recipe, hint)
     assert [d.hint for d in docs] == [f"text of {d.id}" for d in docs]

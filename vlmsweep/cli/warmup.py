@@ -21,9 +21,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="cache folder (default: $VLMSWEEP_CACHE or ~/.cache/vlmsweep, as a run's cache_dir)")
     parser.add_argument("--ship", nargs="?", const=SHIPPED_DIR, type=Path, metavar="DIR",
                         help=f"write the build as the shipped model into DIR (default: the package's, {SHIPPED_DIR})")
+    parser.add_argument("--ocr-hint", choices=("none", "tesseract", "rapidocr"), default="none",
+                        help="build with the page's OCR text in every prompt (a reader's recipe, docs/ocr-hint.md); "
+                             "not for --ship: the shipped model is the default recipe's")
     args = parser.parse_args(argv)
+    if args.ship and args.ocr_hint != "none":
+        parser.error("--ship writes the default model, which is built without a hint: drop --ocr-hint")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    folder = ensure_built_model(args.cache)
+    folder = ensure_built_model(args.cache, Recipe(ocr_hint=args.ocr_hint))
     print(f"warmed model: {folder}")
     print((folder / "README.md").read_text(encoding="utf-8"))
     if args.ship:

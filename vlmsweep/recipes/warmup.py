@@ -477,6 +477,24 @@ def _margin(f: dict[str, float]) -> str:
             f" (margin {margin:+.2f})")
 
 
+def _limits(recipe: Recipe, f: dict[str, float]) -> str:
+    """The card's last section: what the build cannot do (a reader's: what its hint gave it)."""
+    if recipe.ocr_hint == "none":
+        return """## What it cannot do
+It does not read. It has learned the answer format and the distribution of values, not the document in
+front of it: content metrics of any run on this model measure chance-level guessing. Use it to exercise the
+pipeline (contract metrics, failure tags, mining, retraining), never as evidence about reading quality.
+"""
+    copied = ", ".join(f"{name} {f[f'heldout.{name}_em.in_hint']:.2f} on {f[f'heldout.{name}_pages.in_hint']:.0f} page(s)"
+                       for name in ("patient_id", "store", "total") if f"heldout.{name}_em.in_hint" in f)
+    return f"""## A reader's recipe: the page's OCR text in every prompt
+Every training and held-out prompt held the page's `{recipe.ocr_hint}` text (`ocr_hint={recipe.ocr_hint}`, the full
+page). What it answers comes from that text read by a tiny model, not from the pixels. Held-out chance baseline:
+margin {f.get('heldout.content.field_em_margin', math.nan):+.3f}, p = {f.get('heldout.field_em_margin_p', math.nan):.3f}.
+Exact match where the hint holds the value: {copied or 'n/a'}. Runs on it need the same `ocr_hint`.
+"""
+
+
 def card(recipe: Recipe, figures: dict[str, float], raw_name: str, built_on: str = "") -> str:
     """README.md of the warmed model folder: what it was trained on, how long, what it reaches, its limits."""
     f = figures
@@ -511,11 +529,7 @@ JSON contract, as an Instruct model roughly does. Written by `vlmsweep.recipes.w
 - field exact match {f.get('heldout.content.field_em', math.nan):.2f}: values are plausible (names, institutions, codes, drugs
   in the right script and form) but not read from the image{_margin(f)}.
 
-## What it cannot do
-It does not read. It has learned the answer format and the distribution of values, not the document in
-front of it: content metrics of any run on this model measure chance-level guessing. Use it to exercise the
-pipeline (contract metrics, failure tags, mining, retraining), never as evidence about reading quality.
-"""
+{_limits(recipe, f)}"""
 
 
 def ensure_built_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_dir: Path | None = None) -> Path:
