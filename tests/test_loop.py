@@ -324,9 +324,9 @@ def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, ti
     events: list[tuple[str, str]] = []
     crash_in = {"cycle_1/mining"}  # the first write after cycle 1's training: killed mid-cycle
 
-    def train_and_record(cfg, model, processor, records, out_dir, tracker, info, validation=None):
+    def train_and_record(cfg, model, processor, records, out_dir, tracker, info, validation=None, hint_tokens=None):
         events.append(("train", Path(out_dir).name))
-        return real_train(cfg, model, processor, records, out_dir, tracker, info, validation)
+        return real_train(cfg, model, processor, records, out_dir, tracker, info, validation, hint_tokens=hint_tokens)
 
     def write_with_a_digit_flip(cfg, folder, metrics, samples, pass_metrics=None, appendix=""):
         # The random tiny model fails the contract, and whether its garbage also trips a data-fixable tag is
