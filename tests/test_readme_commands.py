@@ -223,6 +223,10 @@ STEPS: dict[str, Step | str] = {
         "tests/test_ocr_hint.py::test_an_unreadable_page_and_hints_over_the_limit_cost_hints_not_the_run runs it "
         "through the command line (small sets, a short sequence limit, a Tesseract that fails on one page) and predicts "
         "with its adapter; the hint A/B step here runs it beside ocr_hint=none",
+    "python -m vlmsweep.recipes.warmup --ocr-hint tesseract":
+        "a full build takes about 20 minutes on 2 cores (docs/ocr-hint.md); tests/test_warmup.py::"
+        "test_a_reader_recipe_hints_each_page_before_it_is_scaled_and_keeps_other_keys checks its hinted documents, its "
+        "card and its refusal with --ship, and the other tests there build the recipe's short form twice",
     "python -m vlmsweep +experiment=exp3 model.path=DIR ocr_hint=tesseract":
         "needs the downloaded release; tests/test_run.py runs +experiment=exp1..exp4 on the embedded model and "
         "tests/test_ocr_hint.py::test_the_budget_leaves_room_for_image_prompt_and_answer composes exp3 with the hint",
