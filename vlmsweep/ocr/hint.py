@@ -7,7 +7,8 @@ loop OCRs each page once. Each cache entry keeps the seconds its OCR took: `cost
 engine's cost per page whether this run read the page or the cache did.
 
 A hint longer than its token budget is cut at a line boundary (counted): the budget is `ocr_hint.max_tokens`, lowered
-so that the image, the instruction, the hint and an answer of `eval.max_new_tokens` fit `train.max_seq_len`. A page the
+so that the image, the instruction, the hint and the longest answer (the training set's, or `eval.max_new_tokens`)
+fit `train.max_seq_len` (vlmsweep.config.schema.hint_token_budget). A page the
 engine cannot read gets no hint (counted and named), never a failed run. Written by hand: no OCR library caches or
 budgets a prompt.
 """
