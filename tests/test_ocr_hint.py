@@ -201,5 +201,6 @@ def test_korean_pages_under_rapidocr_are_counted_and_named_in_the_report(tmp_pat
 
 def test_a_missing_rapidocr_names_the_package_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)  # what `import` sees where it is not installed
+    hint_mod._engine_version.cache_clear()  # whatever this worker asked before, installed or not
     with pytest.raises(hint_mod.OcrUnavailable, match=r"pip install 'vlmsweep\[rapidocr\]'"):
         hint_mod.engine_version("rapidocr", {"receipt"})

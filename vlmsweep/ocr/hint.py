@@ -15,6 +15,7 @@ budgets a prompt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -39,7 +40,13 @@ RAPIDOCR_INSTALL = "pip install 'vlmsweep[rapidocr]' (the rapidocr-onnxruntime w
 
 def engine_version(engine: str, domains: Sequence[str]) -> str:
     """The engine's version when it (and, for Tesseract, every language the domains need) is installed; else
-    OcrUnavailable naming what to install."""
+    OcrUnavailable naming what to install. Asked once per process for an engine and its domains: the run's preamble
+    asks before any model loads, and each pass's hint stage asks again for its cache key."""
+    return _engine_version(engine, frozenset(domains))
+
+
+@functools.lru_cache(maxsize=None)
+def _engine_version(engine: str, domains: frozenset[str]) -> str:
     if engine == "tesseract":
         return "tesseract " + check_tesseract(tuple(domains), who="ocr_hint=tesseract")
     if engine == "rapidocr":
