@@ -58,6 +58,24 @@ def test_every_target_value_is_printed_on_the_page(domain):
             assert text in printed, (seed, v)
 
 
+
+def test_page_text_lays_the_drawn_strings_out_in_reading_order():
+    from vlmsweep.data.build import page_text
+    from vlmsweep.data.layout import reading_order
+
+    # hand-made boxes: two rows whose strings were drawn right to left, a taller box whose centre is within half
+    # its height of the first row's, and a row below
+    boxes = [(10.0, 8.0, 50.0, "b"), (30.0, 8.0, 0.0, "c"), (11.0, 12.0, 0.0, "a"), (12.0, 8.0, 90.0, "a2")]
+    assert reading_order(boxes) == ["a b a2", "c"]
+    sample, text = page_text(3, "prescription_zh", noise="none")
+    assert sample.image.tobytes() == render_sample(3, "prescription_zh", noise="none").image.tobytes()
+    assert Canvas.drawn_boxes is None  # the trace is off again
+    line = next(line for line in text.splitlines() if sample.target["patient_id"] in line)
+    assert "门诊号" in line  # the id sits on the line of its label, after it
+    assert line.index("门诊号") < line.index(sample.target["patient_id"])
+    for v in _scalars(sample.target):
+        assert (fmt_num(v) if isinstance(v, (int, float)) else v) in text, v
+
 def _notdef_mask(lang):
     return bytes(font(lang, 24).getmask("\U000F0000"))  # private-use plane: surely .notdef
 

@@ -20,6 +20,8 @@ from ..config import DataMixConfig
 from ..files import write_json
 from . import noise as noise_mod
 from . import prescription, receipt
+from .canvas import Canvas
+from .layout import reading_order
 from .manifest import read_manifest, write_manifest
 from .mix import assign_domains, domain_weights, sample_seed
 from .record import DOMAINS, RECEIPT_DOMAINS, SPLITS, Record
@@ -71,25 +73,39 @@ def render_sample(seed: int, domain: str, image_domain: str | None = None, focus
     return Sample(image, quality, target, domain, image_domain)
 
 
+def page_text(seed: int, domain: str, image_domain: str | None = None, focus: str | None = None,
+              noise: str = "scan") -> tuple[Sample, str]:
+    """The document `render_sample` draws from these arguments, and every string drawn on it in reading order
+    (vlmsweep.data.layout): what a perfect OCR engine would return, one text line a line."""
+    saved, Canvas.drawn_boxes = Canvas.drawn_boxes, []
+    try:
+        sample = render_sample(seed, domain, image_domain, focus, noise)
+        boxes = Canvas.drawn_boxes
+    finally:
+        Canvas.drawn_boxes = saved
+    return sample, "\n".join(line for line in reading_order(boxes) if line.strip())
+
+
 def encode_jpeg(sample: Sample) -> bytes:
     buf = io.BytesIO()
     sample.image.save(buf, "JPEG", quality=sample.jpeg_quality, optimize=False)
     return buf.getvalue()
 
 
-def _render_one(job: tuple) -> tuple[str, dict]:
-    rid, seed, domain, image_domain, focus, noise, out = job
-    s = render_sample(seed, domain, image_domain, focus, noise)
+def _render_one(job: tuple) -> tuple[str, tuple[dict, str | None]]:
+    rid, seed, domain, image_domain, focus, noise, out, text = job
+    s, drawn = page_text(seed, domain, image_domain, focus, noise) if text else (render_sample(seed, domain, image_domain, focus, noise), None)
     Path(out).write_bytes(encode_jpeg(s))
-    return rid, s.target
+    return rid, (s.target, drawn)
 
 
 def render_records(jobs: list[tuple[str, int, str, str, str | None]], folder: Path, noise: str,
-                   workers: int | None = None, origin: str = "base") -> list[Record]:
-    """Render (id, seed, domain, image_domain, focus) jobs into folder/images/ and return their records."""
+                   workers: int | None = None, origin: str = "base", text: bool = False) -> list[Record]:
+    """Render (id, seed, domain, image_domain, focus) jobs into folder/images/ and return their records; with `text`,
+    each record's `hint` is its page's own text in reading order (`page_text`), for a reader's warm-up to corrupt."""
     img_dir = folder / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    full = [(rid, seed, d, idom, focus, noise, str(img_dir / f"{rid}.jpg")) for rid, seed, d, idom, focus in jobs]
+    full = [(rid, seed, d, idom, focus, noise, str(img_dir / f"{rid}.jpg"), text) for rid, seed, d, idom, focus in jobs]
     workers = workers if workers is not None else (min(os.cpu_count() or 1, 8) if len(full) >= 48 else 1)
     if workers > 1:
         import multiprocessing as mp
@@ -99,9 +115,9 @@ def render_records(jobs: list[tuple[str, int, str, str, str | None]], folder: Pa
             results = pool.map(_render_one, full, chunksize=max(1, len(full) // (workers * 4)))
     else:
         results = [_render_one(j) for j in full]
-    targets = dict(results)
-    return [Record(id=rid, image=(img_dir / f"{rid}.jpg").resolve(), domain=d, target=targets[rid],
-                   image_domain=idom, origin=origin, seed=seed) for rid, seed, d, idom, _ in jobs]
+    rendered = dict(results)
+    return [Record(id=rid, image=(img_dir / f"{rid}.jpg").resolve(), domain=d, target=rendered[rid][0],
+                   image_domain=idom, origin=origin, seed=seed, hint=rendered[rid][1]) for rid, seed, d, idom, _ in jobs]
 
 
 def _cached(cache_dir: Path, name: str, key: dict, jobs: list, noise: str) -> list[Record]:

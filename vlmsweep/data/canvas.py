@@ -19,6 +19,8 @@ class Canvas:
 
     drawn: dict[str, set[str]] | None = None  # class-level trace of characters, enabled by tests only
     drawn_strings: list[str] | None = None  # class-level trace of whole strings, enabled by tests only
+    drawn_boxes: list[tuple[float, float, float, str]] | None = None  # class-level trace of (vertical centre, height,
+    #   left edge, string) of every string drawn: the page's own text in layout (vlmsweep.data.layout.page_text)
 
     def __init__(self, width: int, height: int, lang: str, paper=(255, 255, 255)):
         self.image = Image.new("RGB", (width, height), paper)
@@ -35,6 +37,9 @@ class Canvas:
             Canvas.drawn.setdefault(lang, set()).update(s)
         if Canvas.drawn_strings is not None:
             Canvas.drawn_strings.append(s)
+        if Canvas.drawn_boxes is not None:
+            x0, y0, _, y1 = self.draw.textbbox(xy, s, font=font(lang, size, weight), anchor=anchor)
+            Canvas.drawn_boxes.append(((y0 + y1) / 2, y1 - y0, x0, s))
         self.draw.text(xy, s, font=font(lang, size, weight), fill=fill, anchor=anchor)
 
     def text_width(self, s: str, size: int = 16, weight: str = "Regular", lang: str | None = None) -> float:

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 from PIL import Image
 
+from vlmsweep.data.layout import reading_order
 from vlmsweep.data.record import Record
 from vlmsweep.ocr.engine import OcrUnavailable, check_tesseract, languages_for, read_text
 
@@ -69,8 +70,7 @@ _RAPID = None  # one RapidOCR instance a process: loading its three ONNX models 
 
 
 def _rapidocr_lines(image: Image.Image) -> list[str]:
-    """PP-OCRv4's text boxes in reading order: top to bottom by line (boxes whose vertical centres lie within half a
-    box height of the line's first), left to right within a line."""
+    """PP-OCRv4's text boxes in reading order (vlmsweep.data.layout.reading_order)."""
     global _RAPID
     import numpy as np
 
@@ -83,13 +83,7 @@ def _rapidocr_lines(image: Image.Image) -> list[str]:
     for box, text, _score in result or []:
         ys = [p[1] for p in box]
         boxes.append(((min(ys) + max(ys)) / 2, max(ys) - min(ys), min(p[0] for p in box), str(text)))
-    lines: list[list[tuple]] = []
-    for b in sorted(boxes):
-        if lines and abs(b[0] - lines[-1][0][0]) <= max(lines[-1][0][1], b[1]) / 2:
-            lines[-1].append(b)
-        else:
-            lines.append([b])
-    return [" ".join(t for *_, t in sorted(line, key=lambda b: b[2])) for line in lines]
+    return reading_order(boxes)
 
 
 def read_page(engine: str, image: Image.Image, domain: str) -> str:
