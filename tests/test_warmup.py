@@ -95,36 +95,87 @@ def test_warm_up_mix_has_its_shares_and_plain_held_out_documents():
     assert {j[4] for j in warmup._jobs(HELDOUT_STREAM, 40, 0, 0.1, 0.0, 0.0)} == {None}
 
 
+class _Hinter:
+    """Stands in for vlmsweep.ocr.hint.Hinter: attach() records each page's size as the engine would see it; count()
+    counts characters, so a budget of `budget` cuts a hint after that many characters' worth of lines."""
+
+    def __init__(self, budget: int = 10_000):
+        self.seen, self.budget = {}, budget
+
+    def count(self, text: str) -> int:
+        return len(text)
+
+    def attach(self, records):
+        from dataclasses import replace
+
+        from PIL import Image
+
+        for r in records:
+            with Image.open(r.image) as im:
+                self.seen[r.id] = im.width * im.height
+        return [replace(r, hint=f"text of {r.id}") for r in records]
+
+
 def test_a_reader_recipe_hints_each_page_before_it_is_scaled_and_keeps_other_keys(tmp_path):
     """Recipe.ocr_hint: the hint reads the full page (the training page is scaled to its budget afterwards); a recipe
     without a hint has the cache key it had before the option existed."""
-    from dataclasses import replace
-
     from PIL import Image
 
-    assert "ocr_hint" not in warmup.Recipe().key() and warmup.Recipe(ocr_hint="tesseract").key()["ocr_hint"] == "tesseract"
-    seen = {}
-
-    def hint(records):
-        for r in records:
-            with Image.open(r.image) as im:
-                seen[r.id] = im.width * im.height
-        return [replace(r, hint=f"text of {r.id}") for r in records]
+    assert set(warmup.Recipe().key()) == set(SHORT.key()) and not {"ocr_hint", "hint_source", "unhinted"} & set(Recipe().key())
+    assert warmup.Recipe(ocr_hint="tesseract").key()["ocr_hint"] == "tesseract"
+    assert "hint_errors" not in warmup.Recipe(ocr_hint="tesseract").key() and "hint_errors" in warmup.READER.key()
 
     from vlmsweep.cli.warmup import main
 
-    with pytest.raises(SystemExit) as refused:  # the shipped model is the default recipe's, never a reader's
-        main(["--ocr-hint", "tesseract", "--ship"])
-    assert refused.value.code == 2
+    for refused_args in (["--ocr-hint", "tesseract", "--ship"], ["--ocr-hint", "tesseract", "--reader"]):
+        with pytest.raises(SystemExit) as refused:  # a compared recipe is never shipped
+            main(refused_args)
+        assert refused.value.code == 2
     card = warmup.card(warmup.Recipe(ocr_hint="tesseract"), {"heldout.patient_id_em.in_hint": 0.5,
                                                               "heldout.patient_id_pages.in_hint": 8.0}, "tiny-x")
     assert "`ocr_hint=tesseract`" in card and "patient_id 0.50 on 8 page(s)" in card and "It does not read" not in card
+    assert "own text" in warmup.card(warmup.READER, {}, "tiny-x") and "own text" not in card
     recipe = warmup.Recipe(ocr_hint="tesseract", visual_tokens=(16,))
-    docs = warmup.documents(TRAIN_STREAM, 3, tmp_path, recipe, hint)
+    hinter = _Hinter()
+    docs = warmup.documents(TRAIN_STREAM, 3, tmp_path, recipe, hinter)
     assert [d.hint for d in docs] == [f"text of {d.id}" for d in docs]
     for d in docs:
         with Image.open(d.image) as im:  # scaled to 16 visual tokens (16 x 784 pixels), after the hint read it whole
-            assert im.width * im.height <= 2 * 16 * 784 < seen[d.id] / 10
+            assert im.width * im.height <= 2 * 16 * 784 < hinter.seen[d.id] / 10
+
+
+def test_layout_hints_are_each_pages_own_text_with_errors_cut_to_the_budget(tmp_path):
+    """hint_source=layout: a training page's hint is its drawn text with OCR-like errors, the engine never reads it,
+    a share of pages gets none; held-out pages are read by the engine."""
+    from vlmsweep.data.build import page_text
+
+    recipe = warmup.Recipe(ocr_hint="tesseract", hint_source="layout", hint_errors=0.0, unhinted=0.3, visual_tokens=(16,))
+    hinter = _Hinter(budget=400)
+    docs = warmup.documents(TRAIN_STREAM, 20, tmp_path / "train", recipe, hinter)
+    assert hinter.seen == {}  # no page went to the engine
+    hinted = [d for d in docs if d.hint is not None]
+    assert 2 <= len(docs) - len(hinted) <= 12  # about 30% asked without a hint
+    focus = {j[0]: j[4] for j in warmup._jobs(TRAIN_STREAM, 20, 0, recipe.hard_negatives, recipe.sparse, recipe.short)}
+    for d in hinted:
+        own = page_text(d.seed, d.domain, d.image_domain, focus[d.id], recipe.noise)[1]
+        assert len(d.hint) <= 400 and own.startswith(d.hint) and own[len(d.hint):len(d.hint) + 1] in ("", "\n")
+    assert any(len(d.hint) < 300 for d in hinted) and any(len(d.hint) > 300 for d in hinted)  # short pages whole, long ones cut
+    held = warmup.documents(HELDOUT_STREAM, 2, tmp_path / "held", recipe, hinter)
+    assert [d.hint for d in held] == [f"text of {d.id}" for d in held] and len(hinter.seen) == 2
+
+
+def test_ocr_errors_change_about_their_rate_of_characters_as_ocr_does():
+    import random
+
+    text = "Patient ID 920208-2******\n" * 200
+    noisy = warmup.ocr_errors(text, 0.05, random.Random(0))
+    assert noisy.count("\n") == text.count("\n")  # line breaks are never touched
+    from rapidfuzz.distance import Levenshtein
+
+    assert 0.03 < Levenshtein.distance(text, noisy) / len(text) < 0.08
+    assert "8" in noisy.replace("Patient ID 920208-2******", "")  # swaps: 0 -> 6, 2 dropped, 9 dropped, ...
+    assert warmup.ocr_errors(text, 0.0, random.Random(0)) == text
+    assert set(noisy) <= set(text) | set(warmup.CONFUSED.values())
 
 
 @pytest.fixture(scope="module")

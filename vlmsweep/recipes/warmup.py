@@ -58,6 +58,9 @@ TRAIN_STREAM, HELDOUT_STREAM = "warmup/train", "warmup/heldout"
 
 # Bump when the recipe or what it writes changes: it is part of the warm model's cache key.
 WARMUP_VERSION = 4
+# The most training documents whose encodings (pixels included) the warm-up holds in memory between passes; more, and
+# each is encoded when its batch comes (a reader's recipe draws a new document for nearly every sample)
+KEEP_ENCODED = 4096
 
 
 @dataclass(frozen=True)
@@ -90,15 +93,32 @@ class Recipe:
     #                   in another order, so the same seed gives the same bytes only at the same thread count
     ocr_hint: str = "none"  # none | tesseract | rapidocr: every training and held-out prompt holds the page's OCR text
     #                         (of the full page, before it is scaled to its budget): a reader's recipe (docs/ocr-hint.md)
+    hint_source: str = "engine"  # where the training pages' hints come from (with ocr_hint; the held-out check always
+    #   reads its pages with the engine): "engine", the engine's text of each page (about a second a page, so the
+    #   documents are few and revisited); "layout", the page's own drawn strings in reading order with OCR-like errors
+    #   (vlmsweep.data.build.page_text, `hint_errors`), free, so every step can see new documents
+    hint_errors: float = 0.03  # layout hints: share of characters an OCR-like error changes (a confusable digit or
+    #                            letter swapped, or the character dropped)
+    unhinted: float = 0.1  # layout hints: share of training documents asked with no hint, as a run asks a page the
+    #                        engine could not read, so the reader keeps the contract there and a run can ask it both ways
 
     def key(self) -> dict:
         """The recipe as warmup.json records it (JSON types: a tuple reads back as a list). A recipe without a hint
         keeps the key it had before `ocr_hint` existed, so its build is found where it was."""
         fields = dataclasses.asdict(self)
         if fields["ocr_hint"] == "none":
-            del fields["ocr_hint"]
+            for name in ("ocr_hint", "hint_source", "hint_errors", "unhinted"):
+                del fields[name]
+        elif fields["hint_source"] == "engine":
+            del fields["hint_errors"], fields["unhinted"]
         return json.loads(json.dumps({"version": WARMUP_VERSION, **fields}))
 
+
+
+# The reader's recipe (`python -m vlmsweep.recipes.warmup --reader`, docs/ocr-hint.md): every prompt holds the page's
+# text, and every training sample is a new document whose text is its own layout with OCR-like errors, so the model
+# can learn to take values from the text rather than learn the documents; the held-out check reads with Tesseract.
+READER = Recipe(ocr_hint="tesseract", hint_source="layout", documents=32_000, steps=4000)
 
 def _jobs(stream: str, n: int, seed: int, hard_negatives: float, sparse: float, short: float) -> list[tuple]:
     """(id, seed, domain asked, image domain, focus): domains in turn, some receipts asked as prescriptions; of the
@@ -118,20 +138,51 @@ def _jobs(stream: str, n: int, seed: int, hard_negatives: float, sparse: float, 
     return jobs
 
 
-def documents(stream: str, n: int, folder: Path, recipe: Recipe, hint=None) -> list[Record]:
+def documents(stream: str, n: int, folder: Path, recipe: Recipe, hinter=None) -> list[Record]:
     """Training documents follow the recipe's mix, each page scaled to its own visual-token budget; held-out ones
-    are plain (a run's documents, scaled by the processor to the check's budget). `hint` (records -> records, with
-    recipe.ocr_hint): each page's OCR text, read from the full page before it is scaled."""
+    are plain (a run's documents, scaled by the processor to the check's budget). `hinter` (vlmsweep.ocr.hint.Hinter,
+    with recipe.ocr_hint): each page's OCR text, read from the full page before it is scaled; with
+    `hint_source="layout"` the training pages' hints are their own text with OCR-like errors instead, cut to the
+    hinter's budget."""
     train = stream == TRAIN_STREAM
+    layout = train and recipe.ocr_hint != "none" and recipe.hint_source == "layout"
     jobs = _jobs(stream, n, recipe.seed, recipe.hard_negatives, recipe.sparse if train else 0.0, recipe.short if train else 0.0)
-    records = render_records(jobs, folder, recipe.noise, origin="warmup")
-    if hint is not None:
-        records = hint(records)
+    records = render_records(jobs, folder, recipe.noise, origin="warmup", text=layout)
+    if layout:
+        records = [dataclasses.replace(r, hint=None if random.Random(f"unhinted/{r.seed}").random() < recipe.unhinted else
+                                       ocr_errors(r.hint, recipe.hint_errors, random.Random(f"errors/{r.seed}")))
+                   for r in records]
+        if hinter is not None:  # cut as the engine's hints are, to the same budget
+            from vlmsweep.ocr.hint import cut_to_tokens
+
+            records = [r if r.hint is None else dataclasses.replace(r, hint=cut_to_tokens(r.hint, hinter.budget, hinter.count)[0])
+                       for r in records]
+    elif hinter is not None:
+        records = hinter.attach(records)
     if train:
         for record in records:
             budget = random.Random(f"budget/{record.seed}").choice(recipe.visual_tokens)
             _scale_to_budget(Path(record.image), budget)
     return records
+
+
+# What an OCR engine confuses in print (digits by shape, letters it reads as digits): a layout hint's swaps
+CONFUSED = {"5": "8", "8": "5", "6": "0", "0": "6", "1": "7", "7": "1", "O": "0", "l": "1", "S": "5", "B": "8"}
+
+
+def ocr_errors(text: str, rate: float, rng: random.Random) -> str:
+    """`text` with about `rate` of its characters (not line breaks) changed as an OCR engine changes them: a character
+    with a look-alike (CONFUSED) swapped for it, any other dropped. What a reader trained on layout hints must read
+    through; the engine's own errors differ in kind (a line split or merged, a word lost), which the held-out check,
+    read by the engine, measures."""
+    out = []
+    for ch in text:
+        if ch != "\n" and rng.random() < rate:
+            if ch in CONFUSED:
+                out.append(CONFUSED[ch])
+            continue
+        out.append(ch)
+    return "".join(out)
 
 
 def _scale_to_budget(image: Path, visual_tokens: int) -> None:
@@ -234,6 +285,7 @@ class CachedCollator(Collator):
     and rendering the template, tokenizing and resizing the image again each time would repeat that work every epoch."""
 
     cache: dict = dataclasses.field(default_factory=dict)
+    keep: bool = True  # False: encode each time (documents seen about once, too many to hold: a reader's fresh ones)
 
     @classmethod
     def like(cls, collator: Collator, **extra) -> "CachedCollator":
@@ -242,6 +294,8 @@ class CachedCollator(Collator):
         return cls(**settings, **extra)
 
     def encode(self, record: Record):
+        if not self.keep:
+            return super().encode(record)
         if record.id not in self.cache:
             self.cache[record.id] = super().encode(record)
         return self.cache[record.id]
@@ -352,16 +406,16 @@ def _warm(raw_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path | None) -
 
     t = time.perf_counter()
     hinter = _hinter(recipe, cfg, processor)
-    hint = hinter.attach if hinter is not None else None
-    train_docs = documents(TRAIN_STREAM, recipe.documents, work / "train", recipe, hint)
-    heldout_docs = documents(HELDOUT_STREAM, recipe.heldout, work / "heldout", recipe, hint)
+    train_docs = documents(TRAIN_STREAM, recipe.documents, work / "train", recipe, hinter)
+    heldout_docs = documents(HELDOUT_STREAM, recipe.heldout, work / "heldout", recipe, hinter)
     render_seconds = time.perf_counter() - t
 
-    collator = CachedCollator.like(make_collator(cfg, processor))
+    keep = recipe.documents <= KEEP_ENCODED
+    collator = CachedCollator.like(make_collator(cfg, processor), keep=keep)
     vocab, inputs = vocabularies(train_docs, collator)
     position = torch.full((model.config.text_config.vocab_size,), -1, dtype=torch.long)
     position[vocab] = torch.arange(len(vocab))
-    restricted = AnswerVocabCollator.like(collator, cache=collator.cache, position=position)
+    restricted = AnswerVocabCollator.like(collator, cache=collator.cache, keep=keep, position=position)
     full_embedding, full_head = model.get_input_embeddings(), model.lm_head
     compact = CompactEmbedding(full_embedding, inputs)
     model.set_input_embeddings(compact)
@@ -495,12 +549,28 @@ Exact match where the hint holds the value: {copied or 'n/a'}. Runs on it need t
 """
 
 
+def _hints(recipe: Recipe) -> str:
+    """The card's training line on the hints a reader's recipe put in its prompts."""
+    if recipe.ocr_hint == "none":
+        return ""
+    if recipe.hint_source == "engine":
+        return f"\n- Hints: every prompt held the page's `{recipe.ocr_hint}` text, read from the full page."
+    return (f"\n- Hints: every training prompt held the page's own text (the strings the generator drew, in reading order "
+            f"as an OCR engine\n  returns its lines) with {recipe.hint_errors:.0%} of its characters changed as OCR changes "
+            f"them; {recipe.unhinted:.0%} of the documents were asked\n  with no hint, as a run asks a page its engine "
+            f"cannot read. The held-out check read its pages with `{recipe.ocr_hint}`.")
+
+
 def card(recipe: Recipe, figures: dict[str, float], raw_name: str, built_on: str = "") -> str:
     """README.md of the warmed model folder: what it was trained on, how long, what it reaches, its limits."""
     f = figures
 
     def rate(name: str) -> str:
         return f"{f.get(f'heldout.contract.{name}', math.nan):.2f}"
+
+    values = ("values are plausible (names, institutions, codes, drugs\n  in the right script and form) but not read from "
+              "the image" if recipe.ocr_hint == "none" else "what it gets right it takes from\n  the page's OCR text in "
+              "the prompt, never from the pixels")
 
     return f"""# Embedded Qwen2-VL, warmed (vlmsweep)
 
@@ -518,7 +588,7 @@ JSON contract, as an Instruct model roughly does. Written by `vlmsweep.recipes.w
   {int(f.get('warmup.answer_vocab', 0)):,} tokens the warm-up answers use and only the {int(f.get('warmup.input_vocab', 0)):,} embedding rows
   the inputs use (the other rows of the tied embedding keep their random values), then {recipe.full_vocab_steps} steps over the full vocabulary; lr {recipe.lr:g} ({recipe.lr_scheduler}, {recipe.warmup_ratio:.0%} warm-up),
   each page at a budget of {' / '.join(map(str, sorted(set(recipe.visual_tokens))))} visual tokens (drawn from {list(recipe.visual_tokens)} by its seed),
-  loss on the assistant answer only (the project's collator and trainer).
+  loss on the assistant answer only (the project's collator and trainer).{_hints(recipe)}
 - Supervised tokens: {int(f.get('warmup.supervised_tokens', 0)):,}; loss {f.get('warmup.first_loss', math.nan):.2f} -> {f.get('warmup.final_loss', math.nan):.2f};
   build {f.get('warmup.seconds', math.nan):.0f} s ({f.get('warmup.train_seconds', math.nan):.0f} s training) on {built_on or 'this machine'}, {recipe.threads} compute
   threads, deterministic kernels: the same recipe on the same machine writes the same bytes; another CPU may round
@@ -526,8 +596,7 @@ JSON contract, as an Instruct model roughly does. Written by `vlmsweep.recipes.w
 
 ## What it reaches (free greedy decoding, {recipe.heldout} held-out documents of stream `{HELDOUT_STREAM}`, {recipe.heldout_visual_tokens} visual tokens)
 - strict parse {rate('strict_parse_rate')}, exact key set {rate('key_set_rate')}, schema valid {rate('schema_valid_rate')}, salvage {rate('salvage_rate')}
-- field exact match {f.get('heldout.content.field_em', math.nan):.2f}: values are plausible (names, institutions, codes, drugs
-  in the right script and form) but not read from the image{_margin(f)}.
+- field exact match {f.get('heldout.content.field_em', math.nan):.2f}: {values}{_margin(f)}.
 
 {_limits(recipe, f)}"""
 
@@ -545,7 +614,8 @@ def ensure_built_model(cache_dir: Path | str, recipe: Recipe | None = None, raw_
     folder = cache_dir / "models" / f"tiny-warm-{key}"
 
     def write(tmp: Path) -> Path:
-        log.info("warming the embedded model into %s (about 5 minutes on 2 CPU cores)", folder)
+        log.info("warming the embedded model into %s (about %d minutes on 2 CPU cores)", folder,
+                 max(5, round(recipe.steps * 0.6 / 60)))
         figures = warm(raw_dir, tmp / "model", recipe, work_dir=tmp / "work")
         built_on = json.loads((tmp / "model" / "warmup.json").read_text(encoding="utf-8")).get("machine", "")
         (tmp / "model" / "README.md").write_text(card(recipe, figures, raw_dir.name, built_on), encoding="utf-8")
