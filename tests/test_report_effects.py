@@ -158,3 +158,29 @@ def test_pareto_front_hand_case():
     # (cost, quality): (3, .6) is beaten by (2, .7); (2, .4) by (1, .5); a duplicate point is not dominated
     points = [(1, 0.5), (2, 0.7), (3, 0.6), (2, 0.4), (4, 0.9), (4, 0.9)]
     assert pareto_front(points) == [True, True, False, False, True, True]
+
+
+@pytest.mark.parametrize("hinted", [2, 1])
+def test_a_scope_effect_on_content_is_unmeasurable_when_every_run_read_an_ocr_hint(tmp_path, hinted):
+    """All runs prompted with an OCR hint: the scope main effect and interaction on a content metric carry the
+    reason instead of a verdict, and are never 'found', even at a size that is found without the hint; the other
+    factor keeps its verdict. One run without a hint in the design: every effect is measured as usual."""
+    from vlmsweep.report.build import HINT_HIDES_SCOPE, analyse
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.6, 30)
+    cells = {(q, sc): [list(base + (0.3 if sc == "all" else 0.0) + rng.normal(0, 0.02, 30)) for _ in range(2)]
+             for q in ("nf4", "bf16") for sc in ("llm", "all")}
+    root = make_2x2(tmp_path, cells, seeds=2)
+    for k, run in enumerate(sorted(root.iterdir(), key=lambda p: int(p.name))):
+        engine = "tesseract" if hinted == 2 or k > 0 else "none"
+        (run / "config.yaml").write_text(f"ocr_hint:\n  name: {engine}\n  engine: {engine}\n")
+    (fact, effects), = analyse(root, metrics=["content.field_em"]).factorials
+    eff = {e.name: e for e in effects["content.field_em"]}
+    if hinted == 2:
+        assert eff["scope"].unmeasurable == eff["quant x scope"].unmeasurable == HINT_HIDES_SCOPE
+        assert not eff["scope"].found and eff["scope"].verdict_text == HINT_HIDES_SCOPE
+        assert "not measurable with ocr_hint" in verdict(list(eff.values()))
+        assert not eff["quant"].unmeasurable and eff["quant"].verdict_text == "not distinguishable from seed noise"
+    else:
+        assert not any(e.unmeasurable for e in eff.values()) and eff["scope"].found

@@ -68,7 +68,28 @@ def analyse(sweep_dir: Path, metrics: list[str] | None = None, storage: str | No
     for comp in find_comparisons(runs, axes, factorials):
         effects = {m: [found] for m in outcomes if (found := comparison_effect(comp, m)) is not None}
         result.comparisons.append((comp, effects))
+    for design, effects in result.factorials + result.comparisons:
+        mark_unmeasurable(design.cells, effects)
     return result
+
+
+# Why a scope effect on content says nothing when every run read an OCR hint: the answers a reader gets right come from
+# the text in the prompt, so training the vision tower or not cannot show whether it helps reading pixels
+HINT_HIDES_SCOPE = ("not measurable with ocr_hint: every run read the page's OCR text in its prompt, which no vision "
+                    "layer reads; compare scope with ocr_hint=none")
+
+
+def mark_unmeasurable(cells: list[list[RunResult]], effects: dict[str, list[Effect]]) -> None:
+    """Label a scope effect (main or interaction) on a content metric as unmeasurable when every run had an OCR hint,
+    instead of letting its null read as an answer."""
+    runs = [r for cell in cells for r in cell]
+    if not runs or any(((r.config.get("ocr_hint") or {}).get("engine") or "none") == "none" for r in runs):
+        return
+    for m, es in effects.items():
+        if m.startswith("content."):
+            for e in es:
+                if "scope" in e.name.split(" x "):
+                    e.unmeasurable = HINT_HIDES_SCOPE
 
 
 def design_lines(a: Analysis) -> list[str]:

@@ -28,6 +28,7 @@ class Effect:
     df: float = float("nan")  # its degrees of freedom (Satterthwaite)
     noise: str = "none"  # what the interval covers: "seeds and samples" | "samples only" | "seeds only" | "none"
     injected: float | None = None  # a positive control's known size (eval.perturb), measured on the clean outputs
+    unmeasurable: str = ""  # why this design cannot answer it (a scope effect on content when every run read an OCR hint)
 
     @property
     def no_interval(self) -> bool:
@@ -63,7 +64,7 @@ class Effect:
     @property
     def found(self) -> bool:
         """An effect the report calls one: its interval excludes 0 and covers training-seed noise too."""
-        return not self.no_interval and not self.within_noise and self.seed_noise_measured
+        return not self.unmeasurable and not self.no_interval and not self.within_noise and self.seed_noise_measured
 
     @property
     def mde(self) -> float:
@@ -77,6 +78,8 @@ class Effect:
     @property
     def verdict_text(self) -> str:
         """The table's verdict column, from the interval and what noise it covers."""
+        if self.unmeasurable:
+            return self.unmeasurable
         if self.no_verdict:
             return "no verdict (one batch-average measurement per run)"
         if self.no_interval:
@@ -428,6 +431,8 @@ def _fmt(v: float) -> str:
 def describe(effect: Effect) -> str:
     interval_s = f"{_fmt(effect.estimate)} [{_fmt(effect.low)}, {_fmt(effect.high)}]"
     subject = f"the interaction {effect.name}" if " x " in effect.name else effect.name
+    if effect.unmeasurable:
+        return f"{subject}: {_fmt(effect.estimate)} ({effect.contrast}), {effect.unmeasurable}"
     if effect.no_verdict:
         return (f"{effect.name}: {_fmt(effect.estimate)} ({effect.contrast}), one batch-average measurement per run: "
                 "no interval and no verdict (machine load moves it; repeat with -m seed=0,1,2)")
