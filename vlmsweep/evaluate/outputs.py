@@ -49,6 +49,13 @@ EMBEDDED_MEANING = (
     "say nothing about how well a real checkpoint reads documents."
 )
 
+READER_MEANING = (
+    "**The model is the embedded reader** (the tiny Qwen2-VL warmed with each page's text in the prompt): what its "
+    "content metrics show above chance comes from the OCR text in the prompt (ocr_hint) read by a tiny model, never "
+    "from the pixels, so it measures the OCR engine and the pipeline around it, not how well a real checkpoint reads "
+    "an image; with ocr_hint=none its content metrics are chance-level guessing."
+)
+
 
 def _run_config(out_dir: Path) -> tuple[dict, str]:
     """The resolved config.yaml the run wrote before evaluating, and which split this folder holds: a run
@@ -76,8 +83,11 @@ def describe_evaluation(cfg: dict, split: str) -> list[str]:
         return []
     model, data, ev = cfg.get("model", {}), cfg.get("data", {}), cfg.get("eval", {})
     name = lambda group: (cfg.get(group) or {}).get("name", "?")  # noqa: E731
-    where = ("shipped in the package, warmed once to answer in the JSON contract; its card is README.md in the model folder"
-             if model.get("source") == "tiny" and model.get("path") == "tiny_warm" else
+    shipped = {"tiny_warm": "shipped in the package, warmed once to answer in the JSON contract",
+               "tiny_reader": "shipped in the package, warmed with each page's OCR text in the prompt: it answers from "
+                              "that text, not from the pixels"}
+    where = (f"{shipped[model['path']]}; its card is README.md in the model folder"
+             if model.get("source") == "tiny" and model.get("path") in shipped else
              model.get("path") or ("built locally" if model.get("source") == "tiny" else "?"))
     if cfg.get("train", {}).get("enabled"):
         adapter = "LoRA trained in this run" + (f", starting from {model['adapter']}" if model.get("adapter") else "")
@@ -107,7 +117,7 @@ def describe_evaluation(cfg: dict, split: str) -> list[str]:
         "",
     ]
     if model.get("source") == "tiny":
-        lines += [EMBEDDED_MEANING, ""]
+        lines += [READER_MEANING if model.get("path") == "tiny_reader" else EMBEDDED_MEANING, ""]
     return lines
 
 

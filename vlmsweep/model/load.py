@@ -54,6 +54,10 @@ def resolve_path(model: ModelConfig, cache_dir: str) -> str:
             from vlmsweep.model.shipped import ensure_warm_model  # the warmed replica the package ships, assembled once
 
             return str(ensure_warm_model(cache_dir))
+        case "tiny" if model.path == "tiny_reader":
+            from vlmsweep.model.shipped import ensure_reader_model  # the reader the package ships (docs/ocr-hint.md)
+
+            return str(ensure_reader_model(cache_dir))
         case "tiny":
             return str(ensure_embedded_model(model.path or "tiny", cache_dir))
         case "shape":

@@ -87,7 +87,7 @@ def model_config_of(model: ModelConfig) -> Any:
 
     match model.source:
         case "tiny":
-            return tiny_config()  # tiny, tiny_bnb4 and tiny_warm share the architecture
+            return tiny_config()  # tiny, tiny_bnb4, tiny_warm and tiny_reader share the architecture
         case "shape":
             return shape_config()
         case "pretrained":

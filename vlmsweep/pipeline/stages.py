@@ -205,6 +205,9 @@ def hint_stage(cfg: Config, p: "Pass", tokenizer) -> tuple["Pass", Hints]:
     as it is."""
     h = cfg.ocr_hint
     if h.engine == "none":
+        if cfg.model.source == "tiny" and cfg.model.path == "tiny_reader":
+            log.warning("model=tiny_reader reads the page's OCR text in the prompt and ocr_hint=none gives it none: its "
+                        "answers cannot depend on the page (the control of an A/B; add ocr_hint=tesseract or rapidocr)")
         return p, Hints()
     from vlmsweep.ocr import hint as hint_mod
 

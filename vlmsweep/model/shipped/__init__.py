@@ -32,6 +32,7 @@ from vlmsweep.model.tiny import TINY_VERSION, config_json, write_release_files
 log = logging.getLogger(__name__)
 
 SHIPPED_DIR = Path(__file__).resolve().parent  # this package's data files (pyproject.toml's package-data)
+READER_DIR = SHIPPED_DIR / "reader"  # the reader (`model=tiny_reader`, docs/ocr-hint.md): the same files, its own build
 WEIGHTS = "tiny_warm.safetensors"  # the trained tensors, float32
 CARD_FILES = ("README.md", "warmup.json")  # the build's card and record, copied into the assembled folder
 SUMS = "SHA256SUMS"  # `sha256sum -c SHA256SUMS` format, over WEIGHTS and CARD_FILES
@@ -113,17 +114,23 @@ def shipped_key(shipped: Path = SHIPPED_DIR) -> str:
     return hashlib.sha256(json.dumps([FORMAT, TINY_VERSION, sums]).encode()).hexdigest()[:12]
 
 
-def ensure_warm_model(cache_dir: Path | str, shipped: Path = SHIPPED_DIR) -> Path:
-    """The warmed embedded model (`model=tiny_warm`, the default), assembled from the package data into the cache once
-    and checked before each use (a damaged folder is assembled again)."""
+def ensure_warm_model(cache_dir: Path | str, shipped: Path = SHIPPED_DIR, name: str = "tiny-warm") -> Path:
+    """The warmed embedded model (`model=tiny_warm`, the default; or the reader, `ensure_reader_model`), assembled from
+    the package data into the cache once and checked before each use (a damaged folder is assembled again)."""
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
-    folder = cache_dir / "models" / f"tiny-warm-{shipped_key(shipped)}"
+    folder = cache_dir / "models" / f"{name}-{shipped_key(shipped)}"
 
     def write(tmp: Path) -> Path:
         started = time.perf_counter()
         assemble(tmp, shipped)
-        log.info("assembled the shipped warmed model into %s in %.1f s", folder, time.perf_counter() - started)
+        log.info("assembled the shipped %s model into %s in %.1f s", name, folder, time.perf_counter() - started)
         return tmp
 
     return build_once(folder, write, rebuild=f"rm -r {folder}; the next run assembles it")
 
+
+
+def ensure_reader_model(cache_dir: Path | str) -> Path:
+    """The reader (`model=tiny_reader`): the replica warmed with each page's text in the prompt (docs/ocr-hint.md),
+    shipped and assembled as the warmed model is."""
+    return ensure_warm_model(cache_dir, READER_DIR, name="tiny-reader")
