@@ -141,7 +141,8 @@ def test_the_wheel_installs_and_runs_from_any_folder_with_a_users_config_folder(
     # conf/ is installed as vlmsweep/conf, its sweep group included (pyproject.toml's package-dir)
     assert {"vlmsweep/conf/config.yaml", "vlmsweep/conf/model/tiny.yaml", "vlmsweep/conf/sweep/max_pixels.yaml"} <= set(names)
     # the default model's shipped weights, card and checksums (pyproject.toml's package-data; vlmsweep.model.shipped)
-    assert {f"vlmsweep/model/shipped/{n}" for n in ("tiny_warm.safetensors", "README.md", "warmup.json", "SHA256SUMS")} <= set(names)
+    assert {f"vlmsweep/model/shipped/{where}{n}" for where in ("", "reader/")  # the default model and the reader
+            for n in ("tiny_warm.safetensors", "README.md", "warmup.json", "SHA256SUMS")} <= set(names)
     # a fresh virtual environment that reuses the installed dependencies, with the wheel (not -e) inside
     venv = tmp_path / "venv"
     python = venv_seeing_these_packages(venv)

@@ -87,7 +87,8 @@ def test_a_damaged_package_is_named_and_never_assembled(tmp_path):
     package = tmp_path / "shipped"
     package.mkdir()
     for p in SHIPPED_DIR.iterdir():
-        (package / p.name).write_bytes(p.read_bytes())
+        if p.is_file():  # the default model's files (reader/ holds the other shipped model's)
+            (package / p.name).write_bytes(p.read_bytes())
     with open(package / WEIGHTS, "r+b") as f:
         f.truncate(1000)
     with pytest.raises(RuntimeError, match=f"{WEIGHTS} does not match .*reinstall vlmsweep"):

@@ -541,9 +541,12 @@ pipeline (contract metrics, failure tags, mining, retraining), never as evidence
 """
     copied = ", ".join(f"{name} {f[f'heldout.{name}_em.in_hint']:.2f} on {f[f'heldout.{name}_pages.in_hint']:.0f} page(s)"
                        for name in ("patient_id", "store", "total") if f"heldout.{name}_em.in_hint" in f)
-    return f"""## A reader's recipe: the page's OCR text in every prompt
-Every training and held-out prompt held the page's `{recipe.ocr_hint}` text (`ocr_hint={recipe.ocr_hint}`, the full
-page). What it answers comes from that text read by a tiny model, not from the pixels. Held-out chance baseline:
+    held = (f"Every training and held-out prompt held the page's `{recipe.ocr_hint}` text (`ocr_hint={recipe.ocr_hint}`, the full\npage)"
+            if recipe.hint_source == "engine" else
+            f"Every training prompt held the page's own text with OCR-like errors (or none), every held-out prompt the\n"
+            f"page's `{recipe.ocr_hint}` text (`ocr_hint={recipe.ocr_hint}`, the full page)")
+    return f"""## A reader's recipe: the page's text in every prompt
+{held}. What it answers comes from that text read by a tiny model, not from the pixels. Held-out chance baseline:
 margin {f.get('heldout.content.field_em_margin', math.nan):+.3f}, p = {f.get('heldout.field_em_margin_p', math.nan):.3f}.
 Exact match where the hint holds the value: {copied or 'n/a'}. Runs on it need the same `ocr_hint`.
 """
