@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     the build as the package's shipped model too."""
     import argparse
 
-    from vlmsweep.model.shipped import READER_DIR, SHIPPED_DIR, pack
+    from vlmsweep.model.shipped import READER_DIR, REBUILD, SHIPPED_DIR, pack
 
     parser = argparse.ArgumentParser(prog="python -m vlmsweep.recipes.warmup", description=main.__doc__)
     parser.add_argument("--cache", default=os.environ.get("VLMSWEEP_CACHE", "~/.cache/vlmsweep"),
@@ -40,5 +40,6 @@ def main(argv: list[str] | None = None) -> None:
     print((folder / "README.md").read_text(encoding="utf-8"))
     if args.ship:
         out = args.ship if isinstance(args.ship, Path) else READER_DIR if args.reader else SHIPPED_DIR
-        figures = pack(folder, input_rows(folder, recipe), out)
+        figures = pack(folder, input_rows(folder, recipe), out,
+                       "python -m vlmsweep.recipes.warmup --reader --ship" if args.reader else REBUILD)
         print(f"shipped into {out}: {figures['shipped.mib']:.2f} MiB, {figures['shipped.rows']:.0f} embedding rows")

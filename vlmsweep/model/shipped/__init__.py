@@ -42,7 +42,7 @@ FORMAT = "vlmsweep-shipped-1"  # bump with a change to what the shipped file hol
 REBUILD = "python -m vlmsweep.recipes.warmup --ship"  # writes a new shipped model from a build (minutes)
 
 
-def pack(build: Path, rows: torch.Tensor, out: Path = SHIPPED_DIR) -> dict[str, float]:
+def pack(build: Path, rows: torch.Tensor, out: Path = SHIPPED_DIR, rebuild: str = REBUILD) -> dict[str, float]:
     """Write the shipped files from a warm-up build (a cache folder of `vlmsweep.recipes.warmup`) into `out`, keeping
     the embedding rows `rows` (token ids), then assemble them and check that every shipped tensor comes back."""
     if json.loads((build / "config.json").read_text(encoding="utf-8")) != config_json("tiny"):
@@ -56,7 +56,8 @@ def pack(build: Path, rows: torch.Tensor, out: Path = SHIPPED_DIR) -> dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, out / WEIGHTS, metadata={"format": FORMAT})
     card = (build / "README.md").read_text(encoding="utf-8")
-    (out / "README.md").write_text(card.rstrip("\n") + "\n\n" + shipped_section(len(rows), out / WEIGHTS), encoding="utf-8")
+    (out / "README.md").write_text(card.rstrip("\n") + "\n\n" + shipped_section(len(rows), out / WEIGHTS, rebuild),
+                                   encoding="utf-8")
     recorded = json.loads((build / "warmup.json").read_text(encoding="utf-8"))
     recorded["input_vocab"] = rows.tolist()  # the rows that ship (a build from before warm() recorded them lacks them)
     write_json(out / "warmup.json", recorded, indent=1, sort_keys=True, ensure_ascii=True)
@@ -70,13 +71,13 @@ def pack(build: Path, rows: torch.Tensor, out: Path = SHIPPED_DIR) -> dict[str, 
     return {"shipped.mib": (out / WEIGHTS).stat().st_size / 2**20, "shipped.rows": float(len(rows))}
 
 
-def shipped_section(n_rows: int, weights: Path) -> str:
+def shipped_section(n_rows: int, weights: Path, rebuild: str = REBUILD) -> str:
     return f"""## As shipped
 The package carries this build's trained tensors in `{WEIGHTS}` ({weights.stat().st_size / 2**20:.2f} MiB, float32, as
 trained): the LLM layers, norm, vision tower and merger whole, and {n_rows:,} of the tied embedding's 151,936 rows (the tokens
 the warm-up's prompts and answers hold). Every other row is one stored vector, the mean of this build's other rows, so
 those tokens' logits keep the level the full-vocabulary steps gave them without torch's random generator. A run
-assembles the release-layout folder from it into the cache at first use (`vlmsweep.model.shipped`); `{REBUILD}`
+assembles the release-layout folder from it into the cache at first use (`vlmsweep.model.shipped`); `{rebuild}`
 writes a new one from a build.
 """
 
