@@ -227,6 +227,24 @@ STEPS: dict[str, Step | str] = {
         "a full build takes about 20 minutes on 2 cores (docs/ocr-hint.md); tests/test_warmup.py::"
         "test_a_reader_recipe_hints_each_page_before_it_is_scaled_and_keeps_other_keys checks its hinted documents, its "
         "card and its refusal with --ship, and the other tests there build the recipe's short form twice",
+    "python -m vlmsweep model=tiny_reader ocr_hint=tesseract":
+        "tests/test_reader.py::test_the_reader_reads_real_receipts_of_a_hand_written_manifest_with_their_ocr_text runs "
+        "it through the command line (evaluation only, three receipts of a hand-written manifest) and checks every page "
+        "got its hint and the report names the mechanism; training with a hint is the hint A/B step's",
+    "python -m vlmsweep model=tiny_reader ocr_hint=rapidocr":
+        "the reader's command with the other engine: tests/test_reader.py runs the reader through the command line with "
+        "Tesseract, tests/test_ocr_hint.py::test_rapidocr_reads_a_chinese_prescription_in_reading_order reads a page "
+        "with PP-OCRv4 and the hint A/B step here runs the engine axis through the command line",
+    "python -m vlmsweep -m model=tiny_reader ocr_hint=none,tesseract seed=0,1,2":
+        "benchmarks/bench_reader.py --only hint runs it (19 minutes on 2 cores); here the hint A/B step runs "
+        "ocr_hint=none,tesseract through the command line into one comparison report, "
+        "tests/test_reader.py runs model=tiny_reader through the command line and tests/test_report_effects.py checks the "
+        "seed statistics",
+    "python -m vlmsweep.recipes.warmup --reader":
+        "a build of about 42 minutes on 2 cores (docs/ocr-hint.md): tests/test_warmup.py::"
+        "test_a_reader_recipe_hints_each_page_before_it_is_scaled_and_keeps_other_keys checks the reader recipe's key, "
+        "card and command-line refusals, test_layout_hints_are_each_pages_own_text_with_errors_cut_to_the_budget its "
+        "hints, and the other tests there build the recipe's short form twice",
     "python -m vlmsweep +experiment=exp3 model.path=DIR ocr_hint=tesseract":
         "needs the downloaded release; tests/test_run.py runs +experiment=exp1..exp4 on the embedded model and "
         "tests/test_ocr_hint.py::test_the_budget_leaves_room_for_image_prompt_and_answer composes exp3 with the hint",
