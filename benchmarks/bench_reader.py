@@ -8,7 +8,9 @@ a part whose multirun finished is read again, not rerun):
 
 - **hint**: `python -m vlmsweep -m model=tiny_reader ocr_hint=none,ENGINE seed=0,1,2`: does the answer depend on the
   page once its text is in the prompt? Each run's chance baseline (content.field_em_margin and its randomization p,
-  vlmsweep.evaluate.grounding) and the report's effect of ocr_hint with its 95% interval over test samples and seeds.
+  vlmsweep.evaluate.grounding) and the report's effect of ocr_hint with its 95% interval over test samples and seeds;
+  then field EM field by field (list indices pooled: `items[].name`; `items[+].name` for items written beyond the target's list), per `ocr_hint` value over every seed's samples,
+  to show which fields the text gives the reader.
 - **budget**: `python -m vlmsweep -m model=tiny_reader ocr_hint=ENGINE ocr_hint.resolution=budget
   max_pixels=64tok,256tok seed=0,1,2`: the visual-token budget's effect, which here is the OCR engine's (it reads the
   page as resized to the budget), not Qwen2-VL's.
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections import defaultdict
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +39,8 @@ METRICS = ["content.field_em", "content.field_em_margin", "contract.strict_parse
 
 
 def runs_table(sweep: Path) -> list[dict]:
-    """Per run: its overrides, field EM, margin and the randomization p of its chance baseline."""
+    """Per run: its overrides, field EM, margin, the randomization p of its chance baseline and how many distinct
+    answers it wrote for its test pages (a model that ignores the page writes few)."""
     from vlmsweep.evaluate.grounding import randomization_test
 
     rows = []
@@ -47,8 +52,30 @@ def runs_table(sweep: Path) -> list[dict]:
         rows.append({"run": " ".join(o for o in info.get("overrides", []) if not o.startswith("hydra")),
                      "strict_parse": m.get("contract.strict_parse_rate"), "field_em": m.get("content.field_em"),
                      "margin": m.get("content.field_em_margin"), "p": test.p_value if test else None,
-                     "ocr_s": m.get("cost.ocr_seconds_per_image")})
+                     "ocr_s": m.get("cost.ocr_seconds_per_image"),
+                     "distinct": len({s["raw"] for s in samples}), "pages": len(samples)})
     return rows
+
+
+def fields_table(sweep: Path, axis: str = "ocr_hint") -> dict[str, dict[str, tuple[float, int]]]:
+    """Field -> value of AXIS -> (mean field EM over every run's scored samples with that value, how many scores), list
+    indices pooled: `medications[2].dose` counts as `medications[].dose`, and an item the model wrote beyond the
+    target's list (`medications[+3].dose`, scored 0, vlmsweep.evaluate.fields) as `medications[+].dose`."""
+    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in sorted(p for p in sweep.iterdir() if (p / "samples.jsonl").is_file()):
+        value = json.loads((run / "run_info.json").read_text())["choices"][axis]
+        for line in (run / "samples.jsonl").open(encoding="utf-8"):
+            for name, score in (json.loads(line).get("field_scores") or {}).items():
+                scores[re.sub(r"\[(\+?)\d+\]", r"[\1]", name)][value].append(score)
+    return {name: {v: (sum(s) / len(s), len(s)) for v, s in by_value.items()} for name, by_value in sorted(scores.items())}
+
+
+def print_fields(table: dict[str, dict[str, tuple[float, int]]]) -> None:
+    values = sorted({v for by_value in table.values() for v in by_value})
+    print("\n| field | " + " | ".join(f"field EM, {v} (scores)" for v in values) + " |\n|---|" + "---|" * len(values))
+    for name, by_value in table.items():
+        cells = [f"{by_value[v][0]:.2f} ({by_value[v][1]})" if v in by_value else "–" for v in values]
+        print(f"| `{name}` | " + " | ".join(cells) + " |")
 
 
 def effects(sweep: Path) -> list[dict]:
@@ -59,10 +86,10 @@ def effects(sweep: Path) -> list[dict]:
 
 def print_part(title: str, rows: list[dict], found: list[dict]) -> None:
     fmt = lambda v, f="+.3f": "–" if v is None else format(v, f)  # noqa: E731
-    print(f"\n## {title}\n\n| run | strict parse | field EM | margin | p | OCR s/page |\n|---|---|---|---|---|---|")
+    print(f"\n## {title}\n\n| run | strict parse | field EM | margin | p | OCR s/page | distinct answers |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {fmt(r['strict_parse'], '.3f')} | {fmt(r['field_em'], '.3f')} | {fmt(r['margin'])} | "
-              f"{fmt(r['p'], '.4f')} | {fmt(r['ocr_s'], '.2f')} |")
+              f"{fmt(r['p'], '.4f')} | {fmt(r['ocr_s'], '.2f')} | {r['distinct']} of {r['pages']} |")
     print("\n| effect | metric | estimate | 95% interval | verdict | seeds |\n|---|---|---|---|---|---|")
     for e in found:
         print(f"| {e['effect']} ({e['contrast']}) | {e['metric']} | {e['estimate']:+.4f} | {e['interval']} | "
@@ -111,6 +138,9 @@ def main() -> None:
         rows, found = runs_table(sweep), effects(sweep)
         figures["parts"][name] = {"runs": rows, "effects": found, "seconds": time.perf_counter() - started}
         print_part(f"{name}: python -m vlmsweep -m {' '.join(parts[name])}", rows, found)
+        if name == "hint":
+            figures["parts"][name]["fields"] = fields = fields_table(sweep)
+            print_fields(fields)
     if "loop" in args.only:
         figures["parts"]["loop"] = loop_part(out, args.engine)
     if args.json:
