@@ -6,6 +6,7 @@ optuna-dashboard on its storage."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -313,7 +314,11 @@ def test_a_two_objective_sweep_prints_and_plots_its_pareto_front_and_the_dashboa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dashboard = subprocess.Popen([*command.split(), "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+    # the console script installed beside this interpreter (found as a user of that environment finds it on PATH)
+    program, *args = command.split()
+    program = shutil.which(program, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    assert program, f"{command.split()[0]} is not installed beside {sys.executable}: pip install -e '.[test]'"
+    dashboard = subprocess.Popen([program, *args, "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
     try:
         deadline, studies = time.time() + 60, None
