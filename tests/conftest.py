@@ -69,6 +69,25 @@ def offline_env(tmp_path_factory):
             os.environ[k] = v
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """The folder NAME, made by `make(folder)` once in the whole test session, whichever xdist worker asks first; the
+    others wait for it under a file lock and share it (an expensive module fixture would otherwise run once per worker
+    its tests land on). A folder whose making was cut short is made again."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name  # the session's shared folder
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".made").is_file():
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def cache_dir(offline_env) -> Path:
     return offline_env

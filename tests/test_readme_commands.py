@@ -2,21 +2,26 @@
 it, in a subprocess, from a folder outside the checkout - with small overrides for speed and its placeholders (DIR,
 PATH, ...) filled with real folders. The commands are read out of those pages, so the two cannot drift apart: a new
 command without an entry in STEPS fails `test_every_readme_command_has_a_step`. A command shown on several pages is
-one step: it runs once."""
+one step: it runs once - once in the whole session, whichever xdist worker asks first (the user's folder and what
+each step printed are shared between workers, under file locks)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
+from conftest import made_once
 from test_data_sroie import SAMPLE as SROIE_SAMPLE  # the sample's location (and why it may be absent) live there
 from test_data_sroie import needs_sample
 from userdata import REPO, draw, run_dir, samples, vlmsweep, write_user_data
@@ -79,6 +84,9 @@ class Step:
     # The commands whose folders this one reads (RUN_DIR, DIR, ...): `made` runs them first in this workspace, once,
     # whichever test asks first - no step relies on the order or the worker pytest gives it.
     needs: tuple[str, ...] = ()
+    # Steps with the same `alone` name write into the same folder (the report of one multirun): they run and are
+    # checked one at a time, whichever workers they land on.
+    alone: str = ""
 
 
 # The README's commands ({ws} = the workspace). A step that reads another's folder names that command in `needs`.
@@ -122,8 +130,10 @@ STEPS: dict[str, Step | str] = {
                                                               check="four_runs"),
     "python -m vlmsweep.report outputs/multirun/DATE/TIME":
         "the `python -m vlmsweep.report DIR` step of tests/test_readme_commands.py runs this command on the 2x2's folder",
-    "python -m vlmsweep.report DIR": Step(needs=(TWO_BY_TWO,), replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
-    "python -m vlmsweep.report DIR --wandb offline": Step(needs=(TWO_BY_TWO,), replace={"DIR": "{ws}/multirun/2x2"}, check="report"),
+    "python -m vlmsweep.report DIR": Step(needs=(TWO_BY_TWO,), replace={"DIR": "{ws}/multirun/2x2"}, check="report",
+                                          alone="2x2-report"),
+    "python -m vlmsweep.report DIR --wandb offline": Step(needs=(TWO_BY_TWO,), replace={"DIR": "{ws}/multirun/2x2"},
+                                                          check="report", alone="2x2-report"),
     "python -m vlmsweep -m quant=nf4,bf16 scope=llm,all seed=0,1,2":
         "the 2x2 step of tests/test_readme_commands.py runs this multirun without seeds, and its positive-control step "
         "runs seeds as an axis through the command line into the report; tests/test_report_effects.py and "
@@ -240,6 +250,11 @@ STEPS: dict[str, Step | str] = {
         "ocr_hint=none,tesseract through the command line into one comparison report, "
         "tests/test_reader.py runs model=tiny_reader through the command line and tests/test_report_effects.py checks the "
         "seed statistics",
+    "python -m vlmsweep -m model=tiny_reader ocr_hint=tesseract ocr_hint.resolution=budget max_pixels=64tok,256tok "
+    "seed=0,1,2":
+        "benchmarks/bench_reader.py --only budget runs it (about 21 minutes on 2 cores); here the hint A/B step runs a "
+        "hinted multirun through the command line into its report, tests/test_ocr_hint.py checks the budget resolution "
+        "and its cache key and tests/test_reader.py runs model=tiny_reader through the command line",
     "python -m vlmsweep.recipes.warmup --reader":
         "a build of about 42 minutes on 2 cores (docs/ocr-hint.md): tests/test_warmup.py::"
         "test_a_reader_recipe_hints_each_page_before_it_is_scaled_and_keeps_other_keys checks the reader recipe's key, "
@@ -325,8 +340,12 @@ def test_every_readme_command_has_a_step():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, offline_env):
-    """A user's folder outside the checkout: their data, their config folder, an SROIE download."""
-    ws = tmp_path_factory.mktemp("user")
+    """A user's folder outside the checkout, one for the whole session (written by the first worker to ask)."""
+    return made_once(tmp_path_factory, "readme-user", write_workspace)
+
+
+def write_workspace(ws: Path) -> None:
+    """Their data, their config folder, new scans, an SROIE download."""
     m = write_user_data(ws)
     (ws / "my_data" / "pool.jsonl").write_text(m["mining"].read_text(encoding="utf-8"), encoding="utf-8")
     (ws / "my_conf" / "experiment").mkdir(parents=True)
@@ -361,7 +380,6 @@ def workspace(tmp_path_factory, offline_env):
     draw(ws / "SROIE" / "img" / "001.jpg", ["CORNER CAFE", "14/03/2025", "TOTAL 9.00"])
     (ws / "SROIE" / "key" / "001.json").write_text(json.dumps(
         {"company": "CORNER CAFE", "date": "14/03/2025", "address": "12 MAIN ST", "total": "9.00"}))
-    return ws
 
 
 def replica(name: str) -> Path:
@@ -373,41 +391,64 @@ def replica(name: str) -> Path:
 
 RUNNABLE = [c for c, s in STEPS.items() if isinstance(s, Step)]
 
-# What each workspace's steps printed, by command: a step that another needs runs once per workspace (one per
-# module and worker), whether its own test or a test that needs it asks first. A failed step is kept as its error,
-# so the tests that need it fail at once with that error instead of running it again.
+# What each step printed, by command, in this process; the file of record in the workspace's .steps/ is what every
+# worker reads. A step that another needs runs once in the session, whether its own test or a test that needs it asks
+# first, on whichever worker. A failed step is kept as its error, so the tests that need it fail at once with that
+# error instead of running it again.
 _MADE: dict[tuple[Path, str], subprocess.CompletedProcess | AssertionError] = {}
+
+
+def step_file(ws: Path, name: str, suffix: str) -> Path:
+    folder = ws / ".steps"
+    folder.mkdir(exist_ok=True)
+    return folder / (hashlib.sha256(name.encode()).hexdigest()[:16] + suffix)
 
 
 def made(command: str, ws: Path) -> subprocess.CompletedProcess:
     """`command` run as the user types it (with its step's replacements and speed overrides) from `ws`, after the
-    commands it needs: the one place that starts a README command, so the result never depends on test order."""
+    commands it needs: the one place that starts a README command, so the result never depends on test order or
+    worker. Its lock is held while its needs are made: needs form no cycle (a test checks), so no two workers wait on
+    each other."""
     key = (ws, command)
     if key not in _MADE:
-        step = STEPS[command]
-        for need in step.needs:
-            try:
-                made(need, ws)
-            except AssertionError as e:
-                _MADE[key] = AssertionError(f"needed step `{need}` failed:\n{e}")
-                break
-        else:
-            line = command
-            for old, new in step.replace.items():
-                line = line.replace(old, new)
-            folders = {"ws": ws}
-            if "{release}" in line or "{bnb4}" in line:
-                folders |= {"release": replica("tiny"), "bnb4": replica("tiny_bnb4")}
-            argv = shlex.split(line.format(**folders)) + [x.format(**folders) for x in step.extra]
-            assert argv[:2] == ["python", "-m"]
-            try:
-                _MADE[key] = vlmsweep(argv[3:], ws, module=argv[2])
-            except AssertionError as e:
-                _MADE[key] = e
+        record = step_file(ws, command, ".json")
+        with FileLock(f"{record}.lock"):
+            if record.is_file():
+                saved = json.loads(record.read_text(encoding="utf-8"))
+                _MADE[key] = (AssertionError(saved["error"]) if "error" in saved
+                              else subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"],
+                                                               saved["stderr"]))
+            else:
+                _MADE[key] = run_step(command, ws)
+                done = _MADE[key]
+                record.write_text(json.dumps({"error": str(done)} if isinstance(done, AssertionError) else
+                                             {"args": done.args, "returncode": done.returncode, "stdout": done.stdout,
+                                              "stderr": done.stderr}), encoding="utf-8")
     result = _MADE[key]
     if isinstance(result, AssertionError):
         raise result
     return result
+
+
+def run_step(command: str, ws: Path) -> subprocess.CompletedProcess | AssertionError:
+    step = STEPS[command]
+    for need in step.needs:
+        try:
+            made(need, ws)
+        except AssertionError as e:
+            return AssertionError(f"needed step `{need}` failed:\n{e}")
+    line = command
+    for old, new in step.replace.items():
+        line = line.replace(old, new)
+    folders = {"ws": ws}
+    if "{release}" in line or "{bnb4}" in line:
+        folders |= {"release": replica("tiny"), "bnb4": replica("tiny_bnb4")}
+    argv = shlex.split(line.format(**folders)) + [x.format(**folders) for x in step.extra]
+    assert argv[:2] == ["python", "-m"]
+    try:
+        return vlmsweep(argv[3:], ws, module=argv[2])
+    except AssertionError as e:
+        return e
 
 
 def test_every_need_is_a_runnable_step_and_no_step_needs_itself():
@@ -431,9 +472,10 @@ def test_readme_command_runs(command, workspace):
 
         if NO_TESSERACT:
             pytest.skip(NO_TESSERACT)
-    proc = made(command, workspace)
-    if step.check:
-        (CHECKS | OCR_CHECKS | PER_DOMAIN_CHECKS)[step.check](proc, workspace)
+    with FileLock(f"{step_file(workspace, step.alone, '.lock')}") if step.alone else nullcontext():
+        proc = made(command, workspace)
+        if step.check:
+            (CHECKS | OCR_CHECKS | PER_DOMAIN_CHECKS)[step.check](proc, workspace)
 
 
 def _run_ok(proc, ws):

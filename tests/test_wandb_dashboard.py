@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose
+from conftest import compose, made_once
 from test_tracking import read_wandb_records
 from userdata import vlmsweep
 from vlmsweep.pipeline import tracking
@@ -46,8 +46,9 @@ class OfflineRun:
                 "images": [e.path for e in art.manifest.contents if e.path.startswith("media/images/")]}
 
 
-def offline_runs(folder: Path) -> list[OfflineRun]:
-    return [OfflineRun(p) for p in sorted(folder.glob("**/wandb/offline-run-*/run-*.wandb"))]
+def offline_runs(folder: Path, pattern: str = "**") -> list[OfflineRun]:
+    """The offline runs under FOLDER (in the subfolders PATTERN matches: `[0-9]*` for a multirun's jobs alone)."""
+    return [OfflineRun(p) for p in sorted(folder.glob(f"{pattern}/wandb/offline-run-*/run-*.wandb"))]
 
 
 def column_type(table: dict, column: str) -> set[str]:
@@ -57,13 +58,15 @@ def column_type(table: dict, column: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def two_by_two(tmp_path_factory, offline_env):
-    cwd = tmp_path_factory.mktemp("dash")
-    vlmsweep(["-m", "quant=nf4,bf16", "seed=0,1", *SPEED, f"hydra.sweep.dir={SWEEP}"], cwd)
+    """The multirun, once in the session (its two tests may land on two workers); the report test adds report/ to it,
+    so the runs test reads the jobs' folders alone."""
+    cwd = made_once(tmp_path_factory, "dash", lambda folder: vlmsweep(
+        ["-m", "quant=nf4,bf16", "seed=0,1", *SPEED, f"hydra.sweep.dir={SWEEP}"], folder))
     return cwd / SWEEP
 
 
 def test_a_2x2_is_four_runs_named_by_their_axes_in_the_dated_group_with_pages_and_artifacts(two_by_two):
-    runs = offline_runs(two_by_two)
+    runs = offline_runs(two_by_two, "[0-9]*")
     assert len(runs) == 4
     assert sorted(r.config["trial"]["job"] for r in runs) == [0, 1, 2, 3]
     assert sorted(r.run.display_name for r in runs) == ["quant=bf16 seed=0", "quant=bf16 seed=1",
