@@ -100,7 +100,9 @@ def loop_part(out: Path, engine: str) -> dict:
     import subprocess
 
     run = out / "loop"
+    started, ran = time.perf_counter(), False
     if not (run / "report.md").is_file():
+        ran = True
         cmd = [sys.executable, "-m", "vlmsweep", "model=tiny_reader", f"ocr_hint={engine}", "loop.cycles=2",
                "tracker=none", f"hydra.run.dir={run}"]
         print("running:", " ".join(cmd[1:]), flush=True)
@@ -108,7 +110,7 @@ def loop_part(out: Path, engine: str) -> dict:
     report = run / "report.md"
     print(f"\n## loop (model=tiny_reader ocr_hint={engine} loop.cycles=2)\n")
     print(report.read_text(encoding="utf-8") if report.is_file() else f"(no report.md in {run})")
-    return {"folder": str(run)}
+    return {"folder": str(run), "seconds": time.perf_counter() - started if ran else None}
 
 
 def main() -> None:

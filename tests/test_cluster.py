@@ -36,6 +36,7 @@ def postgres_or_skip() -> str:
     return POSTGRES_URL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_workers_together_run_exactly_the_total(tmp_path, backend):
     name = f"lora_rank_{uuid.uuid4().hex[:8]}"  # a fresh study, also in a shared PostgreSQL database
@@ -67,6 +68,7 @@ def test_two_workers_together_run_exactly_the_total(tmp_path, backend):
             optuna.delete_study(study_name=name, storage=storage)
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_each_job_in_its_own_process(tmp_path):
     vlmsweep("-m", "quant=bf16,fp32", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
              "eval.enabled=false", *TINY_RUN, cwd=tmp_path)

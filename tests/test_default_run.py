@@ -8,6 +8,8 @@ import json
 import os
 import re
 
+import pytest
+
 from userdata import REPO, run_dir, vlmsweep
 
 from vlmsweep.model.shipped import ensure_warm_model
@@ -45,6 +47,7 @@ def test_the_readme_table_parses_into_the_metrics_it_names():
     assert any(k.startswith("tags.") for k in expected)
 
 
+@pytest.mark.slow
 def test_the_default_command_from_a_damaged_cache_gives_the_readmes_table(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     weights = ensure_warm_model(cache) / "model.safetensors"

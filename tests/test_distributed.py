@@ -16,6 +16,7 @@ SAME = [o for o in TINY_RUN if not o.startswith(("train.batch_size", "data.train
 SAME += ["data.train_size=4", "train.max_steps=2", "quant=fp32"]  # bf16 on the CPU adds rounding noise
 
 
+@pytest.mark.slow
 def test_two_process_run_matches_one_process_with_the_same_global_batch(tmp_path):
     one = tmp_path / "one"
     vlmsweep(*SAME, "train.batch_size=4", f"hydra.run.dir={one}", cwd=tmp_path)

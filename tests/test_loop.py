@@ -315,6 +315,7 @@ ORIGIN = re.compile(r"^(base|(mined|synth):\d+:(" + "|".join(TAGS) + "))$")
 LOOP = FAST + ["loop.cycles=1", "loop.synth_per_tag=2", "loop.mine_per_tag=1", "eval.max_new_tokens=16", "loop.noise_seeds=1"]
 
 
+@pytest.mark.slow
 def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, tiny_path, monkeypatch):
     from vlmsweep.pipeline import stages
     from vlmsweep.run import run
@@ -413,6 +414,7 @@ def test_two_cycles_end_to_end_with_a_crash_in_cycle_1_and_a_resume(tmp_path, ti
     assert "stopped before cycle 2: cycle 1 mined nothing and loop.on_empty_mine=stop" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_loop_killed_mid_cycle_resumes_without_redoing_finished_cycles(tmp_path):
     """A real SIGKILL of `python -m vlmsweep loop.cycles=1` in cycle 1, then the same command again."""
     import os

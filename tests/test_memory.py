@@ -184,6 +184,7 @@ def _train_two_steps(dtype, lora: bool, batch: int) -> tuple[int, int]:
     [(torch.float32, True, 2), (torch.bfloat16, False, 1)],
     ids=["fp32-lora", "bf16-full"],
 )
+@pytest.mark.slow
 def test_estimate_within_25_percent_of_measured_cpu_step(dtype, lora, batch):
     est, measured = _train_two_steps(dtype, lora, batch)
     # the heap on the 2-core Intel Xeon, two fresh processes each: fp32-lora 298-299 MiB against 363 (the estimate
@@ -198,6 +199,7 @@ def test_estimate_within_25_percent_of_measured_cpu_step(dtype, lora, batch):
     [(torch.float32, "chunked", 2, 128), (torch.bfloat16, "eager", 1, 48)],
     ids=["fp32-chunked", "bf16-eager"],
 )
+@pytest.mark.slow
 def test_estimate_within_40_percent_for_the_tiny_model(dtype, loss_impl, batch, supervised):
     est, measured = _in_fresh_process("tiny_config()", dtype, lora_r=16, batch_size=batch, visual_tokens=64,
                                       text_tokens=supervised + 32, supervised_tokens=supervised, loss_impl=loss_impl,

@@ -146,6 +146,7 @@ def test_ocr_baseline_reads_real_sroie_receipts(tmp_path):
     assert "**The answers depend on the page**" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 @needs_tesseract
 def test_the_ocr_baselines_answers_depend_on_their_page_through_the_command_line(tmp_path):
     """The chance baseline as a user meets it: `python -m vlmsweep model=ocr_tesseract` from a folder of their own.

@@ -127,6 +127,7 @@ exec "{real}" "$@"
 """
 
 
+@pytest.mark.slow
 @needs_tesseract
 def test_an_unreadable_page_and_hints_over_the_limit_cost_hints_not_the_run(tmp_path):
     import shutil

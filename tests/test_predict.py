@@ -136,6 +136,7 @@ def test_real_receipt_scans_are_read_at_the_budget_through_a_glob():
         assert image.size == (w, h) if w * h <= 4 * budget else image.width * image.height <= 4 * budget
 
 
+@pytest.mark.slow
 def test_a_fifo_and_a_system_file_are_refused_by_name_and_every_good_answer_is_kept(tmp_path, offline_env):
     from userdata import FAST_CLI, vlmsweep
 

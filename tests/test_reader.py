@@ -45,6 +45,7 @@ def test_the_reader_without_a_hint_is_warned_about(caplog, tmp_path):
     assert "ocr_hint=none" not in caplog.text  # the default model never had a hint
 
 
+@pytest.mark.slow
 @needs_tesseract
 def test_the_reader_reads_real_receipts_of_a_hand_written_manifest_with_their_ocr_text(tmp_path, offline_env):
     """Three SROIE receipts (or, without the sample set, receipts typed by hand), listed in a manifest written here,

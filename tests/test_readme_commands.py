@@ -252,9 +252,13 @@ STEPS: dict[str, Step | str] = {
         "seed statistics",
     "python -m vlmsweep -m model=tiny_reader ocr_hint=tesseract ocr_hint.resolution=budget max_pixels=64tok,256tok "
     "seed=0,1,2":
-        "benchmarks/bench_reader.py --only budget runs it (about 21 minutes on 2 cores); here the hint A/B step runs a "
+        "benchmarks/bench_reader.py --only budget runs it (31 minutes on 2 cores shared with a test run); here the hint A/B step runs a "
         "hinted multirun through the command line into its report, tests/test_ocr_hint.py checks the budget resolution "
         "and its cache key and tests/test_reader.py runs model=tiny_reader through the command line",
+    "python -m vlmsweep model=tiny_reader ocr_hint=tesseract loop.cycles=2":
+        "benchmarks/bench_reader.py --only loop runs it (about 17 minutes on 2 cores); here the loop.cycles=3 step runs "
+        "the loop through the command line and checks its seed-noise band in the cycle report, tests/test_loop.py "
+        "checks the band's arithmetic and tests/test_reader.py runs model=tiny_reader with a hint through the command line",
     "python -m vlmsweep.recipes.warmup --reader":
         "a build of about 42 minutes on 2 cores (docs/ocr-hint.md): tests/test_warmup.py::"
         "test_a_reader_recipe_hints_each_page_before_it_is_scaled_and_keeps_other_keys checks the reader recipe's key, "

@@ -41,6 +41,7 @@ def test_direction_comes_from_the_metric_and_unknown_objective_fails_early(tmp_p
     assert not list(tmp_path.glob("outputs/sweeps/max_pixels/*/metrics.json"))  # nothing trained
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_the_requested_total(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "vlmsweep", *SWEEP, "sweep.trials=3", *NO_EVAL, *TINY_RUN]
@@ -75,6 +76,7 @@ def test_killed_sweep_resumes_to_the_requested_total(tmp_path):
     assert [i["status"] for i in killed] == ["interrupted"]
 
 
+@pytest.mark.slow
 def test_two_workers_on_one_study_draw_from_their_own_seed_streams_and_count_after_telling(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "vlmsweep", *SWEEP, "sweep.trials=2", *NO_EVAL, *TINY_RUN]
@@ -89,6 +91,7 @@ def test_two_workers_on_one_study_draw_from_their_own_seed_streams_and_count_aft
     assert paces and not any(": 0 of 2 trials finished" in x for x in paces)  # printed once its trial was told
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     # 512 visual tokens + the answer exceed 700 tokens (an error, never a cut answer); 256 fit.
     vlmsweep(*SWEEP, "sweep.trials=3", "train.max_seq_len=700", *NO_EVAL, *TINY_RUN, cwd=tmp_path)
@@ -156,6 +159,7 @@ def test_a_tie_is_reported_as_a_tie():
     assert best_or_tie([(0, 0.7, "a=2"), (1, 0.5, "a=1"), (2, 0.7, "a=2")], True) == "best: a=2 (trials 0, 2) with 0.7"
 
 
+@pytest.mark.slow
 def test_a_sweep_through_the_command_line_then_its_report_and_a_resumed_invocation(tmp_path):
     """The user's two commands: an Optuna sweep over named budgets, then the report on its folder; a second
     invocation with a larger total adds its trial to the same study and the same report."""
@@ -278,6 +282,7 @@ def test_the_pareto_front_is_the_non_dominated_set(tmp_path):
     assert pareto_plot(record, tmp_path / "pareto.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_a_two_objective_sweep_prints_and_plots_its_pareto_front_and_the_dashboard_reads_it(tmp_path):
     """README: `python -m vlmsweep -m +sweep=max_pixels_pareto`, then the report, then `optuna-dashboard` on the
     sweep's storage (the README's command, as written there, on a free port)."""

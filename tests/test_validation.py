@@ -138,6 +138,7 @@ def test_a_validation_manifest_sharing_a_page_with_the_test_manifest_is_refused_
     assert "trainable parameters" not in proc.stdout + proc.stderr  # refused before the model loaded
 
 
+@pytest.mark.slow
 def test_eval_every_and_select_keep_the_adapter_of_the_recorded_step_and_test_it(tmp_path, offline_env):
     """The done-when command of issue #41, made small: a point every 10 steps, the adapter kept is the selected
     step's (its tensors equal that step's checkpoint, not the last one's), and the test set is scored with it."""
@@ -176,6 +177,7 @@ def test_the_loop_report_says_which_step_each_cycle_kept():
     assert selection_lines(history, compose(["loop.cycles=1"])) == []
 
 
+@pytest.mark.slow
 def test_each_loop_cycle_selects_its_step_on_the_validation_set(tmp_path, offline_env):
     proc = vlmsweep(["loop.cycles=1", "loop.noise_seeds=0", "loop.mine_per_tag=1", "loop.synth_per_tag=1",
                      "train.eval_every=1", "train.select=text.raw_cer", "train.max_steps=2", "train.batch_size=2",

@@ -65,6 +65,7 @@ def two_by_two(tmp_path_factory, offline_env):
     return cwd / SWEEP
 
 
+@pytest.mark.slow
 def test_a_2x2_is_four_runs_named_by_their_axes_in_the_dated_group_with_pages_and_artifacts(two_by_two):
     runs = offline_runs(two_by_two, "[0-9]*")
     assert len(runs) == 4
@@ -98,6 +99,7 @@ def test_a_2x2_is_four_runs_named_by_their_axes_in_the_dated_group_with_pages_an
         assert any(e.path == "adapter_config.json" for e in model.manifest.contents)
 
 
+@pytest.mark.slow
 def test_the_report_logs_its_effects_as_a_table_into_the_runs_project_and_group(two_by_two):
     vlmsweep([str(two_by_two), "--wandb", "offline"], two_by_two.parent, module="vlmsweep.report")
     (report,) = offline_runs(two_by_two / "report")
@@ -112,6 +114,7 @@ def test_the_report_logs_its_effects_as_a_table_into_the_runs_project_and_group(
     assert report.artifact("report").manifest.contents[0].path == "report.html"
 
 
+@pytest.mark.slow
 def test_every_loop_cycle_logs_its_metrics(tmp_path, offline_env):
     """Each cycle's row used to be logged at a step below W&B's own (its tables had advanced it): W&B printed
     'Tried to log to step 2 that is less than the current step 3 ... ignored' and kept no loop/* row at all."""
