@@ -30,11 +30,8 @@ def pytest_collection_modifyitems(config, items):
     seed = config.getoption("--shuffle")
     if seed is not None:
         random.Random(seed).shuffle(items)
-        return
-    # The end-to-end runs (marked slow) first, each group in collection order: xdist hands tests out in this order, so
-    # a run of minutes starts while short tests remain to fill the other worker, instead of keeping one worker busy
-    # after the other has finished (longest first; what is scheduled, never what a test sees).
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # Collection order otherwise. Not the slow tests first: xdist's load scheduling sends each worker a contiguous
+    # first quarter of the list, so one worker got every end-to-end run and the suite took minutes longer.
 
 
 # The user's cache (as a run's cache_dir): the warmed embedded model, the default `model=tiny_warm`, is assembled there
